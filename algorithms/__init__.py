@@ -1,0 +1,1 @@
+"""Built-in algorithm plugins; each module registers itself with `harness.registry`."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by the algorithm families: networks, mixers, replay, exploration, targets."""

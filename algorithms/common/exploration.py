@@ -1,0 +1,48 @@
+"""Action selection over available actions: masked argmax/max, epsilon-greedy, schedules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """start -> finish linearly over `steps`, then flat (PyMARL's epsilon schedule)."""
+
+    start: float
+    finish: float
+    steps: int
+
+    def __call__(self, t: int) -> float:
+        frac = min(max(t, 0) / self.steps, 1.0) if self.steps > 0 else 1.0
+        return self.start + frac * (self.finish - self.start)
+
+
+def masked_argmax(values: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Argmax over available actions; a row with none available gives action 0."""
+    return values.masked_fill(~avail, float("-inf")).argmax(-1)
+
+
+def masked_max(values: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Max over available actions; a row with none available gives 0 (not -inf)."""
+    best = values.masked_fill(~avail, float("-inf")).amax(-1)
+    return torch.where(avail.any(-1), best, 0.0)
+
+
+def random_available(avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A uniform draw among the available actions of every row (0 where none is)."""
+    scores = torch.rand(avail.shape, generator=generator).to(avail.device)
+    return masked_argmax(scores, avail)
+
+
+def epsilon_greedy(
+    values: torch.Tensor, avail: torch.Tensor, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
+    """With probability epsilon a uniform available action, else the greedy available one."""
+    greedy = masked_argmax(values, avail)
+    if epsilon <= 0.0:
+        return greedy
+    explore = torch.rand(greedy.shape, generator=generator).to(values.device) < epsilon
+    return torch.where(explore, random_available(avail, generator), greedy)

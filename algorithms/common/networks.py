@@ -1,0 +1,102 @@
+"""Entity-attention networks whose weights do not depend on the number of agents or entities.
+
+Masks follow the harness polarity everywhere: True = the entity exists / is visible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EntityAttention(nn.Module):
+    """Multi-head attention from query rows over a masked entity list.
+
+    `forward(queries [..., Q, D], entities [..., K, D], mask [..., K]) -> [..., Q, D]`.
+    Masked keys get zero weight whatever their contents, and a query whose keys are all
+    masked returns the output projection of zero (no NaN), as REFIL does.
+    """
+
+    def __init__(self, embed: int, heads: int) -> None:
+        super().__init__()
+        if embed % heads:
+            raise ValueError(f"attention embedding {embed} is not divisible by {heads} heads")
+        self.heads = heads
+        self.query = nn.Linear(embed, embed, bias=False)
+        self.key = nn.Linear(embed, embed, bias=False)
+        self.value = nn.Linear(embed, embed, bias=False)
+        self.out = nn.Linear(embed, embed)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        # [..., R, D] -> [..., heads, R, D / heads]
+        return x.unflatten(-1, (self.heads, -1)).transpose(-2, -3)
+
+    def forward(self, queries: torch.Tensor, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.query(queries)), self._split(self.key(entities)), self._split(self.value(entities))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., heads, Q, K]
+        keep = mask[..., None, None, :]
+        # A finite fill keeps softmax NaN-free on an all-masked row; multiplying by the mask
+        # then zeroes that row's uniform weights (elsewhere masked weights are already 0).
+        weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(-1) * keep
+        mixed = (weights @ v).transpose(-2, -3).flatten(-2)  # [..., Q, D]
+        return self.out(mixed)
+
+
+class EntityEncoder(nn.Module):
+    """One agent's entity list -> one vector: row 0 (the agent itself) attends over all rows."""
+
+    def __init__(self, in_features: int, embed: int, heads: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, embed)
+        self.attention = EntityAttention(embed, heads)
+
+    def forward(self, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.embed(entities))  # [..., E, D]
+        return self.attention(x[..., :1, :], x, mask).squeeze(-2)
+
+
+class RecurrentAgent(nn.Module):
+    """Entity encoder -> ReLU(Linear) -> GRUCell -> Linear head (AQMIX/REFIL agent).
+
+    Shared by all agents; absent agents (agent_mask False) get zero outputs and a zero
+    recurrent state, so whatever sits in their slots cannot leak anywhere.
+    """
+
+    def __init__(self, obs_features: int, n_outputs: int, embed: int = 128, heads: int = 4, hidden: int = 64):
+        super().__init__()
+        self.hidden = hidden
+        self.encoder = EntityEncoder(obs_features, embed, heads)
+        self.fc = nn.Linear(embed, hidden)
+        self.rnn = nn.GRUCell(hidden, hidden)
+        self.head = nn.Linear(hidden, n_outputs)
+
+    def initial_state(self, batch: int, agents: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch, agents, self.hidden, device=device)
+
+    def encode(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
+        """The feed-forward part; it runs over any leading dims (e.g. all time steps at once)."""
+        return F.relu(self.fc(self.encoder(obs, obs_mask)))
+
+    def recur(self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step: x, h [B, A, H] -> outputs [B, A, n_outputs], new h."""
+        h = self.rnn(x.flatten(0, -2), h.flatten(0, -2)).view_as(h)
+        present = agent_mask.unsqueeze(-1)
+        h = torch.where(present, h, 0.0)
+        return torch.where(present, self.head(h), 0.0), h
+
+    def forward(self, obs, obs_mask, agent_mask, h) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step for a batch of envs: obs [B, A, E, F] -> outputs [B, A, n_outputs], new h."""
+        return self.recur(self.encode(obs, obs_mask), h, agent_mask)
+
+    def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+        """Whole episodes from a zero state: obs [B, T, A, E, F] -> outputs [B, T, A, n_outputs]."""
+        x = self.encode(obs, obs_mask)  # one batched pass; only the GRU walks the time axis
+        h = self.initial_state(obs.shape[0], obs.shape[2], obs.device)
+        outputs = []
+        for t in range(obs.shape[1]):
+            out, h = self.recur(x[:, t], h, agent_mask[:, t])
+            outputs.append(out)
+        return torch.stack(outputs, dim=1)

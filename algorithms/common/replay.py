@@ -1,0 +1,197 @@
+"""Episode replay: whole padded episodes in numpy, sampled as trimmed torch batches.
+
+An episode of T steps has T+1 observation slots (slot t is what the agents saw before step
+t; slot T is the final `next`, needed to bootstrap a truncated episode) and T per-step
+entries (actions, reward, terminated, filled). Storage is padded to the env spec's limits;
+each episode records how much of the padding it used, and a sampled batch is cut to the
+largest extent among its episodes, so short episodes and small teams cost no more than
+they need. `np.zeros` storage is only touched (paged in) as episodes arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.api import EnvSpec, Transition
+
+# Axes an episode may fill only partly: steps, agents, observed entities, state entities.
+TRIMMED = ("T", "A", "E", "N")
+STEP_FIELDS = ("obs", "obs_mask", "state", "state_mask", "avail_actions", "agent_mask")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One stored array: `dims` after the episode axis are "T" (steps), "T+1" (observation
+    slots), "A", "E", "N" (padded sizes) or fixed ints (feature sizes)."""
+
+    dims: tuple[str | int, ...]
+    dtype: type
+
+    @property
+    def per_slot(self) -> bool:
+        return self.dims[0] == "T+1"
+
+
+def episode_schema(spec: EnvSpec) -> dict[str, Field]:
+    actions = Field(("T", "A"), np.int64) if spec.discrete else Field(("T", "A", spec.n_actions), np.float32)
+    return {
+        "obs": Field(("T+1", "A", "E", spec.obs_features), np.float32),
+        "obs_mask": Field(("T+1", "A", "E"), np.bool_),
+        "state": Field(("T+1", "N", spec.state_features), np.float32),
+        "state_mask": Field(("T+1", "N"), np.bool_),
+        "avail_actions": Field(("T+1", "A", spec.n_actions), np.bool_),
+        "agent_mask": Field(("T+1", "A"), np.bool_),
+        "actions": actions,
+        "reward": Field(("T",), np.float32),
+        "terminated": Field(("T",), np.bool_),
+        "filled": Field(("T",), np.bool_),
+    }
+
+
+def spec_limits(spec: EnvSpec) -> dict[str, int]:
+    return {"T": spec.episode_limit, "A": spec.max_agents, "E": spec.max_entities, "N": spec.max_state_entities}
+
+
+def _sizes(limits: dict[str, int]) -> dict[str, int]:
+    return {**limits, "T+1": limits["T"] + 1}
+
+
+class EpisodeReplay:
+    """A ring buffer of `capacity` padded episodes."""
+
+    def __init__(self, schema: dict[str, Field], capacity: int, limits: dict[str, int]) -> None:
+        self.schema, self.capacity = schema, capacity
+        sizes = _sizes(limits)
+        self.data = {
+            name: np.zeros((capacity, *(sizes[d] if isinstance(d, str) else d for d in f.dims)), f.dtype)
+            for name, f in schema.items()
+        }
+        self.extents = np.zeros((capacity, len(TRIMMED)), np.int64)  # per episode, in TRIMMED order
+        self.size = 0
+        self.ptr = 0
+
+    @classmethod
+    def for_spec(cls, spec: EnvSpec, capacity: int) -> EpisodeReplay:
+        return cls(episode_schema(spec), capacity, spec_limits(spec))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _observed_extents(self, episodes: dict[str, np.ndarray]) -> dict[str, int]:
+        seen: dict[str, int] = {}
+        for name, f in self.schema.items():
+            for axis, d in enumerate(f.dims):
+                if d in ("A", "E", "N"):
+                    seen[d] = max(seen.get(d, 0), episodes[name].shape[axis + 1])
+        return seen
+
+    def add(self, episodes: dict[str, np.ndarray], lengths: np.ndarray) -> None:
+        """Store a batch of episodes (arrays [n, steps(+1), ...], possibly less padded)."""
+        n = len(lengths)
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        for name, store in self.data.items():
+            arr = episodes[name]
+            if arr.ndim != store.ndim or any(a > s for a, s in zip(arr.shape[1:], store.shape[1:], strict=True)):
+                raise ValueError(f"episode field {name!r} of shape {arr.shape} does not fit storage {store.shape}")
+            store[idx] = 0  # masks left over from an overwritten episode would read as real data
+            store[(idx, *(slice(0, s) for s in arr.shape[1:]))] = arr
+        seen = self._observed_extents(episodes)
+        self.extents[idx] = [[int(t)] + [seen.get(d, 0) for d in TRIMMED[1:]] for t in lengths]
+        self.ptr = int((self.ptr + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """`batch_size` distinct episodes, trimmed to their largest extents (CPU tensors)."""
+        idx = torch.randperm(self.size, generator=generator)[:batch_size].numpy()
+        sizes = _sizes(dict(zip(TRIMMED, self.extents[idx].max(0).tolist(), strict=True)))
+        out = {}
+        for name, f in self.schema.items():
+            cut = tuple(slice(0, sizes[d]) if isinstance(d, str) else slice(None) for d in f.dims)
+            out[name] = torch.from_numpy(self.data[name][(idx, *cut)])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The filled part, as tensors sharing memory with the buffer (like nn.Module.state_dict)."""
+        n = self.size
+        return {
+            "size": n,
+            "ptr": self.ptr,
+            "extents": torch.from_numpy(self.extents[:n]),
+            "data": {name: torch.from_numpy(arr[:n]) for name, arr in self.data.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n = int(state["size"])
+        self.size, self.ptr = n, int(state["ptr"])
+        self.extents[:n] = state["extents"].numpy()
+        for name, arr in self.data.items():
+            arr[n:] = 0
+            arr[:n] = state["data"][name].numpy()
+
+
+class EpisodeCollector:
+    """Turns the runner's synchronous `Transition`s into episodes for an `EpisodeReplay`.
+
+    The runner resets all B envs together and steps until every env is done; envs that
+    finished early report active=False and are stored as unfilled padding. The batch is
+    committed when every env is done (or the episode limit is reached, which stores the
+    unfinished episodes as truncated: they keep their final observation and bootstrap).
+    """
+
+    def __init__(self, replay: EpisodeReplay) -> None:
+        self.replay = replay
+        self.max_steps = replay.data["reward"].shape[1]
+        self.episodes = 0  # finished episodes
+        self.env_steps = 0  # active env steps
+        self.buffers: dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def _put(self, name: str, slot: int, value: np.ndarray) -> None:
+        buf = self.buffers.get(name)
+        if buf is None:
+            f = self.replay.schema[name]
+            slots = self.max_steps + int(f.per_slot)
+            buf = self.buffers[name] = np.zeros((value.shape[0], slots, *value.shape[1:]), f.dtype)
+        buf[:, slot] = value
+
+    def observe(self, tr: Transition) -> bool:
+        """Record one batched step; True when it completed (and stored) the batch of episodes."""
+        if self.t == 0:
+            for name in STEP_FIELDS:
+                self._put(name, 0, getattr(tr.step, name))
+        for name in STEP_FIELDS:
+            self._put(name, self.t + 1, getattr(tr.next, name))
+        self._put("actions", self.t, tr.actions)
+        self._put("reward", self.t, tr.next.reward)
+        self._put("terminated", self.t, tr.next.terminated & tr.active)
+        self._put("filled", self.t, tr.active)
+        self.episodes += int((tr.next.done & tr.active).sum())
+        self.env_steps += int(tr.active.sum())
+        self.t += 1
+        if tr.next.done.all() or self.t >= self.max_steps:
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Store whatever has been collected (nothing if empty) and start a new batch."""
+        if self.t:
+            batch = {n: b[:, : self.t + int(self.replay.schema[n].per_slot)] for n, b in self.buffers.items()}
+            self.replay.add(batch, batch["filled"].sum(1))
+        self.buffers, self.t = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "episodes": self.episodes,
+            "env_steps": self.env_steps,
+            "t": self.t,
+            "buffers": {n: torch.from_numpy(b) for n, b in self.buffers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episodes, self.env_steps, self.t = int(state["episodes"]), int(state["env_steps"]), int(state["t"])
+        self.buffers = {n: b.numpy().copy() for n, b in state["buffers"].items()}

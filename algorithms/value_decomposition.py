@@ -1,0 +1,234 @@
+"""Value decomposition: IQL, VDN and QMIX on the entity-attention recurrent agent.
+
+One learner; the variants differ only in how per-agent utilities are combined:
+IQL trains every q_i on its own TD error (no mixer), VDN sums them, QMIX mixes them
+monotonically with attention hypernetworks over the state entity list (AQMIX-style), so
+the same weights run on any team size. Defaults follow PyMARL (algorithms.md §2.1-2.2).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax, masked_max
+from algorithms.common.mixers import AttentionQMixer, SumMixer
+from algorithms.common.networks import RecurrentAgent
+from algorithms.common.replay import EpisodeCollector, EpisodeReplay
+from algorithms.common.targets import hard_update, td_lambda_targets
+from algorithms.common.torch_utils import make_generator, seeded, step_tensors
+from harness.api import EnvSpec, Step, Transition, tunable
+from harness.registry import register_algorithm
+
+
+@dataclass
+class ValueDecompositionConfig:
+    lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
+    optim_alpha: float = 0.99  # RMSprop smoothing
+    optim_eps: float = 1e-5
+    gamma: float = 0.99
+    batch_size: int = 32  # episodes per gradient step
+    buffer_size: int = 5000  # episodes
+    updates_per_round: int = 1  # gradient steps per `update()` call
+    target_update_episodes: int = 200
+    epsilon_start: float = 1.0
+    epsilon_finish: float = 0.05
+    epsilon_anneal_steps: int = tunable(50_000, 5_000, 500_000, log=True)  # env steps
+    grad_norm_clip: float = 10.0
+    double_q: bool = True
+    td_lambda: float = 0.0  # 0 = one-step targets
+    attn_embed: int = 128  # REFIL
+    attn_heads: int = 4
+    rnn_hidden: int = 64
+
+
+@dataclass
+class QMIXConfig(ValueDecompositionConfig):
+    mixing_embed: int = 32
+    hypernet_embed: int = 64
+    hypernet_heads: int = 4
+
+
+class ValueDecomposition:
+    """Shared learner; subclasses choose the mixer with `_build_mixer`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = ValueDecompositionConfig
+
+    def __init__(self, env_spec: EnvSpec, config: ValueDecompositionConfig, seed: int, device: Any) -> None:
+        if not env_spec.discrete:
+            raise ValueError(f"{type(self).__name__} needs discrete actions")
+        self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
+        with seeded(seed):
+            self.agent = RecurrentAgent(
+                env_spec.obs_features, env_spec.n_actions, config.attn_embed, config.attn_heads, config.rnn_hidden
+            )
+            self.mixer = self._build_mixer()
+        self.agent.to(self.device)
+        if self.mixer is not None:
+            self.mixer.to(self.device)
+        self.target_agent = self._frozen_copy(self.agent)
+        self.target_mixer = self._frozen_copy(self.mixer) if self.mixer is not None else None
+        self.params = [*self.agent.parameters(), *(self.mixer.parameters() if self.mixer is not None else ())]
+        self.optimiser = torch.optim.RMSprop(self.params, lr=config.lr, alpha=config.optim_alpha, eps=config.optim_eps)
+        self.generator = make_generator(seed)
+        self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish, config.epsilon_anneal_steps)
+        self.replay = EpisodeReplay.for_spec(env_spec, config.buffer_size)
+        self.collector = EpisodeCollector(self.replay)
+        self.grad_steps = 0
+        self.last_target_update = 0  # episode count at the last hard update
+
+    def _build_mixer(self) -> nn.Module | None:
+        return None
+
+    def _frozen_copy(self, net: nn.Module) -> nn.Module:
+        copied = copy.deepcopy(net).to(self.device)
+        copied.requires_grad_(False)
+        return copied
+
+    # ---------------------------------------------------------------- acting
+
+    @property
+    def env_steps(self) -> int:
+        return self.collector.env_steps
+
+    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
+        x = step_tensors(step, self.device)
+        with torch.inference_mode():
+            if memory is None:
+                memory = self.agent.initial_state(*x.agent_mask.shape, self.device)
+            q, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
+            eps = self.epsilon(self.env_steps) if explore else 0.0
+            actions = epsilon_greedy(q, x.avail_actions, eps, self.generator)
+            actions = torch.where(x.agent_mask, actions, 0)
+        return actions.cpu().numpy(), memory
+
+    def observe(self, transition: Transition) -> None:
+        self.collector.observe(transition)
+
+    # ---------------------------------------------------------------- learning
+
+    def update(self) -> dict[str, float]:
+        if len(self.replay) < self.cfg.batch_size:
+            return {}
+        metrics: dict[str, float] = {}
+        for _ in range(self.cfg.updates_per_round):
+            batch = self.replay.sample(self.cfg.batch_size, self.generator)
+            metrics = self._train_step({k: v.to(self.device) for k, v in batch.items()})
+        if self.collector.episodes - self.last_target_update >= self.cfg.target_update_episodes:
+            self._update_targets()
+        metrics["epsilon"] = self.epsilon(self.env_steps)
+        return metrics
+
+    def _update_targets(self) -> None:
+        hard_update(self.target_agent, self.agent)
+        if self.mixer is not None:
+            hard_update(self.target_mixer, self.mixer)
+        self.last_target_update = self.collector.episodes
+
+    def _mix(self, mixer: nn.Module | None, q: torch.Tensor, batch: dict, slots: slice) -> torch.Tensor:
+        """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL)."""
+        if mixer is None:
+            return q
+        return mixer(q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots])
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Masked mean squared TD error over a batch of episodes (see algorithms.md §1.7-1.8)."""
+        obs, obs_mask, agent_mask = batch["obs"], batch["obs_mask"], batch["agent_mask"]
+        now, after = slice(0, -1), slice(1, None)
+        q = self.agent.unroll(obs, obs_mask, agent_mask)  # [B, T+1, A, U]
+        taken = q[:, now].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            q_target = self.target_agent.unroll(obs, obs_mask, agent_mask)[:, after]
+            avail = batch["avail_actions"][:, after]
+            if self.cfg.double_q:
+                best = masked_argmax(q[:, after].detach(), avail)
+                q_next = q_target.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+            else:
+                q_next = masked_max(q_target, avail)
+            bootstrap = self._mix(self.target_mixer, q_next, batch, after)
+            y = td_lambda_targets(
+                batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.cfg.gamma, self.cfg.td_lambda
+            )
+        chosen = self._mix(self.mixer, taken, batch, now)
+        mask = batch["filled"]
+        if chosen.dim() == 3:  # IQL: one loss per present agent
+            mask = mask.unsqueeze(-1) & agent_mask[:, now]
+        td = torch.where(mask, chosen - y, 0.0)
+        count = mask.sum().clamp(min=1)
+        loss = td.pow(2).sum() / count
+        with torch.no_grad():
+            stats = {
+                "q_taken_mean": float(torch.where(mask, chosen, 0.0).sum() / count),
+                "target_mean": float(torch.where(mask, y, 0.0).sum() / count),
+                "td_error_abs": float(td.abs().sum() / count),
+            }
+        return loss, stats
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        loss, stats = self.loss(batch)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
+        self.optimiser.step()
+        self.grad_steps += 1
+        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **stats}
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _modules(self) -> dict[str, nn.Module]:
+        mods = {"agent": self.agent, "target_agent": self.target_agent}
+        if self.mixer is not None:
+            mods |= {"mixer": self.mixer, "target_mixer": self.target_mixer}
+        return mods
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **{name: m.state_dict() for name, m in self._modules().items()},
+            "optimiser": self.optimiser.state_dict(),
+            "grad_steps": self.grad_steps,
+            "last_target_update": self.last_target_update,
+            "generator": self.generator.get_state(),
+            "replay": self.replay.state_dict(),
+            "collector": self.collector.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, m in self._modules().items():
+            m.load_state_dict(state[name])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.grad_steps = int(state["grad_steps"])
+        self.last_target_update = int(state["last_target_update"])
+        self.generator.set_state(state["generator"])
+        self.replay.load_state_dict(state["replay"])
+        self.collector.load_state_dict(state["collector"])
+
+
+@register_algorithm("iql")
+class IQL(ValueDecomposition):
+    """Independent Q-learning: each agent's own TD loss on q_i, shared reward, no mixer."""
+
+
+@register_algorithm("vdn")
+class VDN(ValueDecomposition):
+    """Q_tot = sum_i q_i."""
+
+    def _build_mixer(self) -> nn.Module:
+        return SumMixer()
+
+
+@register_algorithm("qmix")
+class QMIX(ValueDecomposition):
+    """Monotonic mixing with attention hypernetworks over the state entity list (AQMIX)."""
+
+    Config = QMIXConfig
+
+    def _build_mixer(self) -> nn.Module:
+        cfg = self.cfg
+        assert isinstance(cfg, QMIXConfig)
+        return AttentionQMixer(self.spec.state_features, cfg.mixing_embed, cfg.hypernet_embed, cfg.hypernet_heads)

@@ -1,0 +1,224 @@
+"""The two contracts every plugin keeps: the batched entity environment and the algorithm.
+
+Array layout (B parallel environments, A agent slots, E entity slots per observation,
+N state entities, U discrete actions):
+
+    obs            float32 [B, A, E, F]  row 0 is the observing agent itself
+    obs_mask       bool    [B, A, E]     True = entity exists and is visible
+    state          float32 [B, N, G]     global entity list, for centralised training only
+    state_mask     bool    [B, N]
+    avail_actions  bool    [B, A, U]     True = action may be taken
+    agent_mask     bool    [B, A]        True = agent slot is present and alive
+    reward         float32 [B]           shared team reward of the last step
+    done           bool    [B]           episode over (terminated or truncated)
+    terminated     bool    [B]           episode over for a reason that forbids bootstrapping
+    won            bool    [B]           meaningful where done: the task's success criterion
+    composition    int64   [B]           index of the team composition each env is playing
+
+Episodes are synchronous across the batch: `reset` starts B episodes; an env whose episode
+has ended keeps returning done=True with zero reward until the next `reset`. Team sizes may
+differ between compositions: arrays are padded to the largest composition the backend was
+built with, and the masks say what is real.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Sizes an algorithm needs to build its networks.
+
+    `max_agents` and `max_entities` are the padded sizes over *every* composition of a task
+    (train, validation and test), so an algorithm may size buffers with them, but network
+    weights must not depend on them: the same weights run on any team size.
+    """
+
+    obs_features: int  # F
+    state_features: int  # G
+    n_actions: int  # U (discrete) or action dimension (continuous)
+    max_agents: int  # A
+    max_entities: int  # E
+    max_state_entities: int  # N
+    episode_limit: int  # longest possible episode, in env steps
+    discrete: bool = True
+    n_unit_types: int = 0  # size of the unit-type one-hot inside the features, if any
+
+
+@dataclass
+class Step:
+    """What the environment batch returns after `reset` or `step` (see module docstring)."""
+
+    obs: np.ndarray
+    obs_mask: np.ndarray
+    state: np.ndarray
+    state_mask: np.ndarray
+    avail_actions: np.ndarray
+    agent_mask: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+    terminated: np.ndarray
+    won: np.ndarray
+    composition: np.ndarray
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.obs.shape[0])
+
+    def validate(self, spec: EnvSpec) -> None:
+        """Check shapes and dtypes against the spec (used by backend tests)."""
+        b, a, e, f = self.obs.shape
+        expect = {
+            "obs": ((b, a, e, spec.obs_features), np.float32),
+            "obs_mask": ((b, a, e), np.bool_),
+            "state": ((b, self.state.shape[1], spec.state_features), np.float32),
+            "state_mask": ((b, self.state.shape[1]), np.bool_),
+            "avail_actions": ((b, a, spec.n_actions), np.bool_),
+            "agent_mask": ((b, a), np.bool_),
+            "reward": ((b,), np.float32),
+            "done": ((b,), np.bool_),
+            "terminated": ((b,), np.bool_),
+            "won": ((b,), np.bool_),
+            "composition": ((b,), np.int64),
+        }
+        for name, (shape, dtype) in expect.items():
+            arr = getattr(self, name)
+            if arr.shape != shape or arr.dtype != dtype:
+                raise AssertionError(
+                    f"Step.{name}: expected {dtype.__name__}{shape}, got {arr.dtype}{arr.shape}"
+                )
+        if a > spec.max_agents or e > spec.max_entities:
+            raise AssertionError(f"obs {self.obs.shape} exceeds spec {spec}")
+
+
+@dataclass
+class Transition:
+    """One batched environment step as an algorithm sees it in `observe`.
+
+    `active[b]` is False for envs whose episode had already ended before this step: their
+    entries are padding and must not be learned from.
+    """
+
+    step: Step  # what the agents saw when acting
+    actions: np.ndarray  # [B, A] int64 (discrete) or [B, A, D] float32 (continuous)
+    next: Step  # what the environment returned
+    active: np.ndarray  # [B] bool
+
+
+class Backend(abc.ABC):
+    """An environment backend: a batch of B environments playing compositions from one list.
+
+    Class-level contract (used by suite validation before anything runs):
+    - `Args`: pydantic model of the task's `args:` mapping.
+    - `Composition`: pydantic model of one team composition (the harness strips the generic
+      keys `name` and `weight` first).
+    - `default_compositions(args)`: the compositions used when a task declares no `train`.
+    - `check_task(args, splits)`: cross-field checks (raise ConfigError with paths relative
+      to the task, e.g. ("train", 0, "types")).
+    - `describe(args, compositions)`: the EnvSpec covering every composition of the task.
+    - `composition_name(args, composition)`: a short readable id ("A,B", "5v5 stalker").
+
+    Instances: `Backend(args, compositions, num_envs, seed, weights=None)`; each episode of
+    each env draws a composition with probability proportional to `weights`.
+    """
+
+    name: ClassVar[str]
+    Args: ClassVar[type]
+    Composition: ClassVar[type]
+    spec: EnvSpec
+
+    @classmethod
+    def default_compositions(cls, args: Any) -> list[Any]:
+        raise NotImplementedError(f"{cls.__name__} needs explicit train compositions")
+
+    @classmethod
+    def check_task(cls, args: Any, splits: dict[str, list[Any]]) -> None:
+        """Raise ConfigError if compositions and args disagree (default: nothing to check)."""
+        return None
+
+    @classmethod
+    @abc.abstractmethod
+    def describe(cls, args: Any, compositions: list[Any]) -> EnvSpec: ...
+
+    @classmethod
+    def composition_name(cls, args: Any, composition: Any) -> str:
+        return ",".join(f"{k}={v}" for k, v in composition.model_dump().items())
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> Step: ...
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> Step: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (processes, devices)."""
+
+    def rng_state(self) -> str:
+        """The backend's random state as text, for checkpoints (default: a numpy `self.rng`)."""
+        rng = getattr(self, "rng", None)
+        return json.dumps(rng.bit_generator.state) if rng is not None else ""
+
+    def set_rng_state(self, state: str) -> None:
+        rng = getattr(self, "rng", None)
+        if rng is not None and state:
+            rng.bit_generator.state = json.loads(state)
+
+
+def tunable(default: Any, low: float, high: float, log: bool = False, **kwargs: Any) -> Any:
+    """A config dataclass field that `harness tune` may search over (range and scale)."""
+    metadata = dict(kwargs.pop("metadata", {}))
+    metadata["tune"] = {"low": low, "high": high, "log": log}
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def tunable_fields(config_cls: type) -> dict[str, dict[str, Any]]:
+    """Name -> search range of every field declared with `tunable`."""
+    return {
+        f.name: dict(f.metadata["tune"])
+        for f in dataclasses.fields(config_cls)
+        if "tune" in f.metadata
+    }
+
+
+class Algorithm(Protocol):
+    """What the runner needs from an algorithm plugin.
+
+    The runner owns the environment, the budget, evaluation, checkpoints and seeding; the
+    algorithm owns its networks, optimiser, exploration schedule and buffer.
+
+    - `Config`: a dataclass whose defaults reproduce the algorithm's paper; fields made with
+      `tunable(...)` are searched by `harness tune`.
+    - `act(step, memory, explore)`: actions for the whole batch in one forward pass.
+      `memory` is None at the start of an episode (the algorithm creates its recurrent
+      state) and whatever `act` returned afterwards.
+    - `observe(transition)`: feed one batched step to the algorithm's own storage.
+    - `update()`: called by the runner after each batch of episodes ends; returns scalar
+      metrics (losses...). Returning {} means "nothing to learn from yet".
+    - `state_dict()` / `load_state_dict()`: everything needed to resume (networks, optimiser,
+      schedules, buffer), made only of tensors, numbers, strings, lists and dicts so
+      `torch.load(weights_only=True)` can read it back.
+    - `grad_steps`: gradient steps taken so far (recorded with the run).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    grad_steps: int
+
+    def __init__(self, env_spec: EnvSpec, config: Any, seed: int, device: Any) -> None: ...
+
+    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]: ...
+
+    def observe(self, transition: Transition) -> None: ...
+
+    def update(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

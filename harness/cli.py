@@ -1,0 +1,273 @@
+"""`harness` command line: run, show, validate, list, status, report, new.
+
+Every command takes `key=value` tokens; `suite=NAME|PATH` picks the suite and any other key
+overrides the suite file (`budget=smoke seeds=3 algorithms=[qmix,vdn] store=sqlite:///x.db`).
+Exit codes: 0 ok, 1 some runs failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from harness.errors import ConfigError, HarnessError
+
+out = Console(soft_wrap=True)
+if not out.is_terminal:  # piped or in CI: tables keep one line per row
+    out = Console(soft_wrap=True, width=160)
+err = Console(stderr=True, soft_wrap=True)
+
+COMMANDS = {
+    "run": "train every (task, algorithm, seed) of a suite; skips finished runs, resumes interrupted ones",
+    "show": "print the resolved suite and its run plan (runs, env steps, estimated time)",
+    "validate": "check a suite file and report every problem with file, line and key",
+    "list": "list suites, algorithms or envs",
+    "status": "count the suite's runs by status (format=json for machines)",
+    "report": "final metric per task / split / algorithm with 95%% bootstrap CIs (format=table|json)",
+    "new": "scaffold a plugin: `harness new algorithm NAME`",
+}
+
+EXAMPLES = """examples:
+  harness run suite=matrix_games budget=short
+  harness run suite=matrix_games budget=smoke seeds=2 algorithms=[qmix,vdn] workers=2
+  harness show suite=matrix_games tasks=[climbing]
+  harness report suite=matrix_games format=json
+  harness new algorithm myalg
+"""
+
+
+def _split_tokens(tokens: list[str], command: str, allowed: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """Separate command options (suite=, format=, ...) from suite overrides."""
+    from harness.config import COMMAND_LINE, parse_value
+
+    options: dict[str, Any] = {}
+    overrides = []
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise ConfigError.single((), f"'{command}' expects key=value arguments", found=token, file=COMMAND_LINE)
+        if key in allowed:
+            options[key] = parse_value(value) if key != "suite" else value
+        else:
+            overrides.append(token)
+    return options, overrides
+
+
+def _load(options: dict[str, Any], overrides: list[str]) -> Any:
+    from harness.config import COMMAND_LINE, load_suite
+
+    if "suite" not in options:
+        raise ConfigError.single(("suite",), "missing: say which suite, e.g. suite=matrix_games", file=COMMAND_LINE)
+    return load_suite(str(options["suite"]), overrides)
+
+
+def _format(options: dict[str, Any], allowed: tuple[str, ...]) -> str:
+    from harness.config import COMMAND_LINE
+
+    fmt = str(options.get("format", allowed[0]))
+    if fmt not in allowed:
+        raise ConfigError.single(("format",), f"expected one of {', '.join(allowed)}", found=fmt,
+                                 choices=allowed, file=COMMAND_LINE)
+    return fmt
+
+
+def cmd_run(tokens: list[str]) -> int:
+    from harness.executor import run_plan
+    from harness.plan import plan
+    from harness.report import collect, table
+    from harness.store import Store
+
+    options, overrides = _split_tokens(tokens, "run", ("suite",))
+    suite = _load(options, overrides)
+    store = Store(suite.store)
+    specs = plan(suite)
+    err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "
+              f"{len(suite.seeds)} seeds, budget '{suite.budget_name}', store {suite.store}")
+    try:
+        summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: runs in progress were checkpointed; run the same command to resume")
+        return 130
+    out.print(table(collect(suite, store)))
+    if summary.failures:
+        err.print(f"[red]{len(summary.failures)} run(s) failed[/] (the others were recorded):")
+        for spec, reason in summary.failures:
+            err.print(f"  {spec.label}: {escape(reason.splitlines()[0]) if reason else 'no reason recorded'}", highlight=False)
+    if summary.skipped_failed:
+        err.print(f"{summary.skipped_failed} run(s) failed in an earlier invocation; rerun them with retry_failed=true")
+    return summary.exit_code
+
+
+def cmd_show(tokens: list[str]) -> int:
+    from harness.plan import plan
+    from harness.store import Store
+
+    options, overrides = _split_tokens(tokens, "show", ("suite",))
+    suite = _load(options, overrides)
+    resolved = {
+        "suite": suite.name, "file": suite.path, "metric": suite.metric, "seeds": suite.seeds,
+        "budget": suite.budget_name, "algorithms": suite.algorithms, "store": suite.store,
+        "checkpoint_dir": suite.checkpoint_dir, "workers": suite.workers, "device": suite.device,
+        "tasks": {
+            t.name: {
+                "env": t.env, "args": t.args.model_dump(exclude_defaults=True), "num_envs": t.num_envs,
+                "budget": t.budget,
+                "compositions": {s: [c.name for c in comps] for s, comps in t.splits.items()},
+                "params": {a: p for a, p in t.params.items() if p},
+            }
+            for t in suite.tasks
+        },
+    }
+    print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=100).rstrip())
+    specs = plan(suite)
+    store = Store(suite.store)
+    statuses = store.statuses(s.run_id for s in specs)
+    remaining = [s for s in specs if statuses.get(s.run_id) != "done"]
+    total_steps = sum(s.budget["env_steps"] for s in specs)
+    left_steps = sum(s.budget["env_steps"] for s in remaining)
+    seconds, unknown = 0.0, 0
+    for s in remaining:
+        rate = store.throughput(s.task_config, s.algorithm)
+        if rate:
+            seconds += s.budget["env_steps"] / rate
+        else:
+            unknown += 1
+    out.print(f"\nplan: {len(specs)} runs ({len(specs) - len(remaining)} done), {total_steps:,} env steps in all, "
+              f"{left_steps:,} left")
+    if remaining and unknown < len(remaining):
+        est = seconds / max(1, suite.workers) * len(remaining) / (len(remaining) - unknown)
+        out.print(f"estimated time: {est / 60:.1f} min with {suite.workers} workers (from finished runs' throughput)")
+    elif remaining:
+        out.print("estimated time: unknown until some runs of these algorithms have finished on this store")
+    return 0
+
+
+def cmd_validate(tokens: list[str]) -> int:
+    from harness.plan import plan
+
+    options, overrides = _split_tokens(tokens, "validate", ("suite",))
+    suite = _load(options, overrides)
+    out.print(f"[green]ok[/]: {suite.path} — {len(suite.tasks)} tasks, {len(suite.algorithms)} algorithms, "
+              f"{len(suite.seeds)} seeds, {len(plan(suite))} runs")
+    return 0
+
+
+def cmd_list(tokens: list[str]) -> int:
+    from harness import registry
+    from harness.config import COMMAND_LINE
+    from scenarios import SUITES_DIR
+
+    what = tokens[0] if tokens else ""
+    if what == "suites":
+        for path in sorted(SUITES_DIR.glob("*.yaml")):
+            description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+            out.print(f"{path.stem:24} {description.strip().splitlines()[0] if description else ''}", highlight=False)
+    elif what == "algorithms":
+        for name in registry.algorithm_names():
+            doc = (registry.get_algorithm(name).__doc__ or "").strip().splitlines()
+            out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
+    elif what == "envs":
+        for name in registry.env_names():
+            doc = (sys.modules[registry.get_env(name).__module__].__doc__ or "").strip().splitlines()
+            out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
+    else:
+        raise ConfigError.single(("list",), "expected one of suites, algorithms, envs", found=what,
+                                 choices=("suites", "algorithms", "envs"), file=COMMAND_LINE)
+    return 0
+
+
+def cmd_status(tokens: list[str]) -> int:
+    from harness.plan import plan
+    from harness.store import Store
+
+    options, overrides = _split_tokens(tokens, "status", ("suite", "format"))
+    fmt = _format(options, ("table", "json"))
+    suite = _load(options, overrides)
+    specs = plan(suite)
+    store = Store(suite.store)
+    rows = {r["run_id"]: r for r in store.runs(run_ids=[s.run_id for s in specs])}
+    counts = Counter(rows.get(s.run_id, {}).get("status", "missing") for s in specs)
+    failed = [{"run": s.label, "run_id": s.run_id, "reason": rows[s.run_id]["reason"]}
+              for s in specs if rows.get(s.run_id, {}).get("status") == "failed"]
+    if fmt == "json":
+        out.print_json(json.dumps({"suite": suite.name, "planned": len(specs), "counts": dict(counts), "failed": failed}))
+        return 0
+    out.print(f"{suite.name}: {len(specs)} planned runs — " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for f in failed:
+        out.print(f"  [red]failed[/] {f['run']}: {escape((f['reason'] or '').splitlines()[0])}")
+    return 0
+
+
+def cmd_report(tokens: list[str]) -> int:
+    from harness.report import collect, table
+    from harness.store import Store
+
+    options, overrides = _split_tokens(tokens, "report", ("suite", "format"))
+    fmt = _format(options, ("table", "json"))
+    suite = _load(options, overrides)
+    report = collect(suite, Store(suite.store))
+    if fmt == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        out.print(table(report))
+    return 0
+
+
+def cmd_new(tokens: list[str]) -> int:
+    from harness.config import COMMAND_LINE
+    from harness.scaffold import new_algorithm
+
+    if len(tokens) < 2 or tokens[0] != "algorithm":
+        raise ConfigError.single(("new",), "usage: harness new algorithm NAME [dir=PATH]", found=" ".join(tokens),
+                                 file=COMMAND_LINE)
+    options, rest = _split_tokens(tokens[2:], "new", ("dir", "tests"))
+    if rest:
+        raise ConfigError.single(("new",), "unknown option; expected dir=PATH or tests=PATH", found=rest[0], file=COMMAND_LINE)
+    for path in new_algorithm(tokens[1], options.get("dir"), options.get("tests")):
+        out.print(f"wrote {path}")
+    out.print(f"try it: harness run suite=matrix_games algorithms=[{tokens[1]}] budget=smoke")
+    return 0
+
+
+HANDLERS = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list,
+            "status": cmd_status, "report": cmd_report, "new": cmd_new}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Team-generalization harness for cooperative multi-agent RL.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("tokens", nargs="*", metavar="key=value")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return HANDLERS[args.command](args.tokens)
+    except HarnessError as exc:
+        err.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""Suite files: schema, command-line overrides and validation.
+
+A suite is checked completely before any run starts. Every problem is reported with the
+file, the line, the key path, what was expected and what was found, plus the closest valid
+key when a name looks like a typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from harness import registry
+from harness.errors import ConfigError, Problem, closest
+from harness.yaml_lines import LineIndex, load_yaml
+
+SPLITS = ("train", "validation", "test")
+METRICS = ("return", "win_rate")
+PROFILES = ("smoke", "short", "standard", "paper")
+COMMAND_LINE = "<command line>"
+
+# Generic budget profiles; suites redefine them to suit their tasks (a one-step matrix game
+# needs far fewer env steps than StarCraft-like combat).
+DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
+    "smoke": {"env_steps": 2_000, "eval_every": 1_000, "eval_episodes": 8},
+    "short": {"env_steps": 50_000, "eval_every": 10_000, "eval_episodes": 32},
+    "standard": {"env_steps": 2_000_000, "eval_every": 50_000, "eval_episodes": 32},
+    "paper": {"env_steps": 10_000_000, "eval_every": 100_000, "eval_episodes": 32},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema (pydantic models; `extra="forbid"` so typos are caught)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetModel(Strict):
+    env_steps: int = Field(gt=0, description="environment steps of training, summed over parallel envs")
+    eval_every: int = Field(gt=0, description="evaluate every this many env steps")
+    eval_episodes: int = Field(gt=0, description="greedy evaluation episodes per composition")
+    absolute_episodes: int | None = Field(
+        None, gt=0, description="episodes for the absolute metric (default 10 x eval_episodes)"
+    )
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> BudgetModel:
+        if self.eval_every > self.env_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must not exceed env_steps ({self.env_steps})")
+        return self
+
+
+ParamTable = dict[str, dict[str, Any]]  # algorithm name or "*" -> config field -> value
+
+
+class TaskModel(Strict):
+    env: str = Field(description="environment backend name (harness list envs)")
+    args: dict[str, Any] = Field(default_factory=dict)
+    num_envs: int = Field(8, gt=0, le=4096, description="parallel environments for training")
+    train: list[dict[str, Any]] | None = None
+    validation: list[dict[str, Any]] | None = None
+    test: list[dict[str, Any]] | None = None
+    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    params: ParamTable = Field(default_factory=dict)
+    description: str = ""
+
+
+class SuiteModel(Strict):
+    name: str | None = None
+    description: str = ""
+    metric: Literal["return", "win_rate"] = "return"
+    seeds: int | list[int] = 5
+    budget: str | dict[str, Any] = "short"
+    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    algorithms: list[str | dict[str, Any]] = Field(min_length=1)
+    params: ParamTable = Field(default_factory=dict)
+    tasks: dict[str, TaskModel] = Field(min_length=1)
+    executor: Literal["local"] = "local"
+    workers: int | Literal["auto"] = "auto"
+    store: str | None = None
+    checkpoint_dir: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    retry_failed: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolved suite
+
+
+@dataclass
+class Composition:
+    name: str
+    weight: float
+    spec: BaseModel  # the backend's validated composition
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, **self.spec.model_dump()}
+
+
+@dataclass
+class Task:
+    name: str
+    env: str
+    args: BaseModel
+    num_envs: int
+    splits: dict[str, list[Composition]]
+    budget: dict[str, int]
+    params: dict[str, dict[str, Any]]  # algorithm -> resolved config overrides
+
+    def config_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able description of the task (part of every run id)."""
+        return {
+            "env": self.env,
+            "args": self.args.model_dump(),
+            "num_envs": self.num_envs,
+            "splits": {s: [c.as_dict() for c in comps] for s, comps in self.splits.items()},
+        }
+
+
+@dataclass
+class Suite:
+    name: str
+    path: str
+    description: str
+    metric: str
+    seeds: list[int]
+    budget_name: str
+    algorithms: list[str]
+    tasks: list[Task]
+    store: str
+    checkpoint_dir: str
+    workers: int
+    device: str
+    executor: str
+    retry_failed: bool
+    overrides: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def suite_path(ref: str) -> Path:
+    """A built-in suite name (scenarios/suites/NAME.yaml) or a path to a YAML file."""
+    from scenarios import SUITES_DIR
+
+    candidate = Path(ref)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise ConfigError.single(("suite",), "no such suite file", found=ref, file=COMMAND_LINE)
+        return candidate
+    builtin = SUITES_DIR / f"{ref}.yaml"
+    if builtin.exists():
+        return builtin
+    names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+    raise ConfigError.single(
+        ("suite",),
+        f"unknown suite; expected a path to a YAML file or one of {', '.join(names)}",
+        found=ref,
+        choices=names,
+        file=COMMAND_LINE,
+    )
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values use YAML syntax: 3, 1e-3, true, [qmix, vdn], {a: 1}."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(tokens: list[str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    out = []
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise ConfigError.single((), "expected key=value", found=token, file=COMMAND_LINE)
+        out.append((tuple(key.split(".")), parse_value(value), token))
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ...]]:
+    """Apply `a.b.c=value` tokens in place; returns the overridden key paths."""
+    touched = set()
+    for path, value, _token in parse_overrides(tokens):
+        if path == ("tasks",) and isinstance(value, list):
+            raw["tasks"] = _select_tasks(raw.get("tasks") or {}, value)
+            touched.add(path)
+            continue
+        if path[0] not in SuiteModel.model_fields:
+            raise ConfigError.single(
+                path[:1], "unknown suite key", found=path[0], choices=SuiteModel.model_fields, file=COMMAND_LINE
+            )
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+        touched.add(path)
+    return touched
+
+
+def _select_tasks(tasks: dict[str, Any], names: list[Any]) -> dict[str, Any]:
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise ConfigError.single(
+            ("tasks",), f"unknown task; expected some of {', '.join(tasks)}", found=unknown[0],
+            choices=tasks, file=COMMAND_LINE,
+        )
+    return {n: tasks[n] for n in names}
+
+
+def load_suite(ref: str, overrides: list[str] | None = None) -> Suite:
+    path = suite_path(ref)
+    raw, lines = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError.single((), "a suite file must be a mapping of keys", found=type(raw).__name__, file=str(path))
+    overrides = list(overrides or [])
+    touched = apply_overrides(raw, overrides)
+    return _Resolver(path, lines, touched).resolve(raw, overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The pydantic model class reached by walking `loc` from `model` (None if not a model)."""
+    current: Any = model
+    parts = list(loc)
+    while parts:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(parts.pop(0))
+            if f is None:
+                return None
+            current = f.annotation
+            continue
+        origin, args = typing.get_origin(current), typing.get_args(current)
+        if origin in (dict, list):
+            parts.pop(0)
+            current = args[-1]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = models[0] if models else None
+            if current is None:
+                return None
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _expected(msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith("Input should be"):
+        return "expected" + msg[len("Input should be") :]
+    if msg == "Field required":
+        return "missing required key"
+    return msg
+
+
+def pydantic_problems(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            valid = list(owner.model_fields) if owner else []
+            problems.append(
+                Problem(loc, f"unknown key; expected one of {', '.join(valid)}", loc[-1], True,
+                        closest(str(loc[-1]), valid))
+            )
+        elif err["type"] == "missing":
+            problems.append(Problem(loc, "missing required key"))
+        else:
+            msg = _expected(err["msg"])
+            # Messages that already say what was found don't repeat the raw input.
+            problems.append(Problem(loc, msg, err.get("input"), "input" in err and "found" not in msg))
+    # Union types report one error per alternative; keep the first per path.
+    seen, unique = set(), []
+    for p in problems:
+        if p.path not in seen:
+            seen.add(p.path)
+            unique.append(p)
+    return unique
+
+
+class _Resolver:
+    """Turns the raw mapping into a `Suite`, collecting located errors."""
+
+    def __init__(self, path: Path, lines: LineIndex, touched: set[tuple[str, ...]]) -> None:
+        self.file = str(path)
+        self.lines = lines
+        self.touched = touched
+
+    def error(self, problems: list[Problem], prefix: tuple[Any, ...] = ()) -> ConfigError:
+        located = []
+        for p in problems:
+            full = tuple(prefix) + p.path
+            from_cli = any(full[: len(t)] == t for t in self.touched)
+            file = COMMAND_LINE if from_cli else self.file
+            line = None if from_cli else self.lines.line_of(full)
+            located.append(dataclasses.replace(p, path=full, file=file, line=line))
+        return ConfigError(located)
+
+    def validate(self, model: type[BaseModel], data: Any, prefix: tuple[Any, ...]) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise self.error(pydantic_problems(exc, model), prefix) from None
+
+    def relocate(self, exc: ConfigError, prefix: tuple[Any, ...]) -> ConfigError:
+        return self.error(exc.problems, prefix)
+
+    def resolve(self, raw: dict[str, Any], overrides: list[str]) -> Suite:
+        model = self.validate(SuiteModel, raw, ())
+        name = model.name or Path(self.file).stem
+        seeds = list(range(model.seeds)) if isinstance(model.seeds, int) else list(model.seeds)
+        if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise self.error([Problem(("seeds",), "expected a positive count or a list of distinct non-negative seeds", model.seeds, True)])
+        problems: list[Problem] = []
+
+        def attempt(fn: Any, *args: Any) -> Any:
+            """Run one independent check, keeping its problems so all are reported at once."""
+            try:
+                return fn(*args)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                return None
+
+        algorithms = attempt(self.algorithms, model)
+        choice = attempt(self.budget_choice, model)
+        if choice is not None:
+            for tname, t in model.tasks.items():
+                attempt(self.budget, tname, t, *choice)
+        if choice is not None:
+            tasks = [attempt(self.task, tname, t, model, algorithms or {}, *choice) for tname, t in model.tasks.items()]
+        if problems:
+            unique = {(p.path, p.message): p for p in problems}
+            raise ConfigError(list(unique.values()))
+        budget_name = choice[0]
+        workers = model.workers
+        if workers == "auto":
+            import os
+
+            workers = os.cpu_count() or 1
+        if isinstance(workers, int) and workers < 0:
+            raise self.error([Problem(("workers",), "expected 0 (run in this process), a positive count or 'auto'", workers, True)])
+        return Suite(
+            name=name,
+            path=self.file,
+            description=model.description,
+            metric=model.metric,
+            seeds=seeds,
+            budget_name=budget_name,
+            algorithms=list(algorithms),
+            tasks=tasks,
+            store=model.store or f"sqlite:///runs/{name}.db",
+            checkpoint_dir=model.checkpoint_dir or f"runs/checkpoints/{name}",
+            workers=int(workers),
+            device=model.device,
+            executor=model.executor,
+            retry_failed=model.retry_failed,
+            overrides=overrides,
+        )
+
+    def algorithms(self, model: SuiteModel) -> dict[str, dict[str, Any]]:
+        """name -> suite-level params given inline ({name: qmix, params: {...}} or {qmix: {...}})."""
+        out: dict[str, dict[str, Any]] = {}
+        for i, entry in enumerate(model.algorithms):
+            path = ("algorithms", i)
+            if isinstance(entry, str):
+                name, params = entry, {}
+            elif len(entry) == 1 and "name" not in entry:
+                (name, params), = entry.items()
+                params = params or {}
+            else:
+                unknown = set(entry) - {"name", "params"}
+                if unknown or "name" not in entry:
+                    raise self.error([Problem(path, "expected an algorithm name, {name: NAME, params: {...}} or {NAME: {...}}", entry, True)])
+                name, params = entry["name"], entry.get("params") or {}
+            try:
+                registry.get_algorithm(str(name), path)
+            except ConfigError as exc:
+                raise self.relocate(exc, ()) from None
+            if name in out:
+                raise self.error([Problem(path, "algorithm listed twice", name, True)])
+            out[str(name)] = dict(params)
+        return out
+
+    def budget_choice(self, model: SuiteModel) -> tuple[str, dict[str, dict[str, Any]]]:
+        unknown = [k for k in model.budgets if k not in PROFILES]
+        if unknown:
+            raise self.error([Problem(("budgets", unknown[0]), f"unknown budget profile; expected one of {', '.join(PROFILES)}",
+                                      unknown[0], True, closest(unknown[0], PROFILES))])
+        profiles = {p: {**DEFAULT_BUDGETS[p], **model.budgets.get(p, {})} for p in PROFILES}
+        if isinstance(model.budget, dict):
+            return "custom", {**profiles, "custom": dict(model.budget)}
+        if model.budget not in PROFILES:
+            raise self.error([Problem(("budget",), f"expected a profile ({', '.join(PROFILES)}) or a mapping with env_steps, eval_every, eval_episodes",
+                                      model.budget, True, closest(model.budget, PROFILES))])
+        return model.budget, profiles
+
+    def budget(self, tname: str, task: TaskModel, name: str, profiles: dict[str, dict[str, Any]]) -> dict[str, int]:
+        merged = {**profiles[name], **task.budgets.get(name, {})}
+        prefix: tuple[Any, ...] = ("tasks", tname, "budgets", name) if name in task.budgets else (
+            ("budget",) if name == "custom" else ("budgets", name))
+        b = self.validate(BudgetModel, merged, prefix)
+        out = b.model_dump()
+        out["absolute_episodes"] = out["absolute_episodes"] or 10 * b.eval_episodes
+        return out
+
+    def task(self, tname: str, task: TaskModel, model: SuiteModel, algorithms: dict[str, dict[str, Any]],
+             budget_name: str, profiles: dict[str, dict[str, Any]]) -> Task:
+        prefix = ("tasks", tname)
+        try:
+            backend = registry.get_env(task.env, prefix + ("env",))
+        except ConfigError as exc:
+            raise self.relocate(exc, ()) from None
+        args = self.validate(backend.Args, task.args, prefix + ("args",))
+        splits = self.splits(backend, args, task, prefix)
+        try:
+            backend.check_task(args, {s: [c.spec for c in comps] for s, comps in splits.items()})
+        except ConfigError as exc:
+            raise self.relocate(exc, prefix) from None
+        params = {a: self.params(a, model, task, tname, inline) for a, inline in algorithms.items()}
+        return Task(tname, task.env, args, task.num_envs, splits, self.budget(tname, task, budget_name, profiles), params)
+
+    def splits(self, backend: Any, args: Any, task: TaskModel, prefix: tuple[Any, ...]) -> dict[str, list[Composition]]:
+        splits: dict[str, list[Composition]] = {}
+        for split in SPLITS:
+            entries = getattr(task, split)
+            if entries is None:
+                continue
+            if not entries:
+                raise self.error([Problem(prefix + (split,), "expected at least one composition (or leave the key out)")])
+            splits[split] = [self.composition(backend, args, e, prefix + (split, i)) for i, e in enumerate(entries)]
+        if "train" not in splits:
+            try:
+                defaults = backend.default_compositions(args)
+            except ConfigError as exc:
+                raise self.relocate(exc, prefix) from None
+            splits = {"train": [Composition(backend.composition_name(args, c), 1.0, c) for c in defaults], **splits}
+        self.check_disjoint(splits, prefix)
+        return splits
+
+    def composition(self, backend: Any, args: Any, entry: Any, path: tuple[Any, ...]) -> Composition:
+        if not isinstance(entry, dict):
+            raise self.error([Problem(path, "expected a mapping describing a team composition", entry, True)])
+        entry = dict(entry)
+        name, weight = entry.pop("name", None), entry.pop("weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise self.error([Problem(path + ("weight",), "expected a positive number", weight, True)])
+        spec = self.validate(backend.Composition, entry, path)
+        return Composition(str(name) if name else backend.composition_name(args, spec), float(weight), spec)
+
+    def check_disjoint(self, splits: dict[str, list[Composition]], prefix: tuple[Any, ...]) -> None:
+        seen: dict[str, tuple[str, int]] = {}
+        for split, comps in splits.items():
+            for i, comp in enumerate(comps):
+                key = comp.spec.model_dump_json()
+                if key in seen and seen[key][0] != split:
+                    other, j = seen[key]
+                    raise self.error([Problem(prefix + (split, i), f"composition '{comp.name}' is also in {other}[{j}]: "
+                                              "train, validation and test compositions must be disjoint")])
+                seen.setdefault(key, (split, i))
+            names = [c.name for c in comps]
+            dup = next((n for n in names if names.count(n) > 1), None)
+            if dup:
+                raise self.error([Problem(prefix + (split,), f"composition '{dup}' appears twice")])
+
+    def params(self, algorithm: str, model: SuiteModel, task: TaskModel, tname: str, inline: dict[str, Any]) -> dict[str, Any]:
+        """Merge defaults < suite '*' < suite per-algorithm < task '*' < task per-algorithm."""
+        cls = registry.get_algorithm(algorithm)
+        merged: dict[str, Any] = {}
+        layers = [
+            (("params", "*"), model.params.get("*", {})),
+            (("algorithms",), inline),
+            (("params", algorithm), model.params.get(algorithm, {})),
+            (("tasks", tname, "params", "*"), task.params.get("*", {})),
+            (("tasks", tname, "params", algorithm), task.params.get(algorithm, {})),
+        ]
+        known = {f.name: f for f in dataclasses.fields(cls.Config)}
+        hints = typing.get_type_hints(cls.Config)
+        for path, layer in layers:
+            for key, value in layer.items():
+                if key not in known:
+                    if path[-1] == "*":
+                        continue  # '*' applies to every algorithm that has the field
+                    raise self.error([Problem(path + (key,), f"unknown parameter of {algorithm}; expected one of {', '.join(known)}",
+                                              key, True, closest(key, known))])
+                merged[key] = self.coerce(hints.get(key, Any), value, path + (key,))
+        return merged
+
+    def coerce(self, hint: Any, value: Any, path: tuple[Any, ...]) -> Any:
+        try:
+            return TypeAdapter(hint).validate_python(value)
+        except ValidationError as exc:
+            msg = _expected(exc.errors()[0]["msg"])
+            raise self.error([Problem(path, msg, value, True)]) from None
+
+
+def build_config(cls: type, params: dict[str, Any]) -> Any:
+    """The algorithm's Config with validated overrides applied."""
+    return cls.Config(**params)

@@ -1,0 +1,261 @@
+"""Run a plan: worker processes execute runs, the coordinator alone writes the store.
+
+Workers are long-lived processes (torch is imported once per worker, not once per run),
+one run at a time each. They report progress through a queue; the coordinator shows it and
+records each run's result as it arrives. A run that raises is recorded as failed with its
+reason and the others go on. Ctrl-C asks every worker to checkpoint; the runs are marked
+interrupted and resume on the next invocation.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.plan import RunSpec
+from harness.runner import execute_run
+from harness.store import RunResult, Store
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+
+_progress_queue: Any = None
+_parent_pid: int | None = None
+
+
+def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
+    global _progress_queue, _parent_pid
+    _progress_queue, _parent_pid = progress_queue, parent_pid
+    import torch
+
+    # Each worker gets its share of the cores; letting every worker use all of them makes
+    # the processes fight over the same cores and slows everything down.
+    torch.set_num_threads(threads)
+
+
+def _coordinator_gone() -> bool:
+    return _parent_pid is not None and os.getppid() != _parent_pid
+
+
+def _worker_run(spec: RunSpec) -> RunResult:
+    q = _progress_queue
+    last = [0.0]
+    if q is not None:
+        q.put(("start", spec.run_id, 0))
+
+    def report(env_steps: int) -> None:
+        now = time.monotonic()
+        if q is not None and now - last[0] > 0.25:
+            last[0] = now
+            q.put(("progress", spec.run_id, env_steps))
+
+    return execute_run(spec, report, _coordinator_gone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator side
+
+
+@dataclass
+class Summary:
+    planned: int
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    done: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    failures: list[tuple[RunSpec, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed or self.skipped_failed else 0
+
+
+class ProgressView:
+    """Rich progress: runs done / total, env steps with ETA, and one line per active run."""
+
+    def __init__(self, console: Console, specs: list[RunSpec]) -> None:
+        self.console = console
+        self.specs = {s.run_id: s for s in specs}
+        self.total_steps = sum(s.budget["env_steps"] for s in specs)
+        self.steps: dict[str, int] = {}
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, disable=not console.is_terminal, transient=False,
+        )
+        self.runs_bar = self.progress.add_task("runs", total=len(specs))
+        self.steps_bar = self.progress.add_task("env steps", total=self.total_steps)
+        self.active: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def started(self, run_id: str) -> None:
+        spec = self.specs[run_id]
+        if run_id not in self.active:
+            self.active[run_id] = self.progress.add_task(f"  {spec.label}", total=spec.budget["env_steps"])
+
+    def advance(self, run_id: str, env_steps: int) -> None:
+        budget = self.specs[run_id].budget["env_steps"]
+        env_steps = min(env_steps, budget)
+        delta = env_steps - self.steps.get(run_id, 0)
+        self.steps[run_id] = env_steps
+        self.progress.advance(self.steps_bar, delta)
+        if run_id in self.active:
+            self.progress.update(self.active[run_id], completed=env_steps)
+
+    def finished(self, result: RunResult) -> None:
+        spec = self.specs[result.run_id]
+        if result.status == "done":
+            self.advance(result.run_id, spec.budget["env_steps"])
+            self.progress.advance(self.runs_bar)
+        task = self.active.pop(result.run_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        style = {"done": "green", "failed": "red", "interrupted": "yellow"}[result.status]
+        reason = f": {escape(result.reason.splitlines()[0])}" if result.reason else ""
+        self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s){reason}",
+                           highlight=False)
+
+    def skip(self, spec: RunSpec) -> None:
+        self.advance(spec.run_id, spec.budget["env_steps"])
+        self.progress.advance(self.runs_bar)
+
+
+def _select(specs: list[RunSpec], store: Store, retry_failed: bool, summary: Summary) -> list[RunSpec]:
+    statuses = store.statuses(s.run_id for s in specs)
+    todo = []
+    for spec in specs:
+        status = statuses.get(spec.run_id, "pending")
+        if status == "done":
+            summary.skipped_done += 1
+        elif status == "failed" and not retry_failed:
+            summary.skipped_failed += 1
+        else:
+            todo.append(spec)
+    return todo
+
+
+def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console | None = None,
+             retry_failed: bool = False) -> Summary:
+    console = console or Console(stderr=True)
+    summary = Summary(planned=len(specs))
+    store.register(specs)
+    recovered = store.recover_stale()
+    if recovered:
+        console.print(f"{recovered} run(s) left running by a stopped coordinator will resume from their checkpoints")
+    todo = _select(specs, store, retry_failed, summary)
+    console.print(
+        f"{len(specs)} planned runs: {summary.skipped_done} already done, "
+        f"{summary.skipped_failed} failed earlier{' (retry with retry_failed=true)' if summary.skipped_failed else ''}, "
+        f"{len(todo)} to run with {workers or 'no'} worker process{'es' if workers != 1 else ''}"
+    )
+    with ProgressView(console, specs) as view:
+        for spec in specs:
+            if spec not in todo:
+                view.skip(spec)
+
+        def record(result: RunResult) -> None:
+            store.finish(result)
+            view.finished(result)
+            setattr(summary, result.status, getattr(summary, result.status) + 1)
+            if result.status == "failed":
+                summary.failures.append((view.specs[result.run_id], result.reason or ""))
+
+        if workers <= 0:
+            _run_inline(todo, store, view, record)
+        else:
+            _run_pool(todo, store, workers, view, record)
+    return summary
+
+
+def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, record: Callable[[RunResult], None]) -> None:
+    for spec in todo:
+        store.mark_running(spec.run_id)
+        view.started(spec.run_id)
+        result = execute_run(spec, lambda steps, rid=spec.run_id: view.advance(rid, steps))
+        record(result)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+
+
+def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView,
+              record: Callable[[RunResult], None]) -> None:
+    ctx = mp.get_context("spawn")  # fork would copy torch/JAX thread pools in a broken state
+    progress_queue = ctx.Manager().Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    stop = threading.Event()
+
+    def pump() -> None:  # progress messages -> store + display, on the coordinator only
+        while not stop.is_set():
+            try:
+                kind, run_id, steps = progress_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            if kind == "start" and run_id in pending:
+                store.mark_running(run_id)
+                view.started(run_id)
+            else:
+                view.advance(run_id, steps)
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    pending = {s.run_id: s for s in todo}
+    pool = ProcessPoolExecutor(max_workers=min(workers, max(1, len(todo))), mp_context=ctx,
+                               initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads))
+    futures: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in todo}
+    try:
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED, timeout=1.0)
+            for fut in done:
+                spec = futures.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    result = RunResult(spec.run_id, "failed", "its worker process died (out of memory or a crash)")
+                pending.pop(spec.run_id, None)
+                record(result)
+    except KeyboardInterrupt:
+        # Workers received the same Ctrl-C: each checkpoints and returns "interrupted".
+        deadline = time.monotonic() + 60
+        for fut, spec in list(futures.items()):
+            try:
+                result = fut.result(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:
+                result = RunResult(spec.run_id, "interrupted", "stopped by the user")
+            if result.status == "done":
+                record(result)
+            else:
+                store.finish(RunResult(spec.run_id, "interrupted", result.reason, env_steps=result.env_steps,
+                                       seconds=result.seconds))
+        raise
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,122 @@
+"""Find algorithms and environment backends by name.
+
+Three sources, in this order: the built-in modules of the `algorithms` and `scenarios`
+packages (each registers itself with a decorator when imported), the `harness.algorithms`
+and `harness.envs` entry points of installed distributions, and `module:Class` strings for
+a quick experiment without packaging.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from harness.errors import ConfigError
+
+T = TypeVar("T", bound=type)
+
+_ALGORITHMS: dict[str, type] = {}
+_ENVS: dict[str, type] = {}
+_loaded = False
+
+
+def register_algorithm(name: str) -> Callable[[T], T]:
+    """Class decorator: make an algorithm available as `name` in suites and on the CLI."""
+
+    def wrap(cls: T) -> T:
+        cls.name = name  # type: ignore[attr-defined]
+        _ALGORITHMS[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_env(name: str) -> Callable[[T], T]:
+    """Class decorator: make an environment backend available as `env: name` in suites."""
+
+    def wrap(cls: T) -> T:
+        cls.name = name  # type: ignore[attr-defined]
+        _ENVS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _import_package_modules(package: str, skip: tuple[str, ...] = ()) -> None:
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.name in skip:
+            continue
+        importlib.import_module(f"{package}.{info.name}")
+
+
+def _load_entry_points(group: str, table: dict[str, type]) -> None:
+    for ep in entry_points(group=group):
+        if ep.name in table:
+            continue
+        try:
+            table[ep.name] = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not break the harness
+            table.setdefault(f"!{ep.name}", type("Broken", (), {"error": repr(exc)}))
+
+
+def load_all() -> None:
+    """Import built-ins and entry points once (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    _import_package_modules("scenarios")
+    _import_package_modules("algorithms", skip=("common",))
+    _load_entry_points("harness.algorithms", _ALGORITHMS)
+    _load_entry_points("harness.envs", _ENVS)
+
+
+def _from_import_path(spec: str, kind: str, path: tuple[str | int, ...]) -> type:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError.single(path, f"cannot import module '{module_name}' for {kind} ({exc})", found=spec) from None
+    obj: Any = getattr(module, attr, None)
+    if not isinstance(obj, type):
+        raise ConfigError.single(path, f"module '{module_name}' has no class '{attr}'", found=spec)
+    if not hasattr(obj, "name"):
+        obj.name = spec
+    return obj
+
+
+def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int, ...]) -> type:
+    if ":" in name:
+        return _from_import_path(name, kind, path)
+    load_all()
+    if name in table:
+        return table[name]
+    broken = table.get(f"!{name}")
+    if broken is not None:
+        raise ConfigError.single(path, f"the {kind} plugin failed to load: {broken.error}", found=name)  # type: ignore[attr-defined]
+    known = sorted(k for k in table if not k.startswith("!"))
+    raise ConfigError.single(
+        path, f"unknown {kind}; expected one of {', '.join(known)} or 'module:Class'", found=name, choices=known
+    )
+
+
+def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> type:
+    return _lookup(name, _ALGORITHMS, "algorithm", path)
+
+
+def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> type:
+    return _lookup(name, _ENVS, "env backend", path)
+
+
+def algorithm_names() -> list[str]:
+    load_all()
+    return sorted(k for k in _ALGORITHMS if not k.startswith("!"))
+
+
+def env_names() -> list[str]:
+    load_all()
+    return sorted(k for k in _ENVS if not k.startswith("!"))

@@ -1,0 +1,314 @@
+"""Execute one run: train under an env-step budget, evaluate, checkpoint, resume.
+
+The runner owns the environment, the budget, evaluation, checkpoints, logging and seeding;
+the algorithm only acts, observes and updates. Runs are resumable: the checkpoint holds the
+algorithm (networks, optimiser, buffer), the training env's random state, the evaluation
+rows so far and the best checkpoint's score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import harness
+from harness import registry
+from harness.api import Backend, Transition
+from harness.config import build_config
+from harness.errors import RunFailed
+from harness.plan import RunSpec, stable_hash
+from harness.store import RunResult
+
+EVAL_BATCH = 64  # evaluation episodes run side by side per environment batch
+
+
+class StopRequested(Exception):
+    """The coordinator went away or asked to stop: checkpoint and leave."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunFailed("device=cuda was requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """One seed drives Python, numpy and torch (the env and algorithm derive theirs from it)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(seed: int, *labels: Any) -> int:
+    return int(stable_hash([seed, *labels], length=8), 16)
+
+
+def versions() -> dict[str, str]:
+    return {
+        "harness": harness.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+@dataclass
+class TaskEnvs:
+    backend: type[Backend]
+    args: Any
+    splits: dict[str, list[tuple[str, float, Any]]]  # split -> [(name, weight, composition)]
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec) -> TaskEnvs:
+        cfg = spec.task_config
+        backend = registry.get_env(cfg["env"])
+        args = backend.Args.model_validate(cfg["args"])
+        splits = {
+            split: [
+                (c["name"], c["weight"], backend.Composition.model_validate(
+                    {k: v for k, v in c.items() if k not in ("name", "weight")}))
+                for c in comps
+            ]
+            for split, comps in cfg["splits"].items()
+        }
+        return cls(backend, args, splits)
+
+    def all_compositions(self) -> list[Any]:
+        return [c for comps in self.splits.values() for _, _, c in comps]
+
+    def make(self, split: str, num_envs: int, seed: int, only: str | None = None) -> Backend:
+        chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
+        return self.backend(self.args, [c for _, _, c in chosen], num_envs, seed, weights=[w for _, w, _ in chosen])
+
+
+def rollout(env: Backend, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:
+    """Play one synchronous batch of episodes; returns per-env returns, wins and compositions."""
+    step = env.reset(seed)
+    memory = None
+    returns = np.zeros(step.batch_size, dtype=np.float64)
+    env_steps = 0
+    for _ in range(env.spec.episode_limit + 1):
+        if step.done.all():
+            break
+        active = ~step.done
+        actions, memory = algorithm.act(step, memory, explore)
+        nxt = env.step(actions)
+        returns += np.where(active, nxt.reward, 0.0)
+        env_steps += int(active.sum())
+        if learn:
+            algorithm.observe(Transition(step=step, actions=actions, next=nxt, active=active))
+        step = nxt
+    else:
+        raise RunFailed(f"environment did not end its episodes within episode_limit={env.spec.episode_limit}")
+    return {"returns": returns, "won": step.won.copy(), "composition": step.composition.copy(), "env_steps": np.array(env_steps)}
+
+
+class Evaluator:
+    """Greedy evaluation on every composition of every split, with fixed evaluation seeds."""
+
+    def __init__(self, envs: TaskEnvs, seed: int) -> None:
+        self.envs = envs
+        self.seed = seed
+        self._cache: dict[tuple[str, str, int], Backend] = {}
+
+    def _env(self, split: str, name: str, batch: int) -> Backend:
+        key = (split, name, batch)
+        if key not in self._cache:
+            self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)
+        return self._cache[key]
+
+    def evaluate(self, algorithm: Any, episodes: int, env_steps: int, kind: str) -> list[dict[str, Any]]:
+        rows = []
+        for split, comps in self.envs.splits.items():
+            for name, _, _ in comps:
+                returns, wins, done = [], [], 0
+                while done < episodes:
+                    batch = min(EVAL_BATCH, episodes - done)
+                    out = rollout(self._env(split, name, batch), algorithm, explore=False,
+                                  seed=derive_seed(self.seed, "eval", split, name, done), learn=False)
+                    returns.append(out["returns"])
+                    wins.append(out["won"])
+                    done += batch
+                for metric, values in (("return", np.concatenate(returns)), ("win_rate", np.concatenate(wins))):
+                    rows.append({"kind": kind, "env_steps": env_steps, "split": split, "composition": name,
+                                 "metric": metric, "value": float(np.mean(values)), "episodes": episodes})
+        return rows
+
+    def close(self) -> None:
+        for env in self._cache.values():
+            env.close()
+
+
+def selection_score(rows: list[dict[str, Any]], metric: str) -> float:
+    """Checkpoint selection uses validation compositions when the task has them, never test."""
+    splits = {r["split"] for r in rows}
+    split = "validation" if "validation" in splits else "train"
+    values = [r["value"] for r in rows if r["split"] == split and r["metric"] == metric]
+    return float(np.mean(values)) if values else -math.inf
+
+
+class MetricsLog:
+    """Per-run JSON-lines file of training and evaluation metrics, plus TensorBoard if installed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.file = open(directory / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
+        self.tb: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(directory / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, env_steps: int, kind: str, values: dict[str, float]) -> None:
+        self.file.write(json.dumps({"env_steps": env_steps, "kind": kind, **values}) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(f"{kind}/{key}", value, env_steps)
+
+    def eval_rows(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.write(r["env_steps"], f"{r['kind']}/{r['split']}/{r['composition']}", {r["metric"]: r["value"]})
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class Run:
+    def __init__(self, spec: RunSpec, on_progress: Callable[[int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.spec = spec
+        self.on_progress = on_progress or (lambda _steps: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.dir = Path(spec.checkpoint_dir) / spec.run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def elapsed(self) -> float:
+        """Wall seconds over every attempt of this run (earlier attempts come from the checkpoint)."""
+        return self.prior_seconds + time.monotonic() - self.started
+
+    def execute(self) -> RunResult:
+        self.started, self.prior_seconds = time.monotonic(), 0.0
+        self.progress = {"env_steps": 0, "grad_steps": 0}
+        try:
+            result = self._train()
+        except (KeyboardInterrupt, StopRequested):
+            result = RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
+        except RunFailed as exc:
+            result = RunResult(self.spec.run_id, "failed", str(exc))
+        except Exception as exc:
+            tb = traceback.format_exc(limit=-3)
+            result = RunResult(self.spec.run_id, "failed", f"{type(exc).__name__}: {exc}\n{tb}")
+        result.env_steps = result.env_steps or self.progress["env_steps"]
+        result.grad_steps = result.grad_steps or self.progress["grad_steps"]
+        result.seconds = self.elapsed()
+        result.versions = versions()
+        return result
+
+    def _train(self) -> RunResult:
+        spec, budget = self.spec, self.spec.budget
+        seed_everything(spec.seed)
+        envs = TaskEnvs.from_spec(spec)
+        env_spec = envs.backend.describe(envs.args, envs.all_compositions())
+        cls = registry.get_algorithm(spec.algorithm)
+        algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, resolve_device(spec.device))
+        train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"))
+        evaluator = Evaluator(envs, spec.seed)
+        log = MetricsLog(self.dir)
+        last_path, best_path = self.dir / "last.pt", self.dir / "best.pt"
+        progress = self.progress
+        evals: list[dict[str, Any]] = []
+        best = {"score": -math.inf, "env_steps": 0}
+        saved = _load(last_path)
+        if saved is not None:
+            algorithm.load_state_dict(saved["algorithm"])
+            train_env.set_rng_state(saved["env_rng"])
+            progress["env_steps"], evals, best = saved["env_steps"], saved["evals"], saved["best"]
+            self.prior_seconds = saved["seconds"]
+            torch.set_rng_state(saved["torch_rng"])
+
+        def checkpoint() -> None:
+            progress["grad_steps"] = int(getattr(algorithm, "grad_steps", 0))
+            _save(last_path, {"algorithm": algorithm.state_dict(), "env_rng": train_env.rng_state(), "best": best,
+                              "env_steps": progress["env_steps"], "evals": evals, "seconds": self.elapsed(),
+                              "torch_rng": torch.get_rng_state()})
+
+        def evaluate() -> None:
+            rows = evaluator.evaluate(algorithm, budget["eval_episodes"], progress["env_steps"], "curve")
+            evals.extend(rows)
+            log.eval_rows(rows)
+            score = selection_score(rows, spec.metric)
+            if score > best["score"]:
+                best.update(score=score, env_steps=progress["env_steps"])
+                _save(best_path, {"algorithm": algorithm.state_dict()})
+
+        try:
+            if not evals:
+                evaluate()
+            every = budget["eval_every"]
+            next_eval = (progress["env_steps"] // every + 1) * every
+            train_metrics: dict[str, list[float]] = {}
+            while progress["env_steps"] < budget["env_steps"]:
+                if self.should_stop():
+                    raise StopRequested
+                out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
+                progress["env_steps"] += int(out["env_steps"])
+                for key, value in algorithm.update().items():
+                    if not math.isfinite(value):
+                        raise RunFailed(f"non-finite {key} ({value}) at env step {progress['env_steps']}")
+                    train_metrics.setdefault(key, []).append(float(value))
+                self.on_progress(progress["env_steps"])
+                if progress["env_steps"] >= min(next_eval, budget["env_steps"]):
+                    log.write(progress["env_steps"], "train", {k: float(np.mean(v)) for k, v in train_metrics.items()})
+                    train_metrics.clear()
+                    evaluate()
+                    checkpoint()
+                    next_eval = (progress["env_steps"] // every + 1) * every
+            # The absolute metric: the best checkpoint re-evaluated on 10x the episodes.
+            best_state = _load(best_path)
+            if best_state is not None:
+                algorithm.load_state_dict(best_state["algorithm"])
+            absolute = evaluator.evaluate(algorithm, budget["absolute_episodes"], int(best["env_steps"]), "absolute")
+            log.eval_rows(absolute)
+        except (KeyboardInterrupt, StopRequested):
+            checkpoint()
+            raise
+        finally:
+            log.close()
+            evaluator.close()
+            train_env.close()
+        progress["grad_steps"] = int(getattr(algorithm, "grad_steps", 0))
+        return RunResult(spec.run_id, "done", None, evals + absolute, progress["env_steps"], progress["grad_steps"])
+
+
+def execute_run(spec: RunSpec, on_progress: Callable[[int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> RunResult:
+    return Run(spec, on_progress, should_stop).execute()

@@ -1,0 +1,216 @@
+"""Results store: runs and their evaluation rows in any SQLAlchemy database.
+
+Only the coordinating process writes. A run's evaluation rows and its `done` status are
+written in one transaction, so a run is either complete in the store or absent from it,
+and re-running a suite can never duplicate rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from harness.errors import ConfigError
+
+STATUSES = ("pending", "running", "interrupted", "done", "failed")
+
+metadata = sa.MetaData()
+
+runs_table = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("suite", sa.String(200), nullable=False, index=True),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("algorithm", sa.String(200), nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("budget", sa.Text, nullable=False),
+    sa.Column("task_config", sa.Text, nullable=False),
+    sa.Column("metric", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("env_steps", sa.BigInteger, default=0),
+    sa.Column("grad_steps", sa.BigInteger, default=0),
+    sa.Column("seconds", sa.Float, default=0.0),
+    sa.Column("attempts", sa.Integer, default=0),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("versions", sa.Text),
+    sa.Column("created_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+evals_table = sa.Table(
+    "evals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # "curve" (during training) or "absolute"
+    sa.Column("env_steps", sa.BigInteger, nullable=False),
+    sa.Column("split", sa.String(20), nullable=False),
+    sa.Column("composition", sa.String(200), nullable=False),
+    sa.Column("metric", sa.String(50), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("episodes", sa.Integer, nullable=False),
+    sa.UniqueConstraint("run_id", "kind", "env_steps", "split", "composition", "metric", name="one_row_per_eval"),
+)
+
+
+@dataclass
+class RunResult:
+    """What a worker sends back to the coordinator when a run ends (any way)."""
+
+    run_id: str
+    status: str  # done | failed | interrupted
+    reason: str | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    env_steps: int = 0
+    grad_steps: int = 0
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Whether the coordinator that marked a run `running` still exists (same host only)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # cannot tell for another machine: leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ConfigError.single(("store",), "expected an SQLAlchemy URL such as sqlite:///runs/x.db", found=url) from None
+        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, future=True)
+        if parsed.drivername.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise ConfigError.single(("store",), f"cannot open the results store ({exc.orig})", found=url) from None
+
+    # ---- writing (coordinator only) ----------------------------------------------------------
+    def register(self, specs: Iterable[Any]) -> None:
+        """Insert planned runs that the store does not know yet, as pending."""
+        specs = list(specs)
+        with self.engine.begin() as conn:
+            known = set(conn.execute(sa.select(runs_table.c.run_id).where(
+                runs_table.c.run_id.in_([s.run_id for s in specs]))).scalars())
+            rows = [
+                {
+                    "run_id": s.run_id, "suite": s.suite, "task": s.task, "algorithm": s.algorithm,
+                    "seed": s.seed, "params": json.dumps(s.params, sort_keys=True),
+                    "budget": json.dumps(s.budget, sort_keys=True),
+                    "task_config": json.dumps(s.task_config, sort_keys=True), "metric": s.metric,
+                    "status": "pending", "attempts": 0, "created_at": time.time(),
+                }
+                for s in specs if s.run_id not in known
+            ]
+            if rows:
+                conn.execute(runs_table.insert(), rows)
+
+    def recover_stale(self) -> int:
+        """Runs left `running` by a coordinator that no longer exists become `interrupted`."""
+        with self.engine.begin() as conn:
+            stale = [r.run_id for r in conn.execute(
+                sa.select(runs_table.c.run_id, runs_table.c.owner).where(runs_table.c.status == "running"))
+                if not _owner_alive(r.owner)]
+            if stale:
+                conn.execute(runs_table.update().where(runs_table.c.run_id.in_(stale)).values(
+                    status="interrupted", reason="coordinator stopped while the run was in progress"))
+        return len(stale)
+
+    def mark_running(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.update().where(runs_table.c.run_id == run_id).values(
+                status="running", owner=owner_tag(), started_at=time.time(),
+                attempts=runs_table.c.attempts + 1, reason=None))
+
+    def mark(self, run_ids: Iterable[str], status: str, reason: str | None = None) -> None:
+        assert status in STATUSES
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.update().where(runs_table.c.run_id.in_(list(run_ids))).values(
+                status=status, reason=reason))
+
+    def finish(self, result: RunResult) -> None:
+        """Record a run's outcome; for `done`, its evaluation rows in the same transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(evals_table.delete().where(evals_table.c.run_id == result.run_id))
+            if result.status == "done" and result.evals:
+                conn.execute(evals_table.insert(), [{"run_id": result.run_id, **row} for row in result.evals])
+            conn.execute(runs_table.update().where(runs_table.c.run_id == result.run_id).values(
+                status=result.status, reason=result.reason, env_steps=result.env_steps,
+                grad_steps=result.grad_steps, seconds=result.seconds,
+                versions=json.dumps(result.versions, sort_keys=True), finished_at=time.time()))
+
+    # ---- reading ----------------------------------------------------------------------------
+    def runs(self, suite: str | None = None, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        query = sa.select(runs_table)
+        if suite is not None:
+            query = query.where(runs_table.c.suite == suite)
+        if run_ids is not None:
+            query = query.where(runs_table.c.run_id.in_(list(run_ids)))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query.order_by(runs_table.c.task, runs_table.c.algorithm, runs_table.c.seed))]
+        for r in rows:
+            for key in ("params", "budget", "task_config", "versions"):
+                r[key] = json.loads(r[key]) if r[key] else {}
+        return rows
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(run_ids)
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(runs_table.c.run_id, runs_table.c.status).where(runs_table.c.run_id.in_(ids))).all())
+
+    def evals(self, run_ids: Iterable[str], kind: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(evals_table).where(evals_table.c.run_id.in_(list(run_ids)))
+        if kind is not None:
+            query = query.where(evals_table.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query.order_by(evals_table.c.id))]
+
+    def throughput(self, task_config: dict[str, Any], algorithm: str) -> float | None:
+        """Env steps per second of finished runs of this algorithm on the same env (for ETAs)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs_table.c.env_steps, runs_table.c.seconds, runs_table.c.task_config).where(
+                runs_table.c.status == "done", runs_table.c.algorithm == algorithm)).all()
+        env = task_config.get("env")
+        steps = [(r.env_steps, r.seconds) for r in rows if json.loads(r.task_config).get("env") == env and r.seconds]
+        if not steps:
+            return None
+        return sum(s for s, _ in steps) / sum(t for _, t in steps)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `harness status` read while a suite is writing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,338 @@
+"""Properties of the shared algorithm blocks (algorithms.md §6, "Common building blocks")."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from algorithms.common.exploration import (
+    LinearSchedule,
+    epsilon_greedy,
+    masked_argmax,
+    masked_max,
+    random_available,
+)
+from algorithms.common.mixers import AttentionQMixer, SumMixer
+from algorithms.common.networks import EntityAttention, RecurrentAgent
+from algorithms.common.replay import EpisodeReplay, Field
+from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
+from algorithms.common.torch_utils import make_generator, seeded
+
+F, G, U = 5, 4, 4
+PROPS = settings(max_examples=15, deadline=None)
+
+
+def make_agent(seed: int = 0) -> RecurrentAgent:
+    with seeded(seed):
+        return RecurrentAgent(F, U, embed=16, heads=4, hidden=8)
+
+
+def make_mixer(seed: int = 0) -> AttentionQMixer:
+    with seeded(seed):
+        return AttentionQMixer(G, embed=8, hyper_embed=16, heads=2)
+
+
+def entity_batch(seed: int, b: int, a: int, e: int):
+    """Random observations with row 0 always visible and some other rows masked."""
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn(b, a, e, F, generator=gen)
+    mask = torch.rand(b, a, e, generator=gen) < 0.6
+    mask[..., 0] = True
+    h = torch.randn(b, a, 8, generator=gen)
+    return obs, mask, h
+
+
+# ------------------------------------------------------------------ agent network
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), b=st.integers(1, 3), a=st.integers(1, 4), e=st.integers(1, 5), pad=st.integers(1, 3))
+def test_padded_entity_rows_change_nothing(seed, b, a, e, pad):
+    agent = make_agent(seed % 7)
+    obs, mask, h = entity_batch(seed, b, a, e)
+    present = torch.ones(b, a, dtype=torch.bool)
+    q, h1 = agent(obs, mask, present, h)
+    junk = torch.randn(b, a, pad, F) * 100
+    padded_obs = torch.cat([obs, junk], dim=2)
+    padded_mask = torch.cat([mask, torch.zeros(b, a, pad, dtype=torch.bool)], dim=2)
+    q_pad, h_pad = agent(padded_obs, padded_mask, present, h)
+    torch.testing.assert_close(q_pad, q, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h_pad, h1, atol=1e-6, rtol=0)
+    # masked rows in the middle, with junk in them, are no different from rows left out
+    middle = obs.clone()
+    middle[~mask] = torch.randn(int((~mask).sum()), F) * 100
+    torch.testing.assert_close(agent(middle, mask, present, h)[0], q, atol=1e-6, rtol=0)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), a=st.integers(1, 4), e=st.integers(2, 6))
+def test_permuting_non_self_rows_changes_nothing(seed, a, e):
+    agent = make_agent()
+    obs, mask, h = entity_batch(seed, 2, a, e)
+    present = torch.ones(2, a, dtype=torch.bool)
+    perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(e - 1)])
+    q, _ = agent(obs, mask, present, h)
+    q_perm, _ = agent(obs[:, :, perm], mask[:, :, perm], present, h)
+    torch.testing.assert_close(q_perm, q, atol=1e-5, rtol=1e-5)
+
+
+def test_absent_agents_are_zero_and_do_not_leak():
+    agent = make_agent()
+    obs, mask, h = entity_batch(1, 2, 3, 4)
+    present = torch.tensor([[True, False, True], [False, True, True]])
+    q, h1 = agent(obs, mask, present, h)
+    assert torch.all(q[~present] == 0) and torch.all(h1[~present] == 0)
+    junk_obs = torch.where(present[..., None, None], obs, torch.randn_like(obs) * 100)
+    q2, _ = agent(junk_obs, mask, present, h)
+    torch.testing.assert_close(q2, q, atol=0, rtol=0)
+
+
+def test_all_masked_entities_give_zero_attention_not_nan():
+    attn = EntityAttention(8, 2)
+    x = torch.randn(3, 4, 8)
+    out = attn(x[:, :1], x, torch.zeros(3, 4, dtype=torch.bool))
+    torch.testing.assert_close(out, attn.out.bias.expand_as(out).detach())  # projection of 0
+    agent = make_agent()
+    q, _ = agent(torch.randn(2, 2, 3, F), torch.zeros(2, 2, 3, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool),
+                 torch.zeros(2, 2, 8))
+    assert torch.isfinite(q).all()
+    q.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in agent.parameters() if p.grad is not None)
+
+
+def test_unroll_matches_stepwise_forward():
+    agent = make_agent()
+    obs = torch.randn(2, 5, 3, 4, F)
+    mask = torch.rand(2, 5, 3, 4) < 0.7
+    present = torch.rand(2, 5, 3) < 0.8
+    q_unrolled = agent.unroll(obs, mask, present)
+    h = agent.initial_state(2, 3)
+    for t in range(5):
+        q, h = agent(obs[:, t], mask[:, t], present[:, t], h)
+        torch.testing.assert_close(q_unrolled[:, t], q)
+
+
+# ------------------------------------------------------------------ action selection
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.0, 0.5, 1.0]))
+def test_masked_actions_never_chosen(seed, eps):
+    gen = torch.Generator().manual_seed(seed)
+    avail = torch.rand(64, 3, U, generator=gen) < 0.5
+    avail[0, 0] = False  # an all-masked row
+    values = torch.randn(64, 3, U, generator=gen)
+    values = torch.where(avail, values, 1e9)  # the largest raw values sit on masked actions
+    actions = epsilon_greedy(values, avail, eps, gen)
+    has_any = avail.any(-1)
+    assert torch.all(avail.gather(-1, actions.unsqueeze(-1)).squeeze(-1) | ~has_any)
+    assert actions[0, 0] == 0
+    best = masked_max(values, avail)
+    assert torch.isfinite(best).all() and best[0, 0] == 0
+    assert torch.all(best[has_any] < 1e9)
+
+
+def test_random_available_is_uniform_over_available():
+    avail = torch.tensor([[True, False, True, True]]).expand(30_000, 4)
+    counts = torch.bincount(random_available(avail, make_generator(0)), minlength=4).float() / 30_000
+    assert counts[1] == 0
+    torch.testing.assert_close(counts[[0, 2, 3]], torch.full((3,), 1 / 3), atol=0.02, rtol=0)
+
+
+def test_greedy_matches_masked_argmax_and_uses_no_randomness():
+    gen = make_generator(3)
+    before = gen.get_state()
+    values, avail = torch.randn(8, 2, U), torch.rand(8, 2, U) < 0.7
+    assert torch.equal(epsilon_greedy(values, avail, 0.0, gen), masked_argmax(values, avail))
+    assert torch.equal(gen.get_state(), before)
+
+
+def test_linear_schedule():
+    sched = LinearSchedule(1.0, 0.05, 100)
+    assert sched(0) == 1.0 and sched(100) == pytest.approx(0.05) and sched(10**6) == pytest.approx(0.05)
+    assert sched(50) == pytest.approx(0.525)
+
+
+# ------------------------------------------------------------------ mixers
+
+
+def mixer_inputs(seed: int, b: int, a: int, n_extra: int):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, a, generator=gen)
+    state = torch.randn(b, a + n_extra, G, generator=gen)
+    state_mask = torch.rand(b, a + n_extra, generator=gen) < 0.7
+    agent_mask = torch.rand(b, a, generator=gen) < 0.8
+    state_mask[:, :a] = agent_mask  # agents are listed first in the state
+    return q, state, state_mask, agent_mask
+
+
+def test_vdn_gradient_is_one_per_present_agent():
+    q, state, state_mask, agent_mask = mixer_inputs(0, 4, 3, 2)
+    q.requires_grad_(True)
+    SumMixer()(q, state, state_mask, agent_mask).sum().backward()
+    assert torch.equal(q.grad, agent_mask.float())
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), a=st.integers(1, 5), n_extra=st.integers(0, 4))
+def test_qmix_is_monotone(seed, a, n_extra):
+    mixer = make_mixer(seed % 5)
+    q, state, state_mask, agent_mask = mixer_inputs(seed, 8, a, n_extra)
+    q = (q * 5).requires_grad_(True)
+    mixer(q, state, state_mask, agent_mask).sum().backward()
+    assert torch.all(q.grad >= 0)
+    assert torch.all(q.grad[~agent_mask] == 0)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), pad=st.integers(1, 3))
+def test_qmix_padding_changes_nothing(seed, pad):
+    mixer = make_mixer(seed % 5)
+    q, state, state_mask, agent_mask = mixer_inputs(seed, 6, 3, 2)
+    agent_mask[:, 0] = True  # agent 0 and its state row exist; used for the slot test below
+    state_mask[:, 0] = True
+    q_tot = mixer(q, state, state_mask, agent_mask)
+    # masked state rows with junk appended at the end
+    junk = torch.randn(6, pad, G) * 100
+    padded_state = torch.cat([state, junk], 1)
+    padded_mask = torch.cat([state_mask, torch.zeros(6, pad, dtype=torch.bool)], 1)
+    torch.testing.assert_close(mixer(q, padded_state, padded_mask, agent_mask), q_tot, atol=1e-6, rtol=0)
+    # an absent agent slot (junk utility, junk masked state row) after the agents
+    q_slot = torch.cat([q, torch.randn(6, 1) * 100], 1)
+    state_slot = torch.cat([state[:, :3], torch.randn(6, 1, G) * 100, state[:, 3:]], 1)
+    mask_slot = torch.cat([state_mask[:, :3], torch.zeros(6, 1, dtype=torch.bool), state_mask[:, 3:]], 1)
+    agents_slot = torch.cat([agent_mask, torch.zeros(6, 1, dtype=torch.bool)], 1)
+    torch.testing.assert_close(mixer(q_slot, state_slot, mask_slot, agents_slot), q_tot, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("kind", ["vdn", "qmix"])
+def test_brute_force_igm(seed, kind):
+    """n = 3 agents, |U| = 4: the best of all 64 joint actions is the per-agent argmax."""
+    mixer = make_mixer(seed) if kind == "qmix" else SumMixer()
+    gen = torch.Generator().manual_seed(seed)
+    utilities = torch.randn(3, U, generator=gen) * 3
+    state, state_mask = torch.randn(1, 5, G, generator=gen), torch.ones(1, 5, dtype=torch.bool)
+    joints = torch.tensor(list(itertools.product(range(U), repeat=3)))  # [64, 3]
+    q = utilities.T.gather(0, joints)  # q[j, i] = utilities[i, joints[j, i]]
+    with torch.no_grad():
+        q_tot = mixer(q, state.expand(64, -1, -1), state_mask.expand(64, -1), torch.ones(64, 3, dtype=torch.bool))
+    greedy = utilities.argmax(-1)
+    at_greedy = q_tot[(joints == greedy).all(-1)].item()
+    assert at_greedy >= q_tot.max().item() - 1e-6
+    assert torch.equal(joints[q_tot.argmax()], greedy)
+
+
+# ------------------------------------------------------------------ targets
+
+
+def lambda_return_reference(r, term, length, boot, gamma, lam):
+    """Forward view: G^lam_t = (1-lam) sum_n lam^(n-1) G^(n)_t, the tail weight on the last
+    n-step return (B at a terminal state = 0), for one episode of `length` steps."""
+    out = np.zeros(length)
+    for t in range(length):
+        horizon = length - t
+
+        def n_step(n, t=t):
+            ret = sum(gamma**k * r[t + k] for k in range(n))
+            last = t + n - 1
+            return ret + (0.0 if term[last] else gamma**n * boot[last])
+
+        out[t] = sum((1 - lam) * lam ** (n - 1) * n_step(n) for n in range(1, horizon)) + lam ** (horizon - 1) * n_step(horizon)
+    return out
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), lam=st.sampled_from([0.0, 0.3, 0.8, 1.0]), terminated=st.booleans())
+def test_td_lambda_matches_forward_view(seed, lam, terminated):
+    rng = np.random.default_rng(seed)
+    steps, length, gamma = 6, int(rng.integers(1, 7)), 0.9
+    r = rng.normal(size=(1, steps)).astype(np.float32)
+    boot = rng.normal(size=(1, steps)).astype(np.float32)
+    term = np.zeros((1, steps), bool)
+    term[0, length - 1] = terminated
+    filled = np.arange(steps)[None] < length
+    got = td_lambda_targets(*map(torch.from_numpy, (r, term, filled, boot)), gamma, lam)[0, :length]
+    want = lambda_return_reference(r[0], term[0], length, boot[0], gamma, lam)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_td_lambda_zero_is_one_step_and_one_is_monte_carlo():
+    r = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    term = torch.tensor([[False, False, True, False]])
+    filled = torch.tensor([[True, True, True, False]])
+    boot = torch.tensor([[10.0, 20.0, 30.0, float("inf")]])  # junk after termination
+    one_step = td_lambda_targets(r, term, filled, boot, 0.5, 0.0)
+    torch.testing.assert_close(one_step[:, :3], torch.tensor([[6.0, 12.0, 3.0]]))
+    mc = td_lambda_targets(r, term, filled, boot, 0.5, 1.0)
+    torch.testing.assert_close(mc[:, :3], torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0]]))
+
+
+def test_td_lambda_broadcasts_per_agent_and_ignores_data_after_termination():
+    gen = torch.Generator().manual_seed(0)
+    r, boot = torch.randn(4, 5, generator=gen), torch.randn(4, 5, 3, generator=gen)
+    term = torch.zeros(4, 5, dtype=torch.bool)
+    term[:, 2] = True
+    filled = torch.arange(5).expand(4, 5) < 3
+    base = td_lambda_targets(r, term, filled, boot, 0.99, 0.7)
+    r2, boot2 = r.clone(), boot.clone()
+    r2[:, 3:], boot2[:, 2:] = 1e6, float("nan")
+    again = td_lambda_targets(r2, term, filled, boot2, 0.99, 0.7)
+    torch.testing.assert_close(again[:, :3], base[:, :3])
+    per_agent = td_lambda_targets(r, term, filled, boot[..., 1], 0.99, 0.7)
+    torch.testing.assert_close(base[..., 1], per_agent)
+
+
+def test_target_updates():
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    old = target.weight.detach().clone()
+    soft_update(target, source, 0.25)
+    torch.testing.assert_close(target.weight, 0.75 * old + 0.25 * source.weight)
+    hard_update(target, source)
+    assert torch.equal(target.weight, source.weight)
+
+
+# ------------------------------------------------------------------ replay
+
+SCHEMA = {
+    "obs": Field(("T+1", "A", "E", 2), np.float32),
+    "actions": Field(("T", "A"), np.int64),
+    "filled": Field(("T",), np.bool_),
+}
+LIMITS = {"T": 5, "A": 3, "E": 4, "N": 1}
+
+
+def episodes(n: int, steps: int, a: int, e: int, value: float):
+    return {
+        "obs": np.full((n, steps + 1, a, e, 2), value, np.float32),
+        "actions": np.ones((n, steps, a), np.int64),
+        "filled": np.ones((n, steps), bool),
+    }
+
+
+def test_replay_trims_to_the_sampled_extents_and_clears_overwritten_slots():
+    replay = EpisodeReplay(SCHEMA, capacity=2, limits=LIMITS)
+    replay.add(episodes(2, 5, 3, 4, 1.0), np.array([5, 5]))
+    replay.add(episodes(2, 2, 2, 3, 2.0), np.array([2, 1]))  # overwrites both slots
+    batch = replay.sample(2, make_generator(0))
+    assert batch["obs"].shape == (2, 3, 2, 3, 2) and batch["filled"].shape == (2, 2)
+    assert len(replay) == 2 and torch.all(batch["obs"] == 2.0)
+    assert replay.data["obs"][:, 3:].sum() == 0 and replay.data["filled"][:, 2:].sum() == 0
+
+
+def test_replay_sampling_is_deterministic_and_survives_a_round_trip():
+    replay = EpisodeReplay(SCHEMA, capacity=10, limits=LIMITS)
+    for k in range(7):
+        replay.add(episodes(1, 1 + k % 5, 2, 2, float(k)), np.array([1 + k % 5]))
+    copy = EpisodeReplay(SCHEMA, capacity=10, limits=LIMITS)
+    copy.load_state_dict(replay.state_dict())
+    first, second = replay.sample(4, make_generator(5)), copy.sample(4, make_generator(5))
+    for name in SCHEMA:
+        assert torch.equal(first[name], second[name])
+    with pytest.raises(ValueError, match="does not fit"):
+        replay.add(episodes(1, 1, 4, 2, 0.0), np.array([1]))

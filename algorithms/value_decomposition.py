@@ -1,7 +1,7 @@
 """Value decomposition: IQL, VDN and QMIX on the entity-attention recurrent agent.
 
 One learner; the variants differ only in how per-agent utilities are combined:
-IQL trains every q_i on its own TD error (no mixer), VDN sums them, QMIX mixes them
+IQL keeps them apart (every q_i gets its own TD error), VDN sums them, QMIX mixes them
 monotonically with attention hypernetworks over the state entity list (AQMIX-style), so
 the same weights run on any team size. Defaults follow PyMARL (algorithms.md §2.1-2.2).
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax, masked_max
-from algorithms.common.mixers import AttentionQMixer, SumMixer
+from algorithms.common.mixers import AttentionQMixer, NoMixer, SumMixer
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
 from algorithms.common.targets import hard_update, td_lambda_targets
@@ -25,9 +25,14 @@ from algorithms.common.torch_utils import make_generator, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
 from harness.registry import register_algorithm
 
+M = TypeVar("M", bound=nn.Module)
+
 
 @dataclass
 class ValueDecompositionConfig:
+    """PyMARL defaults (RMSprop, 32-episode batches, 5000-episode buffer, hard targets every 200
+    episodes, epsilon 1 -> 0.05 over 50k env steps) with REFIL's attention agent sizes."""
+
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
     optim_alpha: float = 0.99  # RMSprop smoothing
     optim_eps: float = 1e-5
@@ -49,6 +54,8 @@ class ValueDecompositionConfig:
 
 @dataclass
 class QMIXConfig(ValueDecompositionConfig):
+    """Adds the mixer sizes: mixing embedding 32 (QMIX) and a 64-wide attention hypernetwork."""
+
     mixing_embed: int = 32
     hypernet_embed: int = 64
     hypernet_heads: int = 4
@@ -70,11 +77,10 @@ class ValueDecomposition:
             )
             self.mixer = self._build_mixer()
         self.agent.to(self.device)
-        if self.mixer is not None:
-            self.mixer.to(self.device)
+        self.mixer.to(self.device)
         self.target_agent = self._frozen_copy(self.agent)
-        self.target_mixer = self._frozen_copy(self.mixer) if self.mixer is not None else None
-        self.params = [*self.agent.parameters(), *(self.mixer.parameters() if self.mixer is not None else ())]
+        self.target_mixer = self._frozen_copy(self.mixer)
+        self.params = [*self.agent.parameters(), *self.mixer.parameters()]
         self.optimiser = torch.optim.RMSprop(self.params, lr=config.lr, alpha=config.optim_alpha, eps=config.optim_eps)
         self.generator = make_generator(seed)
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish, config.epsilon_anneal_steps)
@@ -83,10 +89,10 @@ class ValueDecomposition:
         self.grad_steps = 0
         self.last_target_update = 0  # episode count at the last hard update
 
-    def _build_mixer(self) -> nn.Module | None:
-        return None
+    def _build_mixer(self) -> nn.Module:
+        return NoMixer()
 
-    def _frozen_copy(self, net: nn.Module) -> nn.Module:
+    def _frozen_copy(self, net: M) -> M:
         copied = copy.deepcopy(net).to(self.device)
         copied.requires_grad_(False)
         return copied
@@ -101,7 +107,7 @@ class ValueDecomposition:
         x = step_tensors(step, self.device)
         with torch.inference_mode():
             if memory is None:
-                memory = self.agent.initial_state(*x.agent_mask.shape, self.device)
+                memory = self.agent.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
             q, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
             eps = self.epsilon(self.env_steps) if explore else 0.0
             actions = epsilon_greedy(q, x.avail_actions, eps, self.generator)
@@ -127,14 +133,12 @@ class ValueDecomposition:
 
     def _update_targets(self) -> None:
         hard_update(self.target_agent, self.agent)
-        if self.mixer is not None:
-            hard_update(self.target_mixer, self.mixer)
+        hard_update(self.target_mixer, self.mixer)
         self.last_target_update = self.collector.episodes
 
-    def _mix(self, mixer: nn.Module | None, q: torch.Tensor, batch: dict, slots: slice) -> torch.Tensor:
+    @staticmethod
+    def _mix(mixer: nn.Module, q: torch.Tensor, batch: dict, slots: slice) -> torch.Tensor:
         """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL)."""
-        if mixer is None:
-            return q
         return mixer(q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -182,10 +186,7 @@ class ValueDecomposition:
     # ---------------------------------------------------------------- checkpoints
 
     def _modules(self) -> dict[str, nn.Module]:
-        mods = {"agent": self.agent, "target_agent": self.target_agent}
-        if self.mixer is not None:
-            mods |= {"mixer": self.mixer, "target_mixer": self.target_mixer}
-        return mods
+        return {"agent": self.agent, "target_agent": self.target_agent, "mixer": self.mixer, "target_mixer": self.target_mixer}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -190,7 +190,7 @@ def parse_overrides(tokens: list[str]) -> list[tuple[tuple[str, ...], Any, str]]
 
 def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ...]]:
     """Apply `a.b.c=value` tokens in place; returns the overridden key paths."""
-    touched = set()
+    touched: set[tuple[str, ...]] = set()
     for path, value, _token in parse_overrides(tokens):
         if path == ("tasks",) and isinstance(value, list):
             raw["tasks"] = _select_tasks(raw.get("tasks") or {}, value)
@@ -380,6 +380,7 @@ class _Resolver:
         out: dict[str, dict[str, Any]] = {}
         for i, entry in enumerate(model.algorithms):
             path = ("algorithms", i)
+            params: dict[str, Any]
             if isinstance(entry, str):
                 name, params = entry, {}
             elif len(entry) == 1 and "name" not in entry:
@@ -511,6 +512,6 @@ class _Resolver:
             raise self.error([Problem(path, msg, value, True)]) from None
 
 
-def build_config(cls: type, params: dict[str, Any]) -> Any:
+def build_config(cls: Any, params: dict[str, Any]) -> Any:
     """The algorithm's Config with validated overrides applied."""
     return cls.Config(**params)

@@ -9,9 +9,11 @@ interrupted and resume on the next invocation.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -40,11 +42,13 @@ from harness.store import RunResult, Store
 
 _progress_queue: Any = None
 _parent_pid: int | None = None
+_stopping = threading.Event()  # set by the first Ctrl-C a worker receives; stays set
 
 
 def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
     global _progress_queue, _parent_pid
     _progress_queue, _parent_pid = progress_queue, parent_pid
+    signal.signal(signal.SIGINT, lambda *_: _stopping.set())
     import torch
 
     # Each worker gets its share of the cores; letting every worker use all of them makes
@@ -59,8 +63,6 @@ def _coordinator_gone() -> bool:
 def _worker_run(spec: RunSpec) -> RunResult:
     q = _progress_queue
     last = [0.0]
-    if q is not None:
-        q.put(("start", spec.run_id, 0))
 
     def report(env_steps: int) -> None:
         now = time.monotonic()
@@ -68,7 +70,11 @@ def _worker_run(spec: RunSpec) -> RunResult:
             last[0] = now
             q.put(("progress", spec.run_id, env_steps))
 
-    return execute_run(spec, report, _coordinator_gone)
+    if _stopping.is_set():  # queued before the Ctrl-C: leave it pending for the next invocation
+        return RunResult(spec.run_id, "interrupted", "not started: the suite was interrupted")
+    if q is not None:
+        q.put(("start", spec.run_id, 0))
+    return execute_run(spec, report, _coordinator_gone, _stopping)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +204,7 @@ def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, record: C
     for spec in todo:
         store.mark_running(spec.run_id)
         view.started(spec.run_id)
-        result = execute_run(spec, lambda steps, rid=spec.run_id: view.advance(rid, steps))
+        result = execute_run(spec, functools.partial(view.advance, spec.run_id))
         record(result)
         if result.status == "interrupted":
             raise KeyboardInterrupt
@@ -243,9 +249,14 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                 pending.pop(spec.run_id, None)
                 record(result)
     except KeyboardInterrupt:
-        # Workers received the same Ctrl-C: each checkpoints and returns "interrupted".
+        # Workers received the same Ctrl-C: each finishes its rollout, checkpoints and
+        # returns "interrupted". Runs that never started stay pending.
+        for fut in futures:
+            fut.cancel()
         deadline = time.monotonic() + 60
         for fut, spec in list(futures.items()):
+            if fut.cancelled():
+                continue
             try:
                 result = fut.result(timeout=max(0.1, deadline - time.monotonic()))
             except Exception:

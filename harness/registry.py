@@ -75,7 +75,7 @@ def load_all() -> None:
     _load_entry_points("harness.envs", _ENVS)
 
 
-def _from_import_path(spec: str, kind: str, path: tuple[str | int, ...]) -> type:
+def _from_import_path(spec: str, kind: str, path: tuple[str | int, ...]) -> Any:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -85,11 +85,11 @@ def _from_import_path(spec: str, kind: str, path: tuple[str | int, ...]) -> type
     if not isinstance(obj, type):
         raise ConfigError.single(path, f"module '{module_name}' has no class '{attr}'", found=spec)
     if not hasattr(obj, "name"):
-        obj.name = spec
+        setattr(obj, "name", spec)  # noqa: B010 - unknown plugin class
     return obj
 
 
-def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int, ...]) -> type:
+def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int, ...]) -> Any:
     if ":" in name:
         return _from_import_path(name, kind, path)
     load_all()
@@ -104,11 +104,11 @@ def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int,
     )
 
 
-def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> type:
+def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> Any:
     return _lookup(name, _ALGORITHMS, "algorithm", path)
 
 
-def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> type:
+def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> Any:
     return _lookup(name, _ENVS, "env backend", path)
 
 

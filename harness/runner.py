@@ -8,14 +8,17 @@ rows so far and the best checkpoint's score.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import random
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,31 @@ EVAL_BATCH = 64  # evaluation episodes run side by side per environment batch
 
 
 class StopRequested(Exception):
-    """The coordinator went away or asked to stop: checkpoint and leave."""
+    """The user or the coordinator asked to stop: checkpoint at a rollout boundary and leave."""
+
+
+@contextlib.contextmanager
+def graceful_interrupts(flag: threading.Event | None = None) -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the current rollout, checkpoint, stop. Second Ctrl-C: stop now.
+
+    Stopping between rollouts keeps the checkpoint consistent (no half-collected episode).
+    A worker process passes its own long-lived flag so later runs see the stop too.
+    """
+    flag = flag or threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,7 +95,7 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class TaskEnvs:
-    backend: type[Backend]
+    backend: Any  # a Backend subclass
     args: Any
     splits: dict[str, list[tuple[str, float, Any]]]  # split -> [(name, weight, composition)]
 
@@ -204,8 +231,9 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 class Run:
     def __init__(self, spec: RunSpec, on_progress: Callable[[int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, interrupt_flag: threading.Event | None = None) -> None:
         self.spec = spec
+        self.interrupt_flag = interrupt_flag
         self.on_progress = on_progress or (lambda _steps: None)
         self.should_stop = should_stop or (lambda: False)
         self.dir = Path(spec.checkpoint_dir) / spec.run_id
@@ -218,15 +246,18 @@ class Run:
     def execute(self) -> RunResult:
         self.started, self.prior_seconds = time.monotonic(), 0.0
         self.progress = {"env_steps": 0, "grad_steps": 0}
-        try:
-            result = self._train()
-        except (KeyboardInterrupt, StopRequested):
-            result = RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
-        except RunFailed as exc:
-            result = RunResult(self.spec.run_id, "failed", str(exc))
-        except Exception as exc:
-            tb = traceback.format_exc(limit=-3)
-            result = RunResult(self.spec.run_id, "failed", f"{type(exc).__name__}: {exc}\n{tb}")
+        with graceful_interrupts(self.interrupt_flag) as interrupted:
+            stop_check = self.should_stop
+            self.should_stop = lambda: interrupted.is_set() or stop_check()
+            try:
+                result = self._train()
+            except (KeyboardInterrupt, StopRequested):
+                result = RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
+            except RunFailed as exc:
+                result = RunResult(self.spec.run_id, "failed", str(exc))
+            except Exception as exc:
+                tb = traceback.format_exc(limit=-3)
+                result = RunResult(self.spec.run_id, "failed", f"{type(exc).__name__}: {exc}\n{tb}")
         result.env_steps = result.env_steps or self.progress["env_steps"]
         result.grad_steps = result.grad_steps or self.progress["grad_steps"]
         result.seconds = self.elapsed()
@@ -298,8 +329,8 @@ class Run:
                 algorithm.load_state_dict(best_state["algorithm"])
             absolute = evaluator.evaluate(algorithm, budget["absolute_episodes"], int(best["env_steps"]), "absolute")
             log.eval_rows(absolute)
-        except (KeyboardInterrupt, StopRequested):
-            checkpoint()
+        except StopRequested:
+            checkpoint()  # at a rollout boundary, so the saved state is consistent
             raise
         finally:
             log.close()
@@ -310,5 +341,5 @@ class Run:
 
 
 def execute_run(spec: RunSpec, on_progress: Callable[[int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> RunResult:
-    return Run(spec, on_progress, should_stop).execute()
+                should_stop: Callable[[], bool] | None = None, interrupt_flag: threading.Event | None = None) -> RunResult:
+    return Run(spec, on_progress, should_stop, interrupt_flag).execute()

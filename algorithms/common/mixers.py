@@ -14,6 +14,13 @@ from torch import nn
 from algorithms.common.networks import EntityAttention
 
 
+class NoMixer(nn.Module):
+    """IQL: keep the per-agent utilities [..., A] (absent agents 0): one TD loss per agent."""
+
+    def forward(self, q, state=None, state_mask=None, agent_mask=None) -> torch.Tensor:
+        return q if agent_mask is None else torch.where(agent_mask, q, 0.0)
+
+
 class SumMixer(nn.Module):
     """VDN: Q_tot = sum of the present agents' utilities."""
 

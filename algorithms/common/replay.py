@@ -66,7 +66,7 @@ class EpisodeReplay:
     def __init__(self, schema: dict[str, Field], capacity: int, limits: dict[str, int]) -> None:
         self.schema, self.capacity = schema, capacity
         sizes = _sizes(limits)
-        self.data = {
+        self.data: dict[str, np.ndarray] = {
             name: np.zeros((capacity, *(sizes[d] if isinstance(d, str) else d for d in f.dims)), f.dtype)
             for name, f in schema.items()
         }
@@ -98,7 +98,8 @@ class EpisodeReplay:
             if arr.ndim != store.ndim or any(a > s for a, s in zip(arr.shape[1:], store.shape[1:], strict=True)):
                 raise ValueError(f"episode field {name!r} of shape {arr.shape} does not fit storage {store.shape}")
             store[idx] = 0  # masks left over from an overwritten episode would read as real data
-            store[(idx, *(slice(0, s) for s in arr.shape[1:]))] = arr
+            region: tuple[Any, ...] = (idx, *(slice(0, s) for s in arr.shape[1:]))
+            store[region] = arr
         seen = self._observed_extents(episodes)
         self.extents[idx] = [[int(t)] + [seen.get(d, 0) for d in TRIMMED[1:]] for t in lengths]
         self.ptr = int((self.ptr + n) % self.capacity)
@@ -110,8 +111,8 @@ class EpisodeReplay:
         sizes = _sizes(dict(zip(TRIMMED, self.extents[idx].max(0).tolist(), strict=True)))
         out = {}
         for name, f in self.schema.items():
-            cut = tuple(slice(0, sizes[d]) if isinstance(d, str) else slice(None) for d in f.dims)
-            out[name] = torch.from_numpy(self.data[name][(idx, *cut)])
+            cut: tuple[Any, ...] = (idx, *(slice(0, sizes[d]) if isinstance(d, str) else slice(None) for d in f.dims))
+            out[name] = torch.from_numpy(self.data[name][cut])
         return out
 
     def state_dict(self) -> dict[str, Any]:

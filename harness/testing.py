@@ -1,0 +1,106 @@
+"""Contract checks every algorithm plugin must pass (used by the test suite and by the tests
+that `harness new algorithm` scaffolds).
+
+They run the real matrix backend: a repeated climbing game (so recurrent state matters) and
+MIPI's two-type game (two compositions in one batch).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness import registry
+from harness.api import EnvSpec, Step
+from harness.config import build_config
+from harness.runner import rollout
+from scenarios.matrix import MatrixArgs, MatrixBackend, MatrixComposition
+
+TASKS = {
+    "repeated_climbing": (MatrixArgs.model_validate({"game": "climbing", "episode_length": 3}), None),
+    "two_type": (
+        MatrixArgs.model_validate({"game": "two_type"}),
+        [MatrixComposition(types=["A", "B"]), MatrixComposition(types=["B", "A"])],
+    ),
+}
+
+
+def _task(name: str) -> tuple[MatrixArgs, list[MatrixComposition], EnvSpec]:
+    args, comps = TASKS[name]
+    comps = comps or MatrixBackend.default_compositions(args)
+    return args, comps, MatrixBackend.describe(args, comps)
+
+
+def _build(cls: type, spec: EnvSpec, seed: int, params: dict[str, Any]) -> Any:
+    return cls(spec, build_config(cls, params), seed, torch.device("cpu"))
+
+
+def _train(algorithm: Any, env: MatrixBackend, rounds: int) -> list[dict[str, float]]:
+    metrics = []
+    for _ in range(rounds):
+        rollout(env, algorithm, explore=True, seed=None, learn=True)
+        out = algorithm.update()
+        for key, value in out.items():
+            assert isinstance(value, float | int), f"update() metric {key} is {type(value).__name__}, not a number"
+            assert math.isfinite(value), f"update() metric {key} is {value}"
+        metrics.append(dict(out))
+    return metrics
+
+
+def _greedy(algorithm: Any, env: MatrixBackend, seed: int) -> np.ndarray:
+    step = env.reset(seed)
+    actions, _ = algorithm.act(step, None, explore=False)
+    return actions
+
+
+def _masked_step(step: Step, rng: np.random.Generator) -> Step:
+    """The same step with a random subset of actions unavailable (at least one left)."""
+    avail = rng.random(step.avail_actions.shape) < 0.5
+    first = rng.integers(0, avail.shape[-1], size=avail.shape[:-1])
+    np.put_along_axis(avail, first[..., None], True, axis=-1)
+    return Step(**{**step.__dict__, "avail_actions": avail})
+
+
+def _roundtrip(state: dict[str, Any]) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, rounds: int = 10) -> None:
+    """Raise AssertionError if the algorithm breaks the plugin contract."""
+    cls: Any = registry.get_algorithm(name_or_cls) if isinstance(name_or_cls, str) else name_or_cls
+    params = params or {}
+    for task in TASKS:
+        args, comps, spec = _task(task)
+        env = MatrixBackend(args, comps, 8, seed=1)
+        algorithm = _build(cls, spec, 0, params)
+
+        # Smoke training: valid actions, finite metrics, some learning happens.
+        metrics = _train(algorithm, env, rounds)
+        assert any(metrics), f"{cls.name}: update() never returned metrics in {rounds} rounds on {task}"
+        assert getattr(algorithm, "grad_steps", 0) > 0, f"{cls.name}: grad_steps did not increase"
+        step = _masked_step(env.reset(3), np.random.default_rng(0))
+        for explore in (False, True):
+            actions, _ = algorithm.act(step, None, explore=explore)
+            assert actions.shape == step.agent_mask.shape, f"act() returned shape {actions.shape}"
+            chosen = np.take_along_axis(step.avail_actions, actions[..., None].astype(np.int64), axis=-1)[..., 0]
+            assert chosen[step.agent_mask].all(), f"{cls.name}: act(explore={explore}) chose an unavailable action"
+
+        # Checkpoint round trip through torch.load(weights_only=True).
+        clone = _build(cls, spec, 0, params)
+        clone.load_state_dict(_roundtrip(algorithm.state_dict()))
+        assert np.array_equal(_greedy(algorithm, env, 5), _greedy(clone, env, 5)), f"{cls.name}: greedy actions differ after reload"
+        env_a, env_b = MatrixBackend(args, comps, 8, seed=2), MatrixBackend(args, comps, 8, seed=2)
+        assert _train(algorithm, env_a, 3) == _train(clone, env_b, 3), f"{cls.name}: training diverges after reload"
+
+        # Determinism: same seed, same data, same numbers.
+        twins = [_build(cls, spec, 7, params) for _ in range(2)]
+        runs = [_train(t, MatrixBackend(args, comps, 8, seed=4), rounds) for t in twins]
+        assert runs[0] == runs[1], f"{cls.name}: two runs with the same seed differ"
+        assert np.array_equal(_greedy(twins[0], env, 6), _greedy(twins[1], env, 6))

@@ -1,0 +1,343 @@
+"""IQL / VDN / QMIX learners: acting, masking, losses, determinism, checkpoints, learning."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.value_decomposition import IQL, QMIX, VDN, QMIXConfig, ValueDecompositionConfig
+from harness.api import EnvSpec, Step, Transition, tunable_fields
+
+F, G, U = 4, 3, 5
+SPEC = EnvSpec(
+    obs_features=F, state_features=G, n_actions=U, max_agents=4, max_entities=6, max_state_entities=7, episode_limit=6
+)
+ALGORITHMS = [IQL, VDN, QMIX]
+SMALL = {"attn_embed": 16, "attn_heads": 2, "rnn_hidden": 8, "batch_size": 4, "buffer_size": 50}
+
+
+def small_config(cls, **overrides):
+    extra = {"mixing_embed": 8, "hypernet_embed": 16, "hypernet_heads": 2} if cls is QMIX else {}
+    return cls.Config(**{**SMALL, **extra, **overrides})
+
+
+class RandomEpisodes:
+    """A fake synchronous env batch: random entity observations, masks and rewards.
+
+    Each env gets a random length; it terminates or (at the episode limit, or by chance)
+    is truncated, then reports done/inactive like a real backend. Agents come first in
+    the state entity list, as the mixer assumes.
+    """
+
+    def __init__(self, seed: int, b: int = 3, a: int = 3, e: int = 5, n: int = 6, limit: int = 6):
+        self.rng = np.random.default_rng(seed)
+        self.b, self.a, self.e, self.n, self.limit = b, a, e, n, limit
+
+    def _step(self, t: int, reward: np.ndarray) -> Step:
+        b, a, e, n, rng = self.b, self.a, self.e, self.n, self.rng
+        obs_mask = rng.random((b, a, e)) < 0.7
+        obs_mask[..., 0] = True
+        avail = rng.random((b, a, U)) < 0.6
+        avail[..., 0] = True
+        agent_mask = self.present.copy()
+        state_mask = rng.random((b, n)) < 0.8
+        state_mask[:, :a] = agent_mask
+        done = t >= self.length
+        return Step(
+            obs=rng.normal(size=(b, a, e, F)).astype(np.float32),
+            obs_mask=obs_mask & agent_mask[..., None],
+            state=rng.normal(size=(b, n, G)).astype(np.float32),
+            state_mask=state_mask,
+            avail_actions=avail,
+            agent_mask=agent_mask,
+            reward=np.where(t <= self.length, reward, 0).astype(np.float32),
+            done=done,
+            terminated=done & self.terminates,
+            won=np.zeros(b, bool),
+            composition=np.zeros(b, np.int64),
+        )
+
+    def reset(self) -> Step:
+        self.length = self.rng.integers(1, self.limit + 1, size=self.b)
+        self.terminates = (self.length < self.limit) & (self.rng.random(self.b) < 0.7)
+        self.present = self.rng.random((self.b, self.a)) < 0.8
+        self.present[:, 0] = True
+        self.t = 0
+        return self._step(0, np.zeros(self.b))
+
+    def step(self, actions: np.ndarray) -> Step:
+        self.t += 1
+        return self._step(self.t, self.rng.normal(size=self.b))
+
+
+def run_round(alg, env: RandomEpisodes, step: Step | None = None, memory=None):
+    """Play one synchronous batch of episodes; return the actions taken and update metrics."""
+    step = env.reset() if step is None else step
+    taken = []
+    while True:
+        actions, memory = alg.act(step, memory, explore=True)
+        taken.append(actions)
+        nxt = env.step(actions)
+        alg.observe(Transition(step, actions, nxt, ~step.done))
+        step = nxt
+        if step.done.all():
+            return taken, alg.update()
+
+
+def parameters(alg) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in alg.params]
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_registered_names_and_pymarl_defaults():
+    assert (IQL.name, VDN.name, QMIX.name) == ("iql", "vdn", "qmix")
+    cfg = QMIXConfig()
+    assert (cfg.lr, cfg.optim_alpha, cfg.optim_eps, cfg.batch_size, cfg.buffer_size) == (5e-4, 0.99, 1e-5, 32, 5000)
+    assert (cfg.gamma, cfg.target_update_episodes, cfg.grad_norm_clip, cfg.rnn_hidden) == (0.99, 200, 10.0, 64)
+    assert (cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_steps) == (1.0, 0.05, 50_000)
+    assert (cfg.attn_embed, cfg.attn_heads, cfg.mixing_embed, cfg.hypernet_embed) == (128, 4, 32, 64)
+    assert cfg.double_q and cfg.td_lambda == 0 and cfg.updates_per_round == 1
+    assert tunable_fields(ValueDecompositionConfig)["lr"] == {"low": 1e-4, "high": 3e-3, "log": True}
+    assert QMIX.Config is QMIXConfig and VDN.Config is ValueDecompositionConfig
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_weights_do_not_depend_on_team_size(cls):
+    bigger = dataclasses.replace(SPEC, max_agents=9, max_entities=20, max_state_entities=30)
+    small, large = cls(SPEC, small_config(cls), 0, "cpu"), cls(bigger, small_config(cls), 0, "cpu")
+    for (name, p), (_, p2) in zip(small.agent.named_parameters(), large.agent.named_parameters(), strict=True):
+        assert torch.equal(p, p2), name
+    for p, p2 in zip(small.mixer.parameters(), large.mixer.parameters(), strict=True):
+        assert torch.equal(p, p2)
+
+
+# ------------------------------------------------------------------ acting
+
+
+@pytest.mark.parametrize("explore", [True, False])
+def test_act_respects_available_actions_and_absent_agents(explore):
+    alg = QMIX(SPEC, small_config(QMIX), 0, "cpu")
+    env = RandomEpisodes(1, b=64, a=4)
+    step = env.reset()
+    step.avail_actions[0, 0] = False  # nothing available: action 0, no NaN
+    actions, memory = alg.act(step, None, explore)
+    assert actions.shape == (64, 4) and actions.dtype == np.int64
+    chosen_ok = np.take_along_axis(step.avail_actions, actions[..., None], -1)[..., 0]
+    assert np.all(chosen_ok | ~step.avail_actions.any(-1))
+    assert np.all(actions[~step.agent_mask] == 0) and actions[0, 0] == 0
+    assert memory.shape == (64, 4, 8) and torch.isfinite(memory).all()
+
+
+def test_epsilon_is_driven_by_observed_active_steps():
+    alg = VDN(SPEC, small_config(VDN, epsilon_anneal_steps=100), 0, "cpu")
+    env = RandomEpisodes(2)
+    run_round(alg, env)
+    assert alg.env_steps == int(env.length.sum())
+    assert alg.epsilon(alg.env_steps) == pytest.approx(1.0 - 0.95 * alg.env_steps / 100)
+
+
+# ------------------------------------------------------------------ learning
+
+
+def collect(alg, seed: int, rounds: int):
+    env = RandomEpisodes(seed)
+    for _ in range(rounds):
+        run_round(alg, env)
+
+
+def scramble_after_episode_end(batch: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Junk in every step after an episode ended, and in the final observation slot too when
+    the episode terminated (nothing bootstraps from it)."""
+    gen = torch.Generator().manual_seed(seed)
+    length = batch["filled"].sum(1)
+    terminated = batch["terminated"].any(1)
+    steps, slots = batch["filled"].shape[1], batch["obs"].shape[1]
+    junk_step = torch.arange(steps) >= length[:, None]
+    junk_slot = torch.arange(slots) >= (length + (~terminated).long())[:, None]
+    out = {"filled": batch["filled"]}  # the definition of where the episode ended
+    for name, x in batch.items():
+        if name == "filled":
+            continue
+        where = junk_slot if x.shape[1] == slots else junk_step
+        where = where.view(*where.shape, *([1] * (x.dim() - 2)))
+        if x.dtype == torch.bool:
+            noise = torch.rand(x.shape, generator=gen) < 0.5
+        elif x.dtype == torch.int64:
+            noise = torch.randint(0, U, x.shape, generator=gen)
+        else:
+            noise = torch.randn(x.shape, generator=gen) * 100
+        out[name] = torch.where(where, noise, x)
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.8])
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_data_after_the_episode_end_does_not_change_the_loss(cls, lam):
+    alg = cls(SPEC, small_config(cls, td_lambda=lam), 0, "cpu")
+    collect(alg, 3, rounds=4)
+    batch = alg.replay.sample(8, torch.Generator().manual_seed(0))
+    assert batch["terminated"].any() and (~batch["terminated"].any(1) & (batch["filled"].sum(1) < 6)).any()
+    with torch.no_grad():
+        loss, stats = alg.loss(batch)
+        for seed in range(3):
+            loss2, stats2 = alg.loss(scramble_after_episode_end(batch, seed))
+            torch.testing.assert_close(loss2, loss, atol=1e-5, rtol=1e-5)
+            assert stats2 == pytest.approx(stats, abs=1e-5)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_padding_agents_and_entities_does_not_change_the_loss(cls):
+    alg = cls(SPEC, small_config(cls), 0, "cpu")
+    collect(alg, 4, rounds=3)
+    batch = alg.replay.sample(6, torch.Generator().manual_seed(1))
+    b, slots, a, e, _ = batch["obs"].shape
+
+    def pad(x: torch.Tensor, dim: int, at: int, junk: bool) -> torch.Tensor:
+        shape = list(x.shape)
+        shape[dim] = 1
+        if x.dtype == torch.bool:
+            fill = torch.zeros(shape, dtype=torch.bool)
+        elif x.dtype == torch.int64:
+            fill = torch.randint(0, U, shape)
+        else:
+            fill = torch.randn(shape) * 100 if junk else torch.zeros(shape)
+        return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
+
+    padded = dict(batch)
+    padded["obs"] = pad(pad(batch["obs"], 3, e, True), 2, a, True)  # one more entity row, one more agent
+    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e, True), 2, a, True)
+    for name in ("avail_actions", "agent_mask", "actions"):
+        padded[name] = pad(batch[name], 2, a, True)
+    padded["state"] = pad(batch["state"], 2, a, True)  # the new agent's row follows the agents
+    padded["state_mask"] = pad(batch["state_mask"], 2, a, True)
+    with torch.no_grad():
+        torch.testing.assert_close(alg.loss(padded)[0], alg.loss(batch)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_update_runs_and_reports(cls):
+    alg = cls(SPEC, small_config(cls, td_lambda=0.6, updates_per_round=2, target_update_episodes=5), 0, "cpu")
+    env = RandomEpisodes(5)
+    _, metrics = run_round(alg, env)
+    assert metrics == {} and alg.grad_steps == 0  # fewer episodes than a batch
+    _, metrics = run_round(alg, env)
+    assert {"loss", "q_taken_mean", "grad_norm", "epsilon", "target_mean"} <= metrics.keys()
+    assert all(np.isfinite(v) for v in metrics.values()) and alg.grad_steps == 2
+    assert alg.last_target_update == alg.collector.episodes == 6
+    for p, t in zip(alg.agent.parameters(), alg.target_agent.parameters(), strict=True):
+        assert torch.equal(p, t)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_same_seed_same_actions_and_learning(cls):
+    runs = []
+    for _ in range(2):
+        alg = cls(SPEC, small_config(cls), 7, "cpu")
+        env = RandomEpisodes(11)
+        actions = [run_round(alg, env)[0] for _ in range(4)]
+        runs.append((actions, parameters(alg), alg.grad_steps))
+    (actions1, params1, steps1), (actions2, params2, steps2) = runs
+    assert steps1 == steps2 > 0
+    for a1, a2 in zip(actions1, actions2, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a1, a2, strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(params1, params2, strict=True))
+    other = cls(SPEC, small_config(cls), 8, "cpu")
+    assert not all(torch.equal(p, q) for p, q in zip(params1, parameters(other), strict=True))
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_state_dict_round_trip_mid_episode(cls, tmp_path):
+    alg = cls(SPEC, small_config(cls), 0, "cpu")
+    env = RandomEpisodes(6)
+    for _ in range(3):
+        run_round(alg, env)
+    # stop one step into an episode batch: the collector's partial batch is saved too
+    step = env.reset()
+    actions, memory = alg.act(step, None, True)
+    nxt = env.step(actions)
+    alg.observe(Transition(step, actions, nxt, ~step.done))
+    torch.save(alg.state_dict(), tmp_path / "ckpt.pt")
+    restored = cls(SPEC, small_config(cls), 123, "cpu")
+    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    results = []
+    for learner in (alg, restored):
+        same_env = copy.deepcopy(env)
+        taken, metrics = run_round(learner, same_env, step=nxt, memory=memory.clone())
+        taken2, metrics2 = run_round(learner, same_env)
+        results.append((taken + taken2, metrics, metrics2, parameters(learner)))
+    (t1, m1, n1, p1), (t2, m2, n2, p2) = results
+    assert all(np.array_equal(x, y) for x, y in zip(t1, t2, strict=True))
+    assert m1 == m2 and n1 == n2 and m1
+    assert all(torch.equal(p, q) for p, q in zip(p1, p2, strict=True))
+
+
+# ------------------------------------------------------------------ a tiny cooperative game
+
+
+PAYOFF = np.diag([1.0, 0.5, 0.25]).astype(np.float32)  # unique optimum: both agents pick 0
+GAME_SPEC = EnvSpec(
+    obs_features=2, state_features=2, n_actions=3, max_agents=2, max_entities=2, max_state_entities=2, episode_limit=1
+)
+
+
+def game_step(b: int, reward: np.ndarray | None = None) -> Step:
+    obs = np.zeros((b, 2, 2, 2), np.float32)
+    obs[:, :, :, 0] = 1  # both rows are units of type 0 (one-hot)
+    state = np.zeros((b, 2, 2), np.float32)
+    state[:, :, 0] = 1
+    done = np.full(b, reward is not None)
+    return Step(
+        obs=obs,
+        obs_mask=np.ones((b, 2, 2), bool),
+        state=state,
+        state_mask=np.ones((b, 2), bool),
+        avail_actions=np.ones((b, 2, 3), bool),
+        agent_mask=np.ones((b, 2), bool),
+        reward=np.zeros(b, np.float32) if reward is None else reward.astype(np.float32),
+        done=done,
+        terminated=done,
+        won=np.zeros(b, bool),
+        composition=np.zeros(b, np.int64),
+    )
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_learns_the_optimum_of_a_one_step_game(cls):
+    cfg = dataclasses.replace(
+        small_config(cls, rnn_hidden=16, epsilon_anneal_steps=500, lr=5e-3, target_update_episodes=20),
+        batch_size=32,
+        buffer_size=500,
+    )
+    alg = cls(GAME_SPEC, cfg, 0, "cpu")
+    b = 8
+    while alg.env_steps < 2000:
+        start = game_step(b)
+        actions, _ = alg.act(start, None, explore=True)
+        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
+        alg.update()
+    greedy, _ = alg.act(game_step(1), None, explore=False)
+    assert greedy.tolist() == [[0, 0]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_runs_on_cuda_and_checkpoints_load_on_cpu(cls):
+    alg = cls(SPEC, small_config(cls), 0, torch.device("cuda"))
+    env = RandomEpisodes(9)
+    for _ in range(3):
+        _, metrics = run_round(alg, env)
+    assert metrics and all(np.isfinite(v) for v in metrics.values())
+    on_cpu = cls(SPEC, small_config(cls), 0, "cpu")
+    on_cpu.load_state_dict(alg.state_dict())
+    step = env.reset()
+    gpu_q, _ = alg.agent(*(torch.from_numpy(x).cuda() for x in (step.obs, step.obs_mask, step.agent_mask)),
+                         alg.agent.initial_state(3, 3, "cuda"))
+    cpu_q, _ = on_cpu.agent(*(torch.from_numpy(x) for x in (step.obs, step.obs_mask, step.agent_mask)),
+                            on_cpu.agent.initial_state(3, 3))
+    torch.testing.assert_close(gpu_q.cpu(), cpu_q, atol=1e-4, rtol=1e-4)

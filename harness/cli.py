@@ -231,8 +231,8 @@ def cmd_new(tokens: list[str]) -> int:
     if rest:
         raise ConfigError.single(("new",), "unknown option; expected dir=PATH or tests=PATH", found=rest[0], file=COMMAND_LINE)
     for path in new_algorithm(tokens[1], options.get("dir"), options.get("tests")):
-        out.print(f"wrote {path}")
-    out.print(f"try it: harness run suite=matrix_games algorithms=[{tokens[1]}] budget=smoke")
+        out.print(f"wrote {path}", markup=False)
+    out.print(f"try it: harness run suite=matrix_games algorithms=[{tokens[1]}] budget=smoke", markup=False)
     return 0
 
 

@@ -29,7 +29,8 @@ class Estimate:
 def bootstrap_mean(values: np.ndarray | list[float], confidence: float = 0.95, reps: int = 2000,
                    seed: int = 0) -> Estimate:
     """Mean with a percentile bootstrap interval over runs (scipy.stats.bootstrap)."""
-    x = np.asarray(values, dtype=np.float64)
+    # Sorted so the interval cannot depend on the order the store returned the runs in.
+    x = np.sort(np.asarray(values, dtype=np.float64))
     n = int(x.size)
     if n == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)

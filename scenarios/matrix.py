@@ -7,7 +7,8 @@ never trained with.
 
 Observation of agent i: one entity row per agent (own row first, then the others in slot
 order) holding the unit-type one-hot, the action that agent took at the previous step
-(one-hot, zero at t=0) and the elapsed fraction of the episode. The state lists the agents'
+(one-hot, zero at t=0) and the elapsed fraction of the episode. Row j of agent i's list is
+agent (i + j) mod n: own row first, then the others cyclically. The state lists the agents'
 rows in slot order (the convention the mixers rely on: agents first, in slot order).
 """
 
@@ -304,6 +305,6 @@ class MatrixBackend(Backend):
         reward = self.tables[(self.comp, *actions.T)]
         self.all_optimal &= reward >= self.optimum[self.comp]
         self.ep_return += reward
-        self.last_actions = actions
+        self.last_actions = actions.copy()  # the caller may reuse its array
         self.t += 1
         return self._observe(reward, done=self.t >= self.args.episode_length)

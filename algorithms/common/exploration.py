@@ -46,3 +46,16 @@ def epsilon_greedy(
         return greedy
     explore = torch.rand(greedy.shape, generator=generator).to(values.device) < epsilon
     return torch.where(explore, random_available(avail, generator), greedy)
+
+
+def sample_categorical(logits: torch.Tensor, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A draw from softmax(logits) restricted to the available actions (Gumbel-max trick,
+    so the draw comes from the caller's generator and stays reproducible)."""
+    uniform = torch.rand(logits.shape, generator=generator).to(logits.device).clamp_(1e-10, 1.0)
+    return masked_argmax(logits - torch.log(-torch.log(uniform)), avail)
+
+
+def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """log pi over the available actions; unavailable actions get a very negative value
+    (finite, so products with zero probabilities stay 0 instead of NaN)."""
+    return torch.log_softmax(logits.masked_fill(~avail, -1e10), dim=-1)

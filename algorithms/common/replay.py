@@ -105,6 +105,10 @@ class EpisodeReplay:
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
+    def clear(self) -> None:
+        """Forget every episode (on-policy learners after each update)."""
+        self.size = self.ptr = 0
+
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """`batch_size` distinct episodes, trimmed to their largest extents (CPU tensors)."""
         idx = torch.randperm(self.size, generator=generator)[:batch_size].numpy()

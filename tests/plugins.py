@@ -1,0 +1,22 @@
+"""Algorithms that misbehave on purpose, loaded by tests as `plugins:Class`."""
+
+from __future__ import annotations
+
+from harness import registry
+
+VDN = registry.get_algorithm("vdn")
+
+
+class ExplodingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Learns normally, then reports a NaN loss (as a diverging learner would)."""
+
+    def update(self) -> dict[str, float]:
+        metrics = super().update()
+        return {**metrics, "loss": float("nan")} if metrics else metrics
+
+
+class CrashingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Raises inside acting, like a bug in a plugin."""
+
+    def act(self, step, memory, explore):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom: a bug in the plugin")

@@ -1,0 +1,155 @@
+"""Runs end to end on the real matrix backend, SQLite store and worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from harness.cli import main
+from harness.config import load_suite
+from harness.executor import run_plan
+from harness.plan import plan
+from harness.runner import execute_run
+from harness.store import Store
+
+
+def eval_values(rows: list[dict]) -> list[tuple]:
+    return [(r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"], r["value"]) for r in rows]
+
+
+def spec_for(suite_path: Path, task: str, algorithm: str, seed: int = 0, checkpoint_dir: Path | None = None):
+    suite = load_suite(str(suite_path))
+    spec = next(s for s in plan(suite) if s.task == task and s.algorithm == algorithm and s.seed == seed)
+    if checkpoint_dir is not None:
+        spec = type(spec)(**{**spec.to_dict(), "checkpoint_dir": str(checkpoint_dir)})
+    return spec
+
+
+def test_same_seed_gives_identical_evaluation_numbers(smoke_suite, tmp_path: Path) -> None:
+    path = smoke_suite()
+    first = execute_run(spec_for(path, "two_type", "qmix", checkpoint_dir=tmp_path / "a"))
+    second = execute_run(spec_for(path, "two_type", "qmix", checkpoint_dir=tmp_path / "b"))
+    assert first.status == second.status == "done"
+    assert eval_values(first.evals) == eval_values(second.evals)
+    assert {r["kind"] for r in first.evals} == {"curve", "absolute"}
+    assert {r["split"] for r in first.evals} == {"train", "test"}
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_suite, tmp_path: Path) -> None:
+    path = smoke_suite()
+    reference = execute_run(spec_for(path, "climbing", "vdn", checkpoint_dir=tmp_path / "ref"))
+    spec = spec_for(path, "climbing", "vdn", checkpoint_dir=tmp_path / "resumed")
+    calls = []
+    stopped = execute_run(spec, on_progress=calls.append, should_stop=lambda: len(calls) >= 20)
+    assert stopped.status == "interrupted"
+    assert 0 < stopped.env_steps < spec.budget["env_steps"]
+    assert (Path(spec.checkpoint_dir) / spec.run_id / "last.pt").exists()
+    progress: list[int] = []
+    resumed = execute_run(spec, on_progress=progress.append)
+    assert resumed.status == "done"
+    assert progress[0] > stopped.env_steps, "the second attempt started from scratch instead of the checkpoint"
+    assert eval_values(resumed.evals) == eval_values(reference.evals)
+    assert resumed.grad_steps == reference.grad_steps
+
+
+def test_failing_runs_are_recorded_and_the_others_go_on(smoke_suite, capsys: pytest.CaptureFixture[str]) -> None:
+    path = smoke_suite(algorithms="[vdn, 'plugins:ExplodingVDN', 'plugins:CrashingVDN']", seeds=1)
+    code = main(["run", f"suite={path}", "tasks=[climbing]"])
+    assert code == 1
+    suite = load_suite(str(path), ["tasks=[climbing]"])
+    runs = {r["algorithm"]: r for r in Store(suite.store).runs(suite.name)}
+    assert runs["vdn"]["status"] == "done"
+    assert runs["plugins:ExplodingVDN"]["status"] == "failed"
+    assert "non-finite loss" in runs["plugins:ExplodingVDN"]["reason"]
+    assert runs["plugins:CrashingVDN"]["status"] == "failed"
+    assert "boom: a bug in the plugin" in runs["plugins:CrashingVDN"]["reason"]
+    capsys.readouterr()
+    assert main(["status", f"suite={path}", "tasks=[climbing]"]) == 0
+    assert "failed 2" in capsys.readouterr().out
+
+
+def test_rerun_skips_done_runs_and_duplicates_nothing(smoke_suite) -> None:
+    suite = load_suite(str(smoke_suite(algorithms="[vdn]")))
+    store = Store(suite.store)
+    specs = plan(suite)
+    first = run_plan(specs, store, workers=0)
+    assert first.done == len(specs) and first.exit_code == 0
+    rows_before = len(store.evals([s.run_id for s in specs]))
+    second = run_plan(specs, store, workers=0)
+    assert second.done == 0 and second.skipped_done == len(specs)
+    assert len(store.evals([s.run_id for s in specs])) == rows_before
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar() == len(specs)
+
+
+def test_worker_processes_give_the_inline_numbers(smoke_suite) -> None:
+    inline = load_suite(str(smoke_suite(algorithms="[qmix]", name="inline")))
+    pooled = load_suite(str(smoke_suite(algorithms="[qmix]", name="pooled", workers=2)))
+    results = []
+    for suite in (inline, pooled):
+        store = Store(suite.store)
+        summary = run_plan(plan(suite), store, workers=suite.workers)
+        assert summary.done == len(plan(suite))
+        by_key = {}
+        for spec in plan(suite):
+            by_key[(spec.task, spec.seed)] = eval_values(store.evals([spec.run_id]))
+        results.append(by_key)
+    assert results[0] == results[1]
+
+
+def _status_counts(path: Path) -> Counter:
+    suite = load_suite(str(path))
+    rows = {r["run_id"]: r["status"] for r in Store(suite.store).runs(suite.name)}
+    return Counter(rows.get(s.run_id, "missing") for s in plan(suite))
+
+
+def _wait_for_done(path: Path, at_least: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(load_suite(str(path)).store.removeprefix("sqlite:///")).exists() and _status_counts(path)["done"] >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} runs finished in {timeout}s: {_status_counts(path)}")
+
+
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str) -> None:
+    path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_done(path, at_least=2, timeout=120)
+        if how == "kill -9":
+            proc.send_signal(signal.SIGKILL)  # the coordinator only; workers notice and stop
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the whole job on Ctrl-C
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = _status_counts(path)
+    planned = sum(before.values())
+    suite = load_suite(str(path))
+    finished_before = {r["run_id"]: r["finished_at"] for r in Store(suite.store).runs(suite.name) if r["status"] == "done"}
+    assert before["done"] < planned, f"the suite finished before it was stopped: {before}"
+    if how == "ctrl-c":
+        assert code == 130
+        assert before["running"] == 0, before
+    assert main(["run", f"suite={path}"]) == 0
+    after = _status_counts(path)
+    assert after == Counter({"done": planned}), after
+    finished_after = {r["run_id"]: r["finished_at"] for r in Store(suite.store).runs(suite.name)}
+    assert all(finished_after[k] == v for k, v in finished_before.items()), "finished runs were run again"
+    ids = [s.run_id for s in plan(suite)]
+    rows = Store(suite.store).evals(ids)
+    keys = [(r["run_id"], r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))

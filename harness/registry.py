@@ -23,26 +23,23 @@ _ENVS: dict[str, type] = {}
 _loaded = False
 
 
-def register_algorithm(name: str) -> Callable[[T], T]:
-    """Class decorator: make an algorithm available as `name` in suites and on the CLI."""
-
+def _registrar(table: dict[str, type], name: str) -> Callable[[T], T]:
     def wrap(cls: T) -> T:
         cls.name = name  # type: ignore[attr-defined]
-        _ALGORITHMS[name] = cls
+        table[name] = cls
         return cls
 
     return wrap
+
+
+def register_algorithm(name: str) -> Callable[[T], T]:
+    """Class decorator: make an algorithm available as `name` in suites and on the CLI."""
+    return _registrar(_ALGORITHMS, name)
 
 
 def register_env(name: str) -> Callable[[T], T]:
     """Class decorator: make an environment backend available as `env: name` in suites."""
-
-    def wrap(cls: T) -> T:
-        cls.name = name  # type: ignore[attr-defined]
-        _ENVS[name] = cls
-        return cls
-
-    return wrap
+    return _registrar(_ENVS, name)
 
 
 def _import_package_modules(package: str, skip: tuple[str, ...] = ()) -> None:

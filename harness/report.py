@@ -15,12 +15,13 @@ from harness.stats import bootstrap_mean
 from harness.store import Store
 
 
-def final_scores(evals: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """split -> metric -> value at the last evaluation, averaged over the split's compositions."""
-    last = max((r["env_steps"] for r in evals if r["kind"] == "curve"), default=None)
+def final_scores(evals: list[dict[str, Any]], kind: str = "curve") -> dict[str, dict[str, float]]:
+    """split -> metric -> value at the last evaluation of `kind` ("curve": the end of training;
+    "absolute": the best checkpoint re-evaluated), averaged over the split's compositions."""
+    last = max((r["env_steps"] for r in evals if r["kind"] == kind), default=None)
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in evals:
-        if r["kind"] == "curve" and r["env_steps"] == last:
+        if r["kind"] == kind and r["env_steps"] == last:
             acc[(r["split"], r["metric"])].append(r["value"])
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for (split, metric), values in acc.items():
@@ -42,7 +43,8 @@ def collect(suite: Suite, store: Store) -> dict[str, Any]:
             "run_id": spec.run_id, "task": spec.task, "algorithm": spec.algorithm, "seed": spec.seed,
             "status": row.get("status", "missing"), "reason": row.get("reason"),
             "env_steps": row.get("env_steps"), "seconds": row.get("seconds"),
-            "final": final_scores(evals_by_run[spec.run_id]) if spec.run_id in evals_by_run else {},
+            "final": final_scores(evals_by_run[spec.run_id]),
+            "absolute": final_scores(evals_by_run[spec.run_id], "absolute"),
         })
     return {"suite": suite.name, "metric": suite.metric, "budget": suite.budget_name,
             "rows": _aggregate(suite, specs, runs), "runs": runs}

@@ -8,13 +8,23 @@ key when a name looks like a typo.
 from __future__ import annotations
 
 import dataclasses
+import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness import registry
 from harness.errors import ConfigError, Problem, closest
@@ -77,18 +87,26 @@ class SuiteModel(Strict):
     name: str | None = None
     description: str = ""
     metric: Literal["return", "win_rate"] = "return"
-    seeds: int | list[int] = 5
+    seeds: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(ge=0)]] = Field(
+        5, description="a count (seeds 0..n-1) or a list of distinct non-negative seeds")
     budget: str | dict[str, Any] = "short"
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     algorithms: list[str | dict[str, Any]] = Field(min_length=1)
     params: ParamTable = Field(default_factory=dict)
     tasks: dict[str, TaskModel] = Field(min_length=1)
     executor: Literal["local"] = "local"
-    workers: int | Literal["auto"] = "auto"
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # 0 = run in this process
     store: str | None = None
     checkpoint_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     retry_failed: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"expected a non-empty list of distinct seeds, found {v}")
+        return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +269,7 @@ def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
         if origin in (dict, list):
             parts.pop(0)
             current = args[-1]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        elif origin in (typing.Union, types.UnionType):
             models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
             current = models[0] if models else None
             if current is None:
@@ -270,30 +288,42 @@ def _expected(msg: str) -> str:
     return msg
 
 
-def pydantic_problems(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
-    problems = []
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """The part of a pydantic error location that indexes the user's data (drops the tags
+    pydantic adds for union members, like 'constrained-int')."""
+    path: list[Any] = []
+    for i, part in enumerate(loc):
+        indexes = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
+        if indexes:
+            data = data[part]
+        elif not (isinstance(data, dict) and i == len(loc) - 1):
+            continue  # a tag pydantic added for a union member; a missing/unknown last key stays
+        path.append(part)
+    return tuple(path)
+
+
+def pydantic_problems(exc: ValidationError, model: type[BaseModel], data: Any = None) -> list[Problem]:
+    problems: dict[tuple[Any, ...], Problem] = {}
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
+        loc = _data_path(tuple(err["loc"]), data) if data is not None else tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             valid = list(owner.model_fields) if owner else []
-            problems.append(
-                Problem(loc, f"unknown key; expected one of {', '.join(valid)}", loc[-1], True,
-                        closest(str(loc[-1]), valid))
-            )
+            problem = Problem(loc, f"unknown key; expected one of {', '.join(valid)}", loc[-1], True,
+                              closest(str(loc[-1]), valid))
         elif err["type"] == "missing":
-            problems.append(Problem(loc, "missing required key"))
+            problem = Problem(loc, "missing required key")
         else:
             msg = _expected(err["msg"])
             # Messages that already say what was found don't repeat the raw input.
-            problems.append(Problem(loc, msg, err.get("input"), "input" in err and "found" not in msg))
-    # Union types report one error per alternative; keep the first per path.
-    seen, unique = set(), []
-    for p in problems:
-        if p.path not in seen:
-            seen.add(p.path)
-            unique.append(p)
-    return unique
+            problem = Problem(loc, msg, err.get("input"), "input" in err and "found" not in msg)
+        if loc in problems:  # a union reports one error per alternative: say them together
+            first = problems[loc]
+            first.message += ", or " + problem.message.removeprefix("expected ")
+        else:
+            problems[loc] = problem
+    return list(problems.values())
 
 
 class _Resolver:
@@ -318,7 +348,7 @@ class _Resolver:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise self.error(pydantic_problems(exc, model), prefix) from None
+            raise self.error(pydantic_problems(exc, model, data), prefix) from None
 
     def relocate(self, exc: ConfigError, prefix: tuple[Any, ...]) -> ConfigError:
         return self.error(exc.problems, prefix)
@@ -327,8 +357,6 @@ class _Resolver:
         model = self.validate(SuiteModel, raw, ())
         name = model.name or Path(self.file).stem
         seeds = list(range(model.seeds)) if isinstance(model.seeds, int) else list(model.seeds)
-        if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-            raise self.error([Problem(("seeds",), "expected a positive count or a list of distinct non-negative seeds", model.seeds, True)])
         problems: list[Problem] = []
 
         def attempt(fn: Any, *args: Any) -> Any:
@@ -341,22 +369,16 @@ class _Resolver:
 
         algorithms = attempt(self.algorithms, model)
         choice = attempt(self.budget_choice, model)
+        tasks: list[Task] = []
         if choice is not None:
             for tname, t in model.tasks.items():
-                attempt(self.budget, tname, t, *choice)
-        if choice is not None:
-            tasks = [attempt(self.task, tname, t, model, algorithms or {}, *choice) for tname, t in model.tasks.items()]
+                attempt(self.budget, tname, t, *choice)  # budget problems even where the task has others
+                tasks.append(attempt(self.task, tname, t, model, algorithms or {}, *choice))
         if problems:
             unique = {(p.path, p.message): p for p in problems}
             raise ConfigError(list(unique.values()))
         budget_name = choice[0]
-        workers = model.workers
-        if workers == "auto":
-            import os
-
-            workers = os.cpu_count() or 1
-        if isinstance(workers, int) and workers < 0:
-            raise self.error([Problem(("workers",), "expected 0 (run in this process), a positive count or 'auto'", workers, True)])
+        workers = (os.cpu_count() or 1) if model.workers == "auto" else model.workers
         return Suite(
             name=name,
             path=self.file,

@@ -43,12 +43,14 @@ from harness.store import RunResult, Store
 _progress_queue: Any = None
 _parent_pid: int | None = None
 _stopping = threading.Event()  # set by the first Ctrl-C a worker receives; stays set
+_running = threading.Event()  # a run is in progress in this worker
 
 
 def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
     global _progress_queue, _parent_pid
     _progress_queue, _parent_pid = progress_queue, parent_pid
     signal.signal(signal.SIGINT, lambda *_: _stopping.set())
+    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     import torch
 
     # Each worker gets its share of the cores; letting every worker use all of them makes
@@ -58,6 +60,17 @@ def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
 
 def _coordinator_gone() -> bool:
     return _parent_pid is not None and os.getppid() != _parent_pid
+
+
+def _exit_when_orphaned() -> None:
+    """An idle worker whose coordinator was killed would wait for work forever: leave.
+    A busy one first lets its run checkpoint (the run polls `_coordinator_gone`)."""
+    while True:
+        time.sleep(0.5)
+        if _coordinator_gone():
+            _stopping.set()
+            if not _running.is_set():
+                os._exit(0)
 
 
 def _worker_run(spec: RunSpec) -> RunResult:
@@ -74,7 +87,11 @@ def _worker_run(spec: RunSpec) -> RunResult:
         return RunResult(spec.run_id, "interrupted", "not started: the suite was interrupted")
     if q is not None:
         q.put(("start", spec.run_id, 0))
-    return execute_run(spec, report, _coordinator_gone, _stopping)
+    _running.set()
+    try:
+        return execute_run(spec, report, _coordinator_gone, _stopping)
+    finally:
+        _running.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +230,7 @@ def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, record: C
 def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView,
               record: Callable[[RunResult], None]) -> None:
     ctx = mp.get_context("spawn")  # fork would copy torch/JAX thread pools in a broken state
-    progress_queue = ctx.Manager().Queue()
+    progress_queue = ctx.Queue()  # a plain queue: no manager process to outlive a killed coordinator
     threads = max(1, (os.cpu_count() or 1) // workers)
     stop = threading.Event()
 

@@ -120,6 +120,17 @@ def _wait_for_done(path: Path, at_least: int, timeout: float) -> None:
     raise AssertionError(f"fewer than {at_least} runs finished in {timeout}s: {_status_counts(path)}")
 
 
+def _wait_until_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes of the killed coordinator are still alive after {timeout}s")
+
+
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str) -> None:
     path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2)
@@ -136,6 +147,8 @@ def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, ho
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    if how == "kill -9":
+        _wait_until_group_gone(proc.pid, timeout=30)  # orphaned workers checkpoint and leave
     before = _status_counts(path)
     planned = sum(before.values())
     suite = load_suite(str(path))

@@ -78,6 +78,18 @@ def _format(options: dict[str, Any], allowed: tuple[str, ...]) -> str:
     return fmt
 
 
+def _check_device(device: str) -> None:
+    """Fail before any run starts rather than once per run."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            from harness.config import COMMAND_LINE
+
+            raise ConfigError.single(("device",), "torch sees no CUDA device here; expected auto or cpu",
+                                     found=device, file=COMMAND_LINE)
+
+
 def cmd_run(tokens: list[str]) -> int:
     from harness.executor import run_plan
     from harness.plan import plan
@@ -86,6 +98,7 @@ def cmd_run(tokens: list[str]) -> int:
 
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
+    _check_device(suite.device)
     store = Store(suite.store)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "

@@ -333,6 +333,7 @@ class _Resolver:
         self.file = str(path)
         self.lines = lines
         self.touched = touched
+        self.inline_paths: dict[str, tuple[Any, ...]] = {}  # algorithm -> where its inline params are
 
     def error(self, problems: list[Problem], prefix: tuple[Any, ...] = ()) -> ConfigError:
         located = []
@@ -368,6 +369,7 @@ class _Resolver:
                 return None
 
         algorithms = attempt(self.algorithms, model)
+        attempt(self.check_param_tables, model, algorithms or {})
         choice = attempt(self.budget_choice, model)
         tasks: list[Task] = []
         if choice is not None:
@@ -408,11 +410,13 @@ class _Resolver:
             elif len(entry) == 1 and "name" not in entry:
                 (name, params), = entry.items()
                 params = params or {}
+                self.inline_paths[str(name)] = path + (str(name),)
             else:
                 unknown = set(entry) - {"name", "params"}
                 if unknown or "name" not in entry:
                     raise self.error([Problem(path, "expected an algorithm name, {name: NAME, params: {...}} or {NAME: {...}}", entry, True)])
                 name, params = entry["name"], entry.get("params") or {}
+                self.inline_paths[str(name)] = path + ("params",)
             try:
                 registry.get_algorithm(str(name), path)
             except ConfigError as exc:
@@ -509,7 +513,7 @@ class _Resolver:
         merged: dict[str, Any] = {}
         layers = [
             (("params", "*"), model.params.get("*", {})),
-            (("algorithms",), inline),
+            (self.inline_paths.get(algorithm, ("algorithms",)), inline),
             (("params", algorithm), model.params.get(algorithm, {})),
             (("tasks", tname, "params", "*"), task.params.get("*", {})),
             (("tasks", tname, "params", algorithm), task.params.get(algorithm, {})),
@@ -525,6 +529,24 @@ class _Resolver:
                                               key, True, closest(key, known))])
                 merged[key] = self.coerce(hints.get(key, Any), value, path + (key,))
         return merged
+
+    def check_param_tables(self, model: SuiteModel, algorithms: dict[str, Any]) -> None:
+        """Typos in `params` must not be ignored silently: every table names a known algorithm
+        (or '*'), and every '*' field belongs to at least one algorithm."""
+        names = set(registry.algorithm_names()) | set(algorithms)
+        fields = {f.name for n in names for f in dataclasses.fields(registry.get_algorithm(n).Config)}
+        tables = [(("params",), model.params)] + [(("tasks", t, "params"), task.params) for t, task in model.tasks.items()]
+        problems = []
+        for prefix, table in tables:
+            for name, values in table.items():
+                if name == "*":
+                    problems += [Problem(prefix + ("*", k), "no algorithm has this parameter", k, True, closest(k, fields))
+                                 for k in values if k not in fields]
+                elif name not in names:
+                    problems.append(Problem(prefix + (name,), f"unknown algorithm; expected '*' or one of {', '.join(sorted(names))}",
+                                            name, True, closest(name, names)))
+        if problems:
+            raise self.error(problems)
 
     def coerce(self, hint: Any, value: Any, path: tuple[Any, ...]) -> Any:
         try:

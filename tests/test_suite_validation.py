@@ -63,6 +63,10 @@ BAD_CASES = {
         ["tasks.game.train[0].types", "unknown unit type", "'C'"],
     ),
     "unknown_param": (GOOD + "params: {vdn: {learning_rat: 0.1}}\n", ["params.vdn.learning_rat", "unknown parameter"]),
+    "unknown_param_for_all": (GOOD + "params: {'*': {epsilon_aneal_steps: 10}}\n",
+                              ["params.*.epsilon_aneal_steps", "did you mean 'epsilon_anneal_steps'"]),
+    "params_for_unknown_algorithm": (GOOD + "params: {qmixx: {lr: 0.1}}\n", ["params.qmixx", "did you mean 'qmix'"]),
+    "wrong_param_type": (GOOD + "params: {vdn: {batch_size: lots}}\n", ["params.vdn.batch_size", "integer", "'lots'"]),
 }
 
 

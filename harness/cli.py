@@ -78,16 +78,14 @@ def _format(options: dict[str, Any], allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, suite_file: str) -> None:
     """Fail before any run starts rather than once per run."""
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            from harness.config import COMMAND_LINE
-
             raise ConfigError.single(("device",), "torch sees no CUDA device here; expected auto or cpu",
-                                     found=device, file=COMMAND_LINE)
+                                     found=device, file=suite_file)
 
 
 def cmd_run(tokens: list[str]) -> int:
@@ -98,7 +96,7 @@ def cmd_run(tokens: list[str]) -> int:
 
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
-    _check_device(suite.device)
+    _check_device(suite.device, suite.path)
     store = Store(suite.store)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "

@@ -199,8 +199,9 @@ def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console 
         f"{len(todo)} to run with {workers or 'no'} worker process{'es' if workers != 1 else ''}"
     )
     with ProgressView(console, specs) as view:
+        todo_ids = {s.run_id for s in todo}
         for spec in specs:
-            if spec not in todo:
+            if spec.run_id not in todo_ids:
                 view.skip(spec)
 
         def record(result: RunResult) -> None:
@@ -233,6 +234,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
     progress_queue = ctx.Queue()  # a plain queue: no manager process to outlive a killed coordinator
     threads = max(1, (os.cpu_count() or 1) // workers)
     stop = threading.Event()
+    pending = {s.run_id: s for s in todo}  # submitted, result not yet recorded
 
     def pump() -> None:  # progress messages -> store + display, on the coordinator only
         while not stop.is_set():
@@ -250,7 +252,6 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    pending = {s.run_id: s for s in todo}
     pool = ProcessPoolExecutor(max_workers=min(workers, max(1, len(todo))), mp_context=ctx,
                                initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads))
     futures: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in todo}

@@ -144,8 +144,12 @@ def cmd_show(tokens: list[str]) -> int:
     total_steps = sum(s.budget["env_steps"] for s in specs)
     left_steps = sum(s.budget["env_steps"] for s in remaining)
     seconds, unknown = 0.0, 0
+    rates: dict[tuple[str, str], float | None] = {}  # one store query per (env, algorithm)
     for s in remaining:
-        rate = store.throughput(s.task_config, s.algorithm)
+        key = (s.task_config["env"], s.algorithm)
+        if key not in rates:
+            rates[key] = store.throughput(s.task_config, s.algorithm)
+        rate = rates[key]
         if rate:
             seconds += s.budget["env_steps"] / rate
         else:

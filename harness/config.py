@@ -374,8 +374,8 @@ class _Resolver:
         tasks: list[Task] = []
         if choice is not None:
             for tname, t in model.tasks.items():
-                attempt(self.budget, tname, t, *choice)  # budget problems even where the task has others
-                tasks.append(attempt(self.task, tname, t, model, algorithms or {}, *choice))
+                budget = attempt(self.budget, tname, t, *choice)  # reported even where the task has other problems
+                tasks.append(attempt(self.task, tname, t, model, algorithms or {}, budget or {}))
         if problems:
             unique = {(p.path, p.message): p for p in problems}
             raise ConfigError(list(unique.values()))
@@ -449,7 +449,7 @@ class _Resolver:
         return out
 
     def task(self, tname: str, task: TaskModel, model: SuiteModel, algorithms: dict[str, dict[str, Any]],
-             budget_name: str, profiles: dict[str, dict[str, Any]]) -> Task:
+             budget: dict[str, int]) -> Task:
         prefix = ("tasks", tname)
         try:
             backend = registry.get_env(task.env, prefix + ("env",))
@@ -462,7 +462,7 @@ class _Resolver:
         except ConfigError as exc:
             raise self.relocate(exc, prefix) from None
         params = {a: self.params(a, model, task, tname, inline) for a, inline in algorithms.items()}
-        return Task(tname, task.env, args, task.num_envs, splits, self.budget(tname, task, budget_name, profiles), params)
+        return Task(tname, task.env, args, task.num_envs, splits, budget, params)
 
     def splits(self, backend: Any, args: Any, task: TaskModel, prefix: tuple[Any, ...]) -> dict[str, list[Composition]]:
         splits: dict[str, list[Composition]] = {}

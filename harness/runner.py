@@ -247,10 +247,8 @@ class Run:
         self.started, self.prior_seconds = time.monotonic(), 0.0
         self.progress = {"env_steps": 0, "grad_steps": 0}
         with graceful_interrupts(self.interrupt_flag) as interrupted:
-            stop_check = self.should_stop
-            self.should_stop = lambda: interrupted.is_set() or stop_check()
             try:
-                result = self._train()
+                result = self._train(lambda: interrupted.is_set() or self.should_stop())
             except (KeyboardInterrupt, StopRequested):
                 result = RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
             except RunFailed as exc:
@@ -264,7 +262,7 @@ class Run:
         result.versions = versions()
         return result
 
-    def _train(self) -> RunResult:
+    def _train(self, stop_requested: Callable[[], bool]) -> RunResult:
         spec, budget = self.spec, self.spec.budget
         seed_everything(spec.seed)
         envs = TaskEnvs.from_spec(spec)
@@ -308,7 +306,7 @@ class Run:
             next_eval = (progress["env_steps"] // every + 1) * every
             train_metrics: dict[str, list[float]] = {}
             while progress["env_steps"] < budget["env_steps"]:
-                if self.should_stop():
+                if stop_requested():
                     raise StopRequested
                 out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
                 progress["env_steps"] += int(out["env_steps"])

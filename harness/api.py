@@ -125,8 +125,18 @@ class Backend(abc.ABC):
     - `describe(args, compositions)`: the EnvSpec covering every composition of the task.
     - `composition_name(args, composition)`: a short readable id ("A,B", "5v5 stalker").
 
-    Instances: `Backend(args, compositions, num_envs, seed, weights=None)`; each episode of
-    each env draws a composition with probability proportional to `weights`.
+    - `missing_requirements(args)`: None when the backend can run here, else a message saying
+      what to install (checked by `harness validate` / `run` before anything trains). Heavy
+      libraries are imported lazily, so the harness starts fast without them.
+
+    Instances: `Backend(args, compositions, num_envs, seed, weights=None, training=False)`;
+    each episode of each env draws a composition with probability proportional to `weights`.
+    `training` is True only for the environments the algorithm learns from (a backend may
+    shape or anneal rewards there; evaluation always sees the task's true reward).
+
+    Discrete actions: `actions` is int64 [B, A]. Continuous actions (`spec.discrete` False):
+    float32 [B, A, D] in [-1, 1], rescaled by the backend to the environment's bounds;
+    `avail_actions` is then all True with shape [B, A, D].
     """
 
     name: ClassVar[str]
@@ -137,6 +147,11 @@ class Backend(abc.ABC):
     @classmethod
     def default_compositions(cls, args: Any) -> list[Any]:
         raise NotImplementedError(f"{cls.__name__} needs explicit train compositions")
+
+    @classmethod
+    def missing_requirements(cls, args: Any) -> str | None:
+        """None if this backend can run on this machine, else what to install."""
+        return None
 
     @classmethod
     def check_task(cls, args: Any, splits: dict[str, list[Any]]) -> None:

@@ -100,7 +100,10 @@ def cmd_run(tokens: list[str]) -> int:
     store = Store(suite.store)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "
-              f"{len(suite.seeds)} seeds, budget '{suite.budget_name}', store {suite.store}")
+              f"{len(suite.seeds)} seeds ({len(specs)} runs), budget '{suite.budget_name}', store {suite.store}")
+    for task in suite.tasks:
+        for algorithm, why in task.skipped.items():
+            err.print(f"  {task.name}: {algorithm} skipped ({why})", highlight=False)
     try:
         summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed)
     except KeyboardInterrupt:
@@ -132,6 +135,7 @@ def cmd_show(tokens: list[str]) -> int:
                 "budget": t.budget,
                 "compositions": {s: [c.name for c in comps] for s, comps in t.splits.items()},
                 "params": {a: p for a, p in t.params.items() if p},
+                **({"skipped": t.skipped} if t.skipped else {}),
             }
             for t in suite.tasks
         },

@@ -80,6 +80,9 @@ class TaskModel(Strict):
     test: list[dict[str, Any]] | None = None
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     params: ParamTable = Field(default_factory=dict)
+    algorithms: list[str] | None = Field(
+        None, description="run only these of the suite's algorithms on this task (default: every one "
+        "whose action space fits the task)")
     description: str = ""
 
 
@@ -94,6 +97,9 @@ class SuiteModel(Strict):
     algorithms: list[str | dict[str, Any]] = Field(min_length=1)
     params: ParamTable = Field(default_factory=dict)
     tasks: dict[str, TaskModel] = Field(min_length=1)
+    backend: str | None = Field(
+        None, description="swap the backend of every task of the same family (backend=smacv2 runs the "
+        "SMAX tasks on StarCraft II)")
     executor: Literal["local"] = "local"
     workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # 0 = run in this process
     store: str | None = None
@@ -131,7 +137,12 @@ class Task:
     num_envs: int
     splits: dict[str, list[Composition]]
     budget: dict[str, int]
-    params: dict[str, dict[str, Any]]  # algorithm -> resolved config overrides
+    params: dict[str, dict[str, Any]]  # algorithm -> resolved config overrides (the task's algorithms only)
+    skipped: dict[str, str] = field(default_factory=dict)  # suite algorithm -> why it does not run here
+
+    @property
+    def algorithms(self) -> list[str]:
+        return list(self.params)
 
     def config_dict(self) -> dict[str, Any]:
         """Plain, JSON-able description of the task (part of every run id)."""
@@ -451,18 +462,58 @@ class _Resolver:
     def task(self, tname: str, task: TaskModel, model: SuiteModel, algorithms: dict[str, dict[str, Any]],
              budget: dict[str, int]) -> Task:
         prefix = ("tasks", tname)
+        env = self.backend_name(task.env, model.backend, prefix)
         try:
-            backend = registry.get_env(task.env, prefix + ("env",))
+            backend = registry.get_env(env, prefix + ("env",))
         except ConfigError as exc:
             raise self.relocate(exc, ()) from None
         args = self.validate(backend.Args, task.args, prefix + ("args",))
+        missing = backend.missing_requirements(args)
+        if missing:
+            where = ("backend",) if env != task.env else prefix + ("env",)
+            raise self.error([Problem(where, missing, env, True)])
         splits = self.splits(backend, args, task, prefix)
         try:
             backend.check_task(args, {s: [c.spec for c in comps] for s, comps in splits.items()})
         except ConfigError as exc:
             raise self.relocate(exc, prefix) from None
-        params = {a: self.params(a, model, task, tname, inline) for a, inline in algorithms.items()}
-        return Task(tname, task.env, args, task.num_envs, splits, budget, params)
+        discrete = backend.describe(args, [c.spec for comps in splits.values() for c in comps]).discrete
+        chosen, skipped = self.task_algorithms(task, tname, algorithms, discrete)
+        params = {a: self.params(a, model, task, tname, algorithms[a]) for a in chosen}
+        return Task(tname, env, args, task.num_envs, splits, budget, params, skipped)
+
+    def backend_name(self, env: str, swap: str | None, prefix: tuple[Any, ...]) -> str:
+        """`backend=NAME` replaces the env of every task whose backend is of NAME's family."""
+        if swap is None:
+            return env
+        try:
+            target = registry.get_env(swap, ("backend",))
+            current = registry.get_env(env, prefix + ("env",))
+        except ConfigError as exc:
+            raise self.relocate(exc, ()) from None
+        family = getattr(target, "family", None)
+        return swap if family is not None and getattr(current, "family", None) == family else env
+
+    def task_algorithms(self, task: TaskModel, tname: str, algorithms: dict[str, Any],
+                        discrete: bool) -> tuple[list[str], dict[str, str]]:
+        """The suite's algorithms this task runs, and why the others do not."""
+        space = "discrete" if discrete else "continuous"
+        fits = {a: space in getattr(registry.get_algorithm(a), "action_spaces", ("discrete",)) for a in algorithms}
+        if task.algorithms is None:
+            skipped = {a: f"{space} actions are not supported by {a}" for a, ok in fits.items() if not ok}
+            return [a for a, ok in fits.items() if ok], skipped
+        problems = []
+        for i, name in enumerate(task.algorithms):
+            path = ("tasks", tname, "algorithms", i)
+            if name not in algorithms:
+                problems.append(Problem(path, f"not one of the suite's algorithms ({', '.join(algorithms)})",
+                                        name, True, closest(name, algorithms)))
+            elif not fits[name]:
+                problems.append(Problem(path, f"{name} does not support this task's {space} actions", name, True))
+        if problems:
+            raise self.error(problems)
+        chosen = [a for a in algorithms if a in task.algorithms]
+        return chosen, {a: "not in the task's algorithms list" for a in algorithms if a not in chosen}
 
     def splits(self, backend: Any, args: Any, task: TaskModel, prefix: tuple[Any, ...]) -> dict[str, list[Composition]]:
         splits: dict[str, list[Composition]] = {}

@@ -45,7 +45,7 @@ def plan(suite: Suite) -> list[RunSpec]:
     for seed in suite.seeds:
         for task in suite.tasks:
             task_config = task.config_dict()
-            for algorithm in suite.algorithms:
+            for algorithm in task.algorithms:
                 params = task.params[algorithm]
                 identity = {
                     "suite": suite.name,

@@ -54,7 +54,7 @@ def _aggregate(suite: Suite, specs: list[RunSpec], runs: list[dict[str, Any]]) -
     rows = []
     for task in suite.tasks:
         for split in task.splits:
-            for algorithm in suite.algorithms:
+            for algorithm in task.algorithms:
                 group = [r for r in runs if r["task"] == task.name and r["algorithm"] == algorithm]
                 done = [r for r in group if r["status"] == "done" and split in r["final"]]
                 row: dict[str, Any] = {

@@ -117,9 +117,10 @@ class TaskEnvs:
     def all_compositions(self) -> list[Any]:
         return [c for comps in self.splits.values() for _, _, c in comps]
 
-    def make(self, split: str, num_envs: int, seed: int, only: str | None = None) -> Backend:
+    def make(self, split: str, num_envs: int, seed: int, only: str | None = None, training: bool = False) -> Backend:
         chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
-        return self.backend(self.args, [c for _, _, c in chosen], num_envs, seed, weights=[w for _, w, _ in chosen])
+        return self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
+                            weights=[w for _, w, _ in chosen], training=training)
 
 
 def rollout(env: Backend, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:
@@ -269,7 +270,7 @@ class Run:
         env_spec = envs.backend.describe(envs.args, envs.all_compositions())
         cls = registry.get_algorithm(spec.algorithm)
         algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, resolve_device(spec.device))
-        train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"))
+        train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)
         evaluator = Evaluator(envs, spec.seed)
         log = MetricsLog(self.dir)
         last_path, best_path = self.dir / "last.pt", self.dir / "best.pt"

@@ -233,6 +233,7 @@ class MatrixBackend(Backend):
         num_envs: int,
         seed: int,
         weights: list[float] | None = None,
+        training: bool = False,
     ) -> None:
         self.args = args
         self.spec = self.describe(args, compositions)

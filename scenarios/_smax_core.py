@@ -1,0 +1,214 @@
+"""The jitted part of the SMAX backend (imported only when an SMAX environment is built).
+
+Everything random happens inside the compiled functions, driven by keys kept in the batch
+state: an eager JAX call costs milliseconds, a Python loop over environments more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
+
+from scenarios.smax import N_MOVES, SmaxArgs
+
+
+class SmaxCore:
+    """Batched reset / step of an SMAX battle sized for `max_allies` v `max_enemies`."""
+
+    def __init__(self, max_allies: int, max_enemies: int, args: SmaxArgs) -> None:
+        self.a, self.e, self.args = max_allies, max_enemies, args
+        self.n_units = max_allies + max_enemies
+        self.env = HeuristicEnemySMAX(
+            num_allies=max_allies,
+            num_enemies=max_enemies,
+            map_width=args.map_size,
+            map_height=args.map_size,
+            max_steps=args.episode_limit,
+            won_battle_bonus=args.won_battle_bonus,
+            see_enemy_actions=args.see_enemy_actions,
+            attack_mode=args.enemy_attack_mode,
+        )
+        self.smax = self.env._env
+        # Agent i's entity order: itself, the other allies in slot order, then the enemies.
+        order = [[i] + [j for j in range(self.n_units) if j != i] for i in range(max_allies)]
+        self.view_order = jnp.asarray(np.array(order, np.int32))
+        self.reset = jax.jit(self._reset, static_argnums=(2,))
+        self.step = jax.jit(self._step)
+
+    # ---- team generation ----------------------------------------------------------------------
+    def _draw_types(self, key: jax.Array, probs: jax.Array, fixed: jax.Array, n: jax.Array, m: jax.Array) -> jax.Array:
+        """Unit types of every slot: allies from the composition, enemies mirroring them."""
+        k_draw, k_perm, k_extra = jax.random.split(key, 3)
+        logits = jnp.log(probs)
+        drawn = jax.random.categorical(k_draw, logits, shape=(self.a,))
+        allies = jnp.where(fixed >= 0, fixed, drawn)
+        # Exact counts are listed type by type: shuffle them over the real slots.
+        rank = jnp.where(jnp.arange(self.a) < n, jax.random.uniform(k_perm, (self.a,)), 2.0)
+        allies = allies[jnp.argsort(rank)]
+        extra = jax.random.categorical(k_extra, logits, shape=(self.e,))
+        mirror = jnp.arange(self.e) < jnp.minimum(n, m)
+        enemies = jnp.where(mirror, allies[jnp.minimum(jnp.arange(self.e), self.a - 1)], extra)
+        return jnp.concatenate([allies, enemies]).astype(jnp.uint8)
+
+    def _reflect(self, key: jax.Array, n: jax.Array, m: jax.Array) -> jax.Array:
+        """Allies anywhere in the left half; enemies mirror them, extra enemies anywhere on the right."""
+        size = self.args.map_size
+        k_ally, k_enemy = jax.random.split(key)
+        allies = jax.random.uniform(k_ally, (self.a, 2), minval=0.0, maxval=jnp.array([size / 2, size]))
+        mirrored = allies[jnp.minimum(jnp.arange(self.e), self.a - 1)] * jnp.array([-1.0, 1.0]) + jnp.array([size, 0.0])
+        extra = jax.random.uniform(k_enemy, (self.e, 2), minval=jnp.array([size / 2, 0.0]), maxval=size)
+        enemies = jnp.where((jnp.arange(self.e) < jnp.minimum(n, m))[:, None], mirrored, extra)
+        return jnp.concatenate([allies, enemies])
+
+    def _surround(self, key: jax.Array) -> jax.Array:
+        """One team in the centre, the other split in four groups on the diagonals around it."""
+        size = self.args.map_size
+        k_side, k_centre, k_group, k_t, k_noise = jax.random.split(key, 5)
+        centre = jnp.full((2,), size / 2)
+        corners = jnp.array([[0.0, 0.0], [0.0, size], [size, 0.0], [size, size]])
+        t = jax.random.uniform(k_t, (4, 1))
+        group_pos = t * centre + (1 - t) * corners
+        group = jax.random.randint(k_group, (self.n_units,), 0, 4)
+        noise = jax.random.uniform(k_noise, (self.n_units, 2), minval=-2.0, maxval=2.0)
+        inner = centre + jax.random.uniform(k_centre, (self.n_units, 2), minval=-2.0, maxval=2.0)
+        outer = group_pos[group] + noise
+        allies_inside = jax.random.bernoulli(k_side)
+        is_ally = jnp.arange(self.n_units) < self.a
+        return jnp.where((is_ally == allies_inside)[:, None], inner, outer)
+
+    def _new_battle(self, key: jax.Array, table: dict[str, jax.Array]) -> tuple[Any, jax.Array]:
+        k_comp, k_types, k_pos, k_mode, k_reflect, k_surround, k_env = jax.random.split(key, 7)
+        comp = jax.random.categorical(k_comp, table["weights"])
+        n, m = table["allies"][comp], table["enemies"][comp]
+        types = self._draw_types(k_types, table["type_probs"][comp], table["fixed_types"][comp], n, m)
+        surround = jax.random.uniform(k_mode) < table["p_surround"][comp]
+        positions = jnp.where(surround, self._surround(k_surround), self._reflect(k_reflect, n, m))
+        positions = jnp.clip(positions, 0.5, self.args.map_size - 0.5)  # SMAX kills units touching walls
+        slot = jnp.arange(self.n_units)
+        alive = jnp.where(slot < self.a, slot < n, slot - self.a < m)
+        _, state = self.env.reset(k_env)
+        inner = state.state.replace(
+            unit_types=types,
+            unit_positions=positions,
+            unit_alive=alive,
+            unit_health=jnp.where(alive, self.smax.unit_type_health[types], 0.0),
+        )
+        inner = self.smax._push_units_away(inner)
+        return state.replace(state=inner), comp
+
+    # ---- observations -----------------------------------------------------------------------
+    def _entity_features(self, s: Any) -> tuple[jax.Array, jax.Array]:
+        """obs [A, U, F] and obs_mask [A, U] of every ally, in each ally's entity order."""
+        smax, size = self.smax, self.args.map_size
+        max_health = smax.unit_type_health[s.unit_types]
+        health = s.unit_health / max_health
+        cooldown = jnp.clip(s.unit_weapon_cooldowns / smax.unit_type_weapon_cooldowns[s.unit_types], 0.0, 1.0)
+        attacking = (s.prev_attack_actions >= N_MOVES).astype(jnp.float32)
+        type_onehot = jax.nn.one_hot(s.unit_types, len(smax.unit_type_names))
+        is_ally = jnp.arange(self.n_units) < self.a
+        move = s.prev_movement_actions
+        if not self.args.see_enemy_actions:
+            move = jnp.where(is_ally[:, None], move, 0.0)
+            attacking = jnp.where(is_ally, attacking, 0.0)
+
+        order = self.view_order  # [A, U]
+        sight = smax.unit_type_sight_ranges[s.unit_types[: self.a]]  # [A]
+        rel = (s.unit_positions[order] - s.unit_positions[: self.a, None]) / sight[:, None, None]
+        dist = jnp.linalg.norm(rel, axis=-1)
+        seen = order[:, 1:]
+        visible = (dist[:, 1:] < 1.0) & s.unit_alive[seen] & s.unit_alive[: self.a, None]
+        mask = jnp.concatenate([s.unit_alive[: self.a, None], visible], axis=1)
+        kind = jnp.stack([
+            jnp.broadcast_to(jnp.arange(self.n_units) == 0, order.shape),
+            is_ally[order] & (jnp.arange(self.n_units) > 0),
+            ~is_ally[order],
+        ], axis=-1).astype(jnp.float32)
+        per_unit = jnp.concatenate([
+            health[:, None], move, attacking[:, None], cooldown[:, None],
+            s.unit_positions / size - 0.5, type_onehot,
+        ], axis=-1)[order]  # [A, U, 1+2+1+1+2+6]
+        obs = jnp.concatenate([
+            kind, per_unit[..., :1], rel, dist[..., None], per_unit[..., 1:],
+        ], axis=-1)
+        return jnp.where(mask[..., None], obs, 0.0), mask
+
+    def _state_features(self, s: Any) -> tuple[jax.Array, jax.Array]:
+        smax = self.smax
+        is_ally = (jnp.arange(self.n_units) < self.a).astype(jnp.float32)
+        rows = jnp.concatenate([
+            is_ally[:, None], 1.0 - is_ally[:, None],
+            (s.unit_health / smax.unit_type_health[s.unit_types])[:, None],
+            s.unit_positions / self.args.map_size - 0.5,
+            s.prev_movement_actions,
+            (s.prev_attack_actions >= N_MOVES).astype(jnp.float32)[:, None],
+            jnp.clip(s.unit_weapon_cooldowns / smax.unit_type_weapon_cooldowns[s.unit_types], 0.0, 1.0)[:, None],
+            jax.nn.one_hot(s.unit_types, len(smax.unit_type_names)),
+        ], axis=-1)
+        return jnp.where(s.unit_alive[:, None], rows, 0.0), s.unit_alive
+
+    def _avail_actions(self, s: Any) -> jax.Array:
+        """[A, 5 + E]: moves if alive, stop always, attack a live enemy within range."""
+        alive = s.unit_alive[: self.a]
+        ranges = self.smax.unit_type_attack_ranges[s.unit_types[: self.a]]
+        gap = jnp.linalg.norm(s.unit_positions[: self.a, None] - s.unit_positions[None, self.a :], axis=-1)
+        shoot = (gap < ranges[:, None]) & s.unit_alive[None, self.a :] & alive[:, None]
+        moves = jnp.concatenate([jnp.repeat(alive[:, None], N_MOVES - 1, axis=1), jnp.ones((self.a, 1), bool)], axis=1)
+        return jnp.concatenate([moves, shoot], axis=1)
+
+    def _outputs(self, s: Any, comp: jax.Array, reward: jax.Array, done: jax.Array, terminated: jax.Array,
+                 won: jax.Array) -> dict[str, jax.Array]:
+        obs, obs_mask = self._entity_features(s)
+        state, state_mask = self._state_features(s)
+        return {
+            "obs": obs, "obs_mask": obs_mask, "state": state, "state_mask": state_mask,
+            "avail_actions": self._avail_actions(s), "agent_mask": s.unit_alive[: self.a],
+            "reward": reward, "done": done, "terminated": terminated, "won": won, "composition": comp,
+        }
+
+    # ---- batched reset and step ---------------------------------------------------------------
+    def _reset(self, key: jax.Array, table: dict[str, Any], batch: int) -> tuple[jax.Array, dict, dict]:
+        key, sub = jax.random.split(key)
+        keys = jax.random.split(sub, batch)
+        states, comps = jax.vmap(self._new_battle, in_axes=(0, None))(keys, table)
+        false = jnp.zeros(batch, bool)
+        batch_state = {
+            "env": states, "key": jax.random.split(keys[0], batch), "comp": comps, "done": false,
+            "n_enemies": table["enemies"][comps],
+        }
+        out = jax.vmap(self._outputs)(states.state, comps, jnp.zeros(batch), false, false, false)
+        return key, batch_state, out
+
+    def _step_one(self, key: jax.Array, state: Any, actions: jax.Array, done: jax.Array,
+                  n_enemies: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+        key, sub = jax.random.split(key)
+        named = {agent: actions[i] for i, agent in enumerate(self.env.agents)}
+        _, new, _, _, _ = self.env.step_env(sub, state, named)
+        before, after = state.state, new.state
+        enemy_max = self.smax.unit_type_health[after.unit_types[self.a :]]
+        damage = jnp.sum((before.unit_health[self.a :] - after.unit_health[self.a :]) / enemy_max) / n_enemies
+        allies_dead = ~jnp.any(after.unit_alive[: self.a])
+        enemies_dead = ~jnp.any(after.unit_alive[self.a :])
+        won = enemies_dead & ~allies_dead
+        finished = allies_dead | enemies_dead | (after.step >= self.args.episode_limit)
+        reward = damage + self.args.won_battle_bonus * won
+        # An episode that ended earlier stays frozen and pays nothing until the next reset.
+        new = jax.tree.map(lambda old, fresh: jnp.where(done, old, fresh), state, new)
+        return new, key, jnp.where(done, 0.0, reward), finished | done
+
+    def _step(self, batch_state: dict, actions: jax.Array) -> tuple[dict, dict]:
+        states, keys, done = batch_state["env"], batch_state["key"], batch_state["done"]
+        new, keys, reward, finished = jax.vmap(self._step_one)(keys, states, actions, done, batch_state["n_enemies"])
+        inner = new.state
+        # The outcome of a finished episode is a property of its frozen final state.
+        enemies_dead = ~jnp.any(inner.unit_alive[:, self.a :], axis=1)
+        allies_dead = ~jnp.any(inner.unit_alive[:, : self.a], axis=1)
+        won = finished & enemies_dead & ~allies_dead
+        terminated = finished & (enemies_dead | allies_dead)
+        new_state = {**batch_state, "env": new, "key": keys, "done": finished}
+        out = jax.vmap(self._outputs)(inner, batch_state["comp"], reward, finished, terminated, won)
+        return new_state, out
+

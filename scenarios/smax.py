@@ -1,0 +1,295 @@
+"""StarCraft-like combat on JaxMARL's SMAX, the embedded default for the SC2 suites.
+
+SMAX reimplements SMAC/SMACv2 micromanagement in JAX; no game binary is needed. This backend
+keeps SMAX's units, combat rules and heuristic enemy AI, and replaces three things:
+
+- Team generation. SMAX's SMACv2 sampler draws every unit from all six unit types; here a
+  composition fixes the race, the ally and enemy counts, and either exact unit counts or
+  per-unit type probabilities within the race (enemies mirror the allies' types, extra
+  enemies are drawn from the same distribution, as SMACv2 does). Start positions follow
+  SMACv2: `surround`, `reflect`, or either with probability 1/2.
+- Observations: entity lists for the harness's batched API (see `_entity_features`), so
+  one network runs on teams of any size.
+- Reward: SMAX's shaped reward (enemy health removed, normalised by the enemy count, plus
+  a bonus for winning), computed with the *real* enemy count of each episode.
+
+One compiled program serves every composition of a backend instance: the arrays are sized
+for the largest composition, and the units a smaller team lacks start dead (dead SMAX
+units cannot act, be seen, be shot or collide). Programs are cached per shape in this
+process, and on disk by JAX's persistent compilation cache across processes.
+
+Agents pick among `5 + max_enemies` discrete actions: 4 moves, stop, attack enemy slot k.
+SMAX numbers are not comparable with SMACv2 (StarCraft II) numbers: the combat model,
+timing and enemy AI are simplified.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.api import Backend, EnvSpec, Step
+from harness.errors import ConfigError
+from harness.registry import register_env
+
+# SMAX's unit-type order (its one-hot features and stat tables use these indices).
+SMAX_UNIT_TYPES = ("marine", "marauder", "stalker", "zealot", "zergling", "hydralisk")
+RACES = {
+    "protoss": ("stalker", "zealot"),
+    "terran": ("marine", "marauder"),
+    "zerg": ("zergling", "hydralisk"),
+}
+N_MOVES = 5  # north, east, south, west, stop (SMAX's movement actions)
+STOP = 4
+AREA_PER_UNIT = 16.0  # map area (in SMAX distance units squared) each unit needs to start
+
+StartPositions = Literal["surround_and_reflect", "surround", "reflect"]
+
+
+class SmaxArgs(BaseModel):
+    """`args:` of an SMAX task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    race: Literal["protoss", "terran", "zerg"] = Field("protoss", description="the race of both teams")
+    start_positions: StartPositions = Field(
+        "surround_and_reflect", description="SMACv2 start positions (surround_and_reflect draws either, p=0.5)")
+    map_size: float = Field(32.0, ge=8, le=256, description="side of the square map")
+    episode_limit: int = Field(100, ge=1, le=10_000, description="env steps before a draw")
+    won_battle_bonus: float = Field(1.0, ge=0, description="reward for killing every enemy")
+    enemy_attack_mode: Literal["closest", "random"] = Field("closest", description="heuristic enemy targeting")
+    see_enemy_actions: bool = Field(True, description="observe enemies' last movement and attack")
+
+    def unit_capacity(self) -> int:
+        return int(self.map_size**2 / AREA_PER_UNIT)
+
+
+class SmaxComposition(BaseModel):
+    """A battle: `allies` learners against `enemies` heuristic units of the task's race.
+
+    Give `units` (exact ally counts per type: {stalker: 2, zealot: 3}) or `type_probs`
+    (the probability of each type per unit; default uniform over the race's two types).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allies: int = Field(ge=1, description="units the algorithm controls")
+    enemies: int | None = Field(None, ge=1, description="enemy units (default: as many as allies)")
+    units: dict[str, int] | None = Field(None, description="exact ally unit counts per type")
+    type_probs: dict[str, float] | None = Field(None, description="per-unit type probabilities")
+    start_positions: StartPositions | None = Field(None, description="override the task's start positions")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SmaxComposition:
+        if self.enemies is None:
+            self.enemies = self.allies
+        if self.units is not None and self.type_probs is not None:
+            raise ValueError("give either units (exact counts) or type_probs, not both")
+        if self.units is not None:
+            if any(v < 0 for v in self.units.values()):
+                raise ValueError(f"unit counts must be >= 0, found {self.units}")
+            if sum(self.units.values()) != self.allies:
+                raise ValueError(f"units add up to {sum(self.units.values())} but allies is {self.allies}")
+        if self.type_probs is not None:
+            if any(v < 0 for v in self.type_probs.values()) or sum(self.type_probs.values()) <= 0:
+                raise ValueError(f"type_probs must be >= 0 with a positive sum, found {self.type_probs}")
+        return self
+
+    @property
+    def n_enemies(self) -> int:
+        assert self.enemies is not None
+        return self.enemies
+
+
+OBS_FEATURES = (
+    ["is_self", "is_ally", "is_enemy", "health", "rel_x", "rel_y", "distance", "move_x", "move_y",
+     "attacking", "cooldown", "x", "y"]
+    + [f"type_{t}" for t in SMAX_UNIT_TYPES]
+)
+STATE_FEATURES = (
+    ["is_ally", "is_enemy", "health", "x", "y", "move_x", "move_y", "attacking", "cooldown"]
+    + [f"type_{t}" for t in SMAX_UNIT_TYPES]
+)
+
+
+def check_compositions(args: Any, splits: dict[str, list[SmaxComposition]]) -> None:
+    """Cross-field checks shared by the SMAX and SMACv2 backends: unit types and map capacity."""
+    race_types = RACES[args.race]
+    capacity = args.unit_capacity()
+    for split, comps in splits.items():
+        for i, comp in enumerate(comps):
+            for key in ("units", "type_probs"):
+                unknown = [t for t in (getattr(comp, key) or {}) if t not in race_types]
+                if unknown:
+                    raise ConfigError.single(
+                        (split, i, key, unknown[0]),
+                        f"unknown unit type for race {args.race}; expected one of {', '.join(race_types)}",
+                        found=unknown[0], choices=race_types,
+                    )
+            if comp.allies + comp.n_enemies > capacity:
+                raise ConfigError.single(
+                    (split, i, "allies"),
+                    f"{comp.allies} + {comp.n_enemies} units do not fit a {args.map_size:g}x{args.map_size:g} "
+                    f"map (at most {capacity}: each unit needs {AREA_PER_UNIT:g} square units); "
+                    "use fewer units or a larger args.map_size",
+                    found=comp.allies + comp.n_enemies,
+                )
+
+
+def composition_label(composition: SmaxComposition) -> str:
+    """'5v5', '4v5 stalker=1,zealot=3', '5v5 zealot=0.8'."""
+    label = f"{composition.allies}v{composition.n_enemies}"
+    mix = composition.units or composition.type_probs
+    if mix:
+        label += " " + ",".join(f"{k}={v:g}" for k, v in sorted(mix.items()))
+    if composition.start_positions:
+        label += f" {composition.start_positions}"
+    return label
+
+
+def type_table(args: Any, compositions: list[SmaxComposition], max_allies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per composition: type probabilities over SMAX's six types, and exact ally types (-1 = draw)."""
+    race_types = RACES[args.race]
+    probs = np.zeros((len(compositions), len(SMAX_UNIT_TYPES)), np.float32)
+    fixed = np.full((len(compositions), max_allies), -1, np.int32)
+    for c, comp in enumerate(compositions):
+        weights = comp.type_probs or {t: 1.0 for t in race_types}
+        for name, w in weights.items():
+            probs[c, SMAX_UNIT_TYPES.index(name)] = w
+        probs[c] /= probs[c].sum()
+        if comp.units:
+            types = [SMAX_UNIT_TYPES.index(t) for t, n in sorted(comp.units.items()) for _ in range(n)]
+            fixed[c, : len(types)] = types
+    return probs, fixed
+
+
+@register_env("smax")
+class SmaxBackend(Backend):
+    Args = SmaxArgs
+    Composition = SmaxComposition
+
+    # ---- class-level contract ---------------------------------------------------------------
+    @classmethod
+    def missing_requirements(cls, args: Any) -> str | None:
+        try:
+            import jaxmarl.environments.smax  # noqa: F401
+        except ImportError as exc:
+            return (f"backend smax needs JaxMARL ({exc.name} is missing): "
+                    "pip install -e '.[smax]' -c constraints.txt")
+        return None
+
+    @classmethod
+    def default_compositions(cls, args: SmaxArgs) -> list[SmaxComposition]:
+        return [SmaxComposition(allies=5)]
+
+    @classmethod
+    def check_task(cls, args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
+        check_compositions(args, splits)
+
+    @classmethod
+    def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
+        allies = max(c.allies for c in compositions)
+        enemies = max(c.n_enemies for c in compositions)
+        return EnvSpec(
+            obs_features=len(OBS_FEATURES),
+            state_features=len(STATE_FEATURES),
+            n_actions=N_MOVES + enemies,
+            max_agents=allies,
+            max_entities=allies + enemies,
+            max_state_entities=allies + enemies,
+            episode_limit=args.episode_limit,
+            n_unit_types=len(SMAX_UNIT_TYPES),
+        )
+
+    @classmethod
+    def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:
+        return composition_label(composition)
+
+    # ---- batched environment ----------------------------------------------------------------
+    def __init__(self, args: SmaxArgs, compositions: list[SmaxComposition], num_envs: int, seed: int,
+                 weights: list[float] | None = None, training: bool = False) -> None:
+        import jax
+
+        self.args, self.num_envs = args, num_envs
+        self.spec = self.describe(args, compositions)
+        a, e = self.spec.max_agents, self.spec.max_entities - self.spec.max_agents
+        self.core = _core(a, e, args.model_dump_json())
+        # Batches are padded to a power of two so evaluation batches of any size share a program.
+        self.padded = 1 << max(num_envs - 1, 1).bit_length()
+        probs, fixed = type_table(args, compositions, a)
+        w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
+        modes = [c.start_positions or args.start_positions for c in compositions]
+        self.table = {
+            "weights": np.log(w / w.sum()).astype(np.float32),
+            "allies": np.array([c.allies for c in compositions], np.int32),
+            "enemies": np.array([c.n_enemies for c in compositions], np.int32),
+            "type_probs": probs,
+            "fixed_types": fixed,
+            "p_surround": np.array([{"surround": 1.0, "reflect": 0.0}.get(m, 0.5) for m in modes], np.float32),
+        }
+        self.key = jax.random.PRNGKey(seed)
+        self.state: Any = None
+
+    def reset(self, seed: int | None = None) -> Step:
+        import jax
+
+        if seed is not None:
+            self.key = jax.random.PRNGKey(seed)
+        self.key, self.state, out = self.core.reset(self.key, self.table, self.padded)
+        return self._to_step(out)
+
+    def step(self, actions: np.ndarray) -> Step:
+        actions = np.asarray(actions, dtype=np.int32)
+        if actions.shape != (self.num_envs, self.spec.max_agents):
+            raise ValueError(f"actions must have shape {(self.num_envs, self.spec.max_agents)}, got {actions.shape}")
+        if self.padded > self.num_envs:
+            actions = np.concatenate([actions, np.full((self.padded - self.num_envs, actions.shape[1]), STOP, np.int32)])
+        self.state, out = self.core.step(self.state, actions)
+        return self._to_step(out)
+
+    def _to_step(self, out: Any) -> Step:
+        import jax
+
+        arrays = jax.device_get(out)
+        b = self.num_envs
+        fields = {k: np.asarray(v[:b]) for k, v in arrays.items()}
+        fields["composition"] = fields["composition"].astype(np.int64)
+        return Step(**fields)
+
+    def rng_state(self) -> str:
+        return json.dumps(np.asarray(self.key).tolist())
+
+    def set_rng_state(self, state: str) -> None:
+        import jax.numpy as jnp
+
+        if state:
+            self.key = jnp.asarray(json.loads(state), dtype=jnp.uint32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled core: one per (max allies, max enemies, args) in this process.
+
+
+def _enable_compilation_cache() -> None:
+    """Reuse compiled SMAX programs across processes (every worker would compile them again)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    path = os.environ.get("HARNESS_JAX_CACHE") or str(Path.home() / ".cache" / "teamgen-harness" / "jax")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@functools.lru_cache(maxsize=None)
+def _core(max_allies: int, max_enemies: int, args_json: str) -> Any:
+    from scenarios._smax_core import SmaxCore
+
+    _enable_compilation_cache()
+    return SmaxCore(max_allies, max_enemies, SmaxArgs.model_validate_json(args_json))

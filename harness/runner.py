@@ -9,6 +9,7 @@ rows so far and the best checkpoint's score.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import torch
 
 import harness
 from harness import registry
-from harness.api import Backend, Transition
+from harness.api import Backend, Step, Transition
 from harness.config import build_config
 from harness.errors import RunFailed
 from harness.plan import RunSpec, stable_hash
@@ -119,8 +120,33 @@ class TaskEnvs:
 
     def make(self, split: str, num_envs: int, seed: int, only: str | None = None, training: bool = False) -> Backend:
         chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
-        return self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
-                            weights=[w for _, w, _ in chosen], training=training)
+        env = self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
+                           weights=[w for _, w, _ in chosen], training=training)
+        n_actions = self.backend.describe(self.args, self.all_compositions()).n_actions
+        return ActionPadded(env, n_actions) if env.spec.discrete and env.spec.n_actions < n_actions else env
+
+
+class ActionPadded:
+    """A backend whose compositions have fewer discrete actions than the task's largest one
+    (e.g. fewer enemies to attack): its `avail_actions` are padded with unavailable actions so
+    the algorithm always sees the task-wide action count."""
+
+    def __init__(self, env: Backend, n_actions: int) -> None:
+        self.env, self.spec = env, dataclasses.replace(env.spec, n_actions=n_actions)
+
+    def _pad(self, step: Step) -> Step:
+        avail = step.avail_actions
+        extra = np.zeros((*avail.shape[:-1], self.spec.n_actions - avail.shape[-1]), dtype=bool)
+        return dataclasses.replace(step, avail_actions=np.concatenate([avail, extra], axis=-1))
+
+    def reset(self, seed: int | None = None) -> Step:
+        return self._pad(self.env.reset(seed))
+
+    def step(self, actions: np.ndarray) -> Step:
+        return self._pad(self.env.step(actions))
+
+    def __getattr__(self, name: str) -> Any:  # close, rng_state, set_rng_state, ...
+        return getattr(self.env, name)
 
 
 def rollout(env: Backend, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:

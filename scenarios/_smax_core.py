@@ -98,7 +98,10 @@ class SmaxCore:
             unit_health=jnp.where(alive, self.smax.unit_type_health[types], 0.0),
         )
         inner = self.smax._push_units_away(inner)
-        return state.replace(state=inner), comp
+        # Strong dtypes everywhere, so the state `step` returns has the same signature as this
+        # one (a weakly typed leaf would make `step` compile twice).
+        state = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state.replace(state=inner))
+        return state, comp
 
     # ---- observations -----------------------------------------------------------------------
     def _entity_features(self, s: Any) -> tuple[jax.Array, jax.Array]:

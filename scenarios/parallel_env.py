@@ -2,7 +2,9 @@
 
 This makes the harness's environments usable from any PettingZoo tool, and lets
 `pettingzoo.test.parallel_api_test` check them. Observations are the agent's entity list
-flattened ([E * F]); the available actions travel in `infos[agent]["action_mask"]`.
+flattened ([E * F]). Discrete backends get `Discrete(U)` action spaces, with the available
+actions in `infos[agent]["action_mask"]`; continuous backends get `Box(-1, 1, (D,))`, the
+harness's continuous action convention (the backend rescales to the env's own bounds).
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ class BackendParallelEnv(ParallelEnv):
         self.agents: list[str] = []
         shape = (spec.max_entities * spec.obs_features,)
         self._obs_space = spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
-        self._act_space = spaces.Discrete(spec.n_actions)
+        self.discrete = spec.discrete
+        self._act_space: spaces.Space = (
+            spaces.Discrete(spec.n_actions) if spec.discrete
+            else spaces.Box(-1.0, 1.0, (spec.n_actions,), dtype=np.float32)
+        )
         self._step: Any = None
 
     def observation_space(self, agent: str) -> spaces.Space:
@@ -36,14 +42,31 @@ class BackendParallelEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Space:
         return self._act_space
 
+    def _info(self, i: int) -> dict[str, Any]:
+        # A Box has no action mask (every dimension is always available).
+        return {"action_mask": self._step.avail_actions[0, i].astype(np.int8)} if self.discrete else {}
+
     def _views(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         s = self._step
         obs, infos = {}, {}
         for i, name in enumerate(self.possible_agents):
             if name in self.agents:
                 obs[name] = s.obs[0, i].reshape(-1).astype(np.float32)
-                infos[name] = {"action_mask": s.avail_actions[0, i].astype(np.int8)}
+                infos[name] = self._info(i)
         return obs, infos
+
+    def _joint(self, actions: dict[str, Any]) -> np.ndarray:
+        """The backend's [1, A] (discrete) or [1, A, D] (continuous) action array; absent agents get zeros."""
+        spec = self.env.spec
+        if self.discrete:
+            joint = np.zeros((1, len(self.possible_agents)), dtype=np.int64)
+        else:
+            joint = np.zeros((1, len(self.possible_agents), spec.n_actions), dtype=np.float32)
+        for i, name in enumerate(self.possible_agents):
+            if name in actions:
+                action = actions[name]
+                joint[0, i] = int(action) if self.discrete else np.asarray(action, dtype=np.float32)
+        return joint
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         if seed is not None:
@@ -53,11 +76,7 @@ class BackendParallelEnv(ParallelEnv):
         return self._views()
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        joint = np.zeros((1, len(self.possible_agents)), dtype=np.int64)
-        for i, name in enumerate(self.possible_agents):
-            if name in actions:
-                joint[0, i] = int(actions[name])
-        self._step = self.env.step(joint)
+        self._step = self.env.step(self._joint(actions))
         s = self._step
         acting = list(self.agents)
         rewards = {a: float(s.reward[0]) for a in acting}
@@ -72,7 +91,7 @@ class BackendParallelEnv(ParallelEnv):
             if a not in obs:
                 i = self.possible_agents.index(a)
                 obs[a] = s.obs[0, i].reshape(-1).astype(np.float32)
-                infos[a] = {"action_mask": s.avail_actions[0, i].astype(np.int8)}
+                infos[a] = self._info(i)
         return obs, rewards, terminations, truncations, infos
 
     def close(self) -> None:

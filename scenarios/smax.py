@@ -25,7 +25,9 @@ timing and enemy AI are simplified.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 from pathlib import Path
@@ -47,7 +49,8 @@ RACES = {
 }
 N_MOVES = 5  # north, east, south, west, stop (SMAX's movement actions)
 STOP = 4
-AREA_PER_UNIT = 16.0  # map area (in SMAX distance units squared) each unit needs to start
+AREA_PER_UNIT = 16.0
+MIN_BATCH = 16  # map area (in SMAX distance units squared) each unit needs to start
 
 StartPositions = Literal["surround_and_reflect", "surround", "reflect"]
 
@@ -96,9 +99,9 @@ class SmaxComposition(BaseModel):
                 raise ValueError(f"unit counts must be >= 0, found {self.units}")
             if sum(self.units.values()) != self.allies:
                 raise ValueError(f"units add up to {sum(self.units.values())} but allies is {self.allies}")
-        if self.type_probs is not None:
-            if any(v < 0 for v in self.type_probs.values()) or sum(self.type_probs.values()) <= 0:
-                raise ValueError(f"type_probs must be >= 0 with a positive sum, found {self.type_probs}")
+        probs = self.type_probs
+        if probs is not None and (any(v < 0 for v in probs.values()) or sum(probs.values()) <= 0):
+            raise ValueError(f"type_probs must be >= 0 with a positive sum, found {probs}")
         return self
 
     @property
@@ -153,20 +156,39 @@ def composition_label(composition: SmaxComposition) -> str:
     return label
 
 
-def type_table(args: Any, compositions: list[SmaxComposition], max_allies: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per composition: type probabilities over SMAX's six types, and exact ally types (-1 = draw)."""
-    race_types = RACES[args.race]
-    probs = np.zeros((len(compositions), len(SMAX_UNIT_TYPES)), np.float32)
-    fixed = np.full((len(compositions), max_allies), -1, np.int32)
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def composition_table(args: Any, compositions: list[SmaxComposition], max_allies: int,
+                      weights: list[float] | None) -> dict[str, np.ndarray]:
+    """The compositions as arrays for the compiled reset, padded to a power of two rows:
+    log-weights, counts, per-unit type probabilities over SMAX's six types, exact ally types
+    (-1 = draw) and the probability of a surround start."""
+    rows = _pow2(len(compositions))
+    w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
+    table = {
+        "weights": np.full(rows, -np.inf, np.float32),
+        "allies": np.ones(rows, np.int32),
+        "enemies": np.ones(rows, np.int32),
+        "type_probs": np.full((rows, len(SMAX_UNIT_TYPES)), 1 / len(SMAX_UNIT_TYPES), np.float32),
+        "fixed_types": np.full((rows, max_allies), -1, np.int32),
+        "p_surround": np.zeros(rows, np.float32),
+    }
+    table["weights"][: len(w)] = np.log(w / w.sum())
     for c, comp in enumerate(compositions):
-        weights = comp.type_probs or {t: 1.0 for t in race_types}
-        for name, w in weights.items():
-            probs[c, SMAX_UNIT_TYPES.index(name)] = w
-        probs[c] /= probs[c].sum()
+        table["allies"][c], table["enemies"][c] = comp.allies, comp.n_enemies
+        mix = comp.type_probs or {t: 1.0 for t in RACES[args.race]}
+        probs = np.zeros(len(SMAX_UNIT_TYPES), np.float32)
+        for name, p in mix.items():
+            probs[SMAX_UNIT_TYPES.index(name)] = p
+        table["type_probs"][c] = probs / probs.sum()
         if comp.units:
             types = [SMAX_UNIT_TYPES.index(t) for t, n in sorted(comp.units.items()) for _ in range(n)]
-            fixed[c, : len(types)] = types
-    return probs, fixed
+            table["fixed_types"][c, : len(types)] = types
+        mode = comp.start_positions or args.start_positions
+        table["p_surround"][c] = {"surround": 1.0, "reflect": 0.0}.get(mode, 0.5)
+    return table
 
 
 @register_env("smax")
@@ -220,19 +242,11 @@ class SmaxBackend(Backend):
         self.spec = self.describe(args, compositions)
         a, e = self.spec.max_agents, self.spec.max_entities - self.spec.max_agents
         self.core = _core(a, e, args.model_dump_json())
-        # Batches are padded to a power of two so evaluation batches of any size share a program.
-        self.padded = 1 << max(num_envs - 1, 1).bit_length()
-        probs, fixed = type_table(args, compositions, a)
-        w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
-        modes = [c.start_positions or args.start_positions for c in compositions]
-        self.table = {
-            "weights": np.log(w / w.sum()).astype(np.float32),
-            "allies": np.array([c.allies for c in compositions], np.int32),
-            "enemies": np.array([c.n_enemies for c in compositions], np.int32),
-            "type_probs": probs,
-            "fixed_types": fixed,
-            "p_surround": np.array([{"surround": 1.0, "reflect": 0.0}.get(m, 0.5) for m in modes], np.float32),
-        }
+        # Each new array shape costs a compilation of seconds, so the batch is padded to a power
+        # of two (at least MIN_BATCH: small batches cost as much per step as 16 envs do) and the
+        # composition table to a power of two rows (the extra rows have zero weight).
+        self.padded = max(MIN_BATCH, _pow2(num_envs))
+        self.table = composition_table(args, compositions, a, weights)
         self.key = jax.random.PRNGKey(seed)
         self.state: Any = None
 
@@ -287,9 +301,10 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core(max_allies: int, max_enemies: int, args_json: str) -> Any:
-    from scenarios._smax_core import SmaxCore
+    with contextlib.redirect_stdout(io.StringIO()):  # JaxMARL prints a notice on import
+        from scenarios._smax_core import SmaxCore
 
     _enable_compilation_cache()
     return SmaxCore(max_allies, max_enemies, SmaxArgs.model_validate_json(args_json))

@@ -119,23 +119,36 @@ class EpisodeReplay:
             out[name] = torch.from_numpy(self.data[name][cut])
         return out
 
+    def _used(self, n: int) -> dict[str, tuple[Any, ...]]:
+        """Per field, the region the first `n` episodes can have written (padding beyond the
+        largest team and episode seen stays zero, so checkpoints leave it out)."""
+        extents = self.extents[:n].max(0).tolist() if n else [0] * len(TRIMMED)
+        sizes = _sizes(dict(zip(TRIMMED, extents, strict=True)))
+        return {
+            name: (slice(0, n), *(slice(0, sizes[d]) if isinstance(d, str) else slice(None) for d in f.dims))
+            for name, f in self.schema.items()
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """The filled part, as tensors sharing memory with the buffer (like nn.Module.state_dict)."""
         n = self.size
+        used = self._used(n)
         return {
             "size": n,
             "ptr": self.ptr,
             "extents": torch.from_numpy(self.extents[:n]),
-            "data": {name: torch.from_numpy(arr[:n]) for name, arr in self.data.items()},
+            "data": {name: torch.from_numpy(arr[used[name]]) for name, arr in self.data.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        n = int(state["size"])
+        n, before = int(state["size"]), self.size
+        for arr in self.data.values():  # only what this buffer itself filled can be non-zero
+            arr[:before] = 0
         self.size, self.ptr = n, int(state["ptr"])
         self.extents[:n] = state["extents"].numpy()
         for name, arr in self.data.items():
-            arr[n:] = 0
-            arr[:n] = state["data"][name].numpy()
+            saved = state["data"][name].numpy()
+            arr[tuple(slice(0, s) for s in saved.shape)] = saved
 
 
 class EpisodeCollector:

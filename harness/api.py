@@ -142,6 +142,10 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     Args: ClassVar[type]
     Composition: ClassVar[type]
+    # Backends of one family run the same suites (`backend=NAME` swaps between them).
+    family: ClassVar[str | None] = None
+    # Printed under every results table of a suite that uses this backend.
+    leaderboard_note: ClassVar[str | None] = None
     spec: EnvSpec
 
     @classmethod

@@ -47,7 +47,15 @@ def collect(suite: Suite, store: Store) -> dict[str, Any]:
             "absolute": final_scores(evals_by_run[spec.run_id], "absolute"),
         })
     return {"suite": suite.name, "metric": suite.metric, "budget": suite.budget_name,
-            "rows": _aggregate(suite, specs, runs), "runs": runs}
+            "rows": _aggregate(suite, specs, runs), "runs": runs, "notes": backend_notes(suite)}
+
+
+def backend_notes(suite: Suite) -> list[str]:
+    """What readers must know about the backends behind these numbers (e.g. SMAX is not SMACv2)."""
+    from harness import registry
+
+    notes = [getattr(registry.get_env(t.env), "leaderboard_note", None) for t in suite.tasks]
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 def _aggregate(suite: Suite, specs: list[RunSpec], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,7 +87,8 @@ def _fmt(est: dict[str, Any]) -> str:
 
 def table(report: dict[str, Any]) -> Table:
     metric = report["metric"]
-    t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, mean [95% bootstrap CI over seeds]")
+    t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, mean [95% bootstrap CI over seeds]",
+              caption="\n".join(f"Note: {n}" for n in report.get("notes", [])) or None, caption_justify="left")
     for col in ("task", "split", "algorithm", metric, "win rate" if metric == "return" else "return", "runs"):
         t.add_column(col)
     other = "win_rate" if metric == "return" else "return"

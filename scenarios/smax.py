@@ -193,8 +193,13 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
 
 @register_env("smax")
 class SmaxBackend(Backend):
+    """SMAX: StarCraft-like unit micromanagement in JAX (JaxMARL); no game binary needed."""
+
     Args = SmaxArgs
     Composition = SmaxComposition
+    family = "sc2"  # `backend=smacv2` swaps these tasks onto StarCraft II
+    leaderboard_note = ("SMAX (JaxMARL's JAX reimplementation of SMAC combat) numbers are not comparable with "
+                        "SMACv2 (StarCraft II) numbers: units, timing and the enemy AI are simplified.")
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod
@@ -241,7 +246,9 @@ class SmaxBackend(Backend):
         self.args, self.num_envs = args, num_envs
         self.spec = self.describe(args, compositions)
         a, e = self.spec.max_agents, self.spec.max_entities - self.spec.max_agents
-        self.core = _core(a, e, args.model_dump_json())
+        # Race and start positions reach the program as data (the composition table), so every
+        # race shares one compiled program per team size.
+        self.core = _core(a, e, args.model_copy(update={"race": "protoss", "start_positions": "surround"}).model_dump_json())
         # Each new array shape costs a compilation of seconds, so the batch is padded to a power
         # of two (at least MIN_BATCH: small batches cost as much per step as 16 envs do) and the
         # composition table to a power of two rows (the extra rows have zero weight).

@@ -199,6 +199,14 @@ class ValueDecomposition:
             "collector": self.collector.state_dict(),
         }
 
+    def policy_state_dict(self) -> dict[str, Any]:
+        """The networks alone (checkpoints for evaluation and partners skip the replay)."""
+        return {name: m.state_dict() for name, m in self._modules().items()}
+
+    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
+        for name, m in self._modules().items():
+            m.load_state_dict(state[name])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, m in self._modules().items():
             m.load_state_dict(state[name])

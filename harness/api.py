@@ -224,6 +224,9 @@ class Algorithm(Protocol):
       schedules, buffer), made only of tensors, numbers, strings, lists and dicts so
       `torch.load(weights_only=True)` can read it back.
     - `grad_steps`: gradient steps taken so far (recorded with the run).
+    - optional `policy_state_dict()` / `load_policy_state_dict()`: only what acting needs
+      (network weights; no optimiser or replay). `best.pt` and checkpoint partners use it;
+      without it they fall back to the full state.
     """
 
     name: ClassVar[str]
@@ -241,3 +244,14 @@ class Algorithm(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def policy_state(algorithm: Any) -> dict[str, Any]:
+    """What greedy acting needs: the algorithm's policy state, or its full state."""
+    getter = getattr(algorithm, "policy_state_dict", None)
+    return getter() if getter is not None else algorithm.state_dict()
+
+
+def load_policy_state(algorithm: Any, state: dict[str, Any]) -> None:
+    loader = getattr(algorithm, "load_policy_state_dict", None)
+    (loader if loader is not None else algorithm.load_state_dict)(state)

@@ -29,7 +29,7 @@ import torch
 
 import harness
 from harness import registry
-from harness.api import Backend, Step, Transition
+from harness.api import Backend, Step, Transition, load_policy_state, policy_state
 from harness.config import build_config
 from harness.errors import RunFailed
 from harness.plan import RunSpec, stable_hash
@@ -324,7 +324,7 @@ class Run:
             score = selection_score(rows, spec.metric)
             if score > best["score"]:
                 best.update(score=score, env_steps=progress["env_steps"])
-                _save(best_path, {"algorithm": algorithm.state_dict()})
+                _save(best_path, {"policy": policy_state(algorithm)})
 
         try:
             if not evals:
@@ -351,7 +351,7 @@ class Run:
             # The absolute metric: the best checkpoint re-evaluated on 10x the episodes.
             best_state = _load(best_path)
             if best_state is not None:
-                algorithm.load_state_dict(best_state["algorithm"])
+                load_policy_state(algorithm, best_state["policy"])
             absolute = evaluator.evaluate(algorithm, budget["absolute_episodes"], int(best["env_steps"]), "absolute")
             log.eval_rows(absolute)
         except StopRequested:

@@ -294,11 +294,6 @@ class OvercookedComposition(Strict):
 # ---------------------------------------------------------------------------------------------
 # Checkpoint partners
 
-# A partner only acts, so the episode buffers a checkpoint carries under these keys (sized for
-# the task it was trained on) are replaced by the fresh algorithm's own empty ones.
-BUFFER_KEYS = ("replay", "collector")
-
-
 def _check_checkpoint_partner(partner: Partner, where: tuple[str | int, ...]) -> Any:
     """The algorithm class, after checking the name, the params and that the file exists."""
     from harness import registry
@@ -322,17 +317,20 @@ def _load_partner(algorithm: str, path: str, params_json: str, mtime_ns: int, sp
     builds one backend per composition, and the file does not change between them)."""
     import torch
 
+    from harness.api import load_policy_state, policy_state
     from harness.config import build_config
 
     partner = Partner(kind="checkpoint", algorithm=algorithm, path=path, params=json.loads(params_json))
     cls = _check_checkpoint_partner(partner, ("partner",))
     try:
         algo = cls(spec, build_config(cls, partner.params), 0, torch.device("cpu"))
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: skip reading buffers
-        state = dict(saved.get("algorithm", saved))  # a run's best.pt, or a bare state_dict
-        fresh = algo.state_dict()
-        state.update({k: fresh[k] for k in BUFFER_KEYS if k in state and k in fresh})
-        algo.load_state_dict(state)
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: read only what is used
+        if "policy" in saved:  # a run's best.pt
+            load_policy_state(algo, saved["policy"])
+        elif "algorithm" in saved:  # a run's last.pt: its networks are all a partner needs
+            load_policy_state(algo, {k: v for k, v in saved["algorithm"].items() if k in policy_state(algo)})
+        else:  # a bare policy_state_dict() / state_dict()
+            load_policy_state(algo, saved)
     except Exception as exc:
         raise ConfigError.single(
             ("partner", "path"), f"cannot load this checkpoint into {algorithm} built with params {partner.params} "

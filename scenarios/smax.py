@@ -76,8 +76,10 @@ class SmaxArgs(BaseModel):
 class SmaxComposition(BaseModel):
     """A battle: `allies` learners against `enemies` heuristic units of the task's race.
 
-    Give `units` (exact ally counts per type: {stalker: 2, zealot: 3}) or `type_probs`
-    (the probability of each type per unit; default uniform over the race's two types).
+    Give `units` (exact ally counts per type: {stalker: 2, zealot: 3}), `mix` (the same
+    counts for the race's two types in order, [2, 3]: one list fits every race), or
+    `type_probs` (the probability of each type per unit; default uniform over the race's two
+    types).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +87,8 @@ class SmaxComposition(BaseModel):
     allies: int = Field(ge=1, description="units the algorithm controls")
     enemies: int | None = Field(None, ge=1, description="enemy units (default: as many as allies)")
     units: dict[str, int] | None = Field(None, description="exact ally unit counts per type")
+    mix: list[int] | None = Field(None, min_length=2, max_length=2,
+                                  description="exact counts of the race's first and second unit type")
     type_probs: dict[str, float] | None = Field(None, description="per-unit type probabilities")
     start_positions: StartPositions | None = Field(None, description="override the task's start positions")
 
@@ -92,13 +96,15 @@ class SmaxComposition(BaseModel):
     def _consistent(self) -> SmaxComposition:
         if self.enemies is None:
             self.enemies = self.allies
-        if self.units is not None and self.type_probs is not None:
-            raise ValueError("give either units (exact counts) or type_probs, not both")
-        if self.units is not None:
-            if any(v < 0 for v in self.units.values()):
-                raise ValueError(f"unit counts must be >= 0, found {self.units}")
-            if sum(self.units.values()) != self.allies:
-                raise ValueError(f"units add up to {sum(self.units.values())} but allies is {self.allies}")
+        given = [k for k in ("units", "mix", "type_probs") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of units, mix, type_probs; found {', '.join(given)}")
+        counts = list(self.units.values()) if self.units is not None else self.mix
+        if counts is not None:
+            if any(v < 0 for v in counts):
+                raise ValueError(f"unit counts must be >= 0, found {counts}")
+            if sum(counts) != self.allies:
+                raise ValueError(f"the unit counts add up to {sum(counts)} but allies is {self.allies}")
         probs = self.type_probs
         if probs is not None and (any(v < 0 for v in probs.values()) or sum(probs.values()) <= 0):
             raise ValueError(f"type_probs must be >= 0 with a positive sum, found {probs}")
@@ -145,10 +151,17 @@ def check_compositions(args: Any, splits: dict[str, list[SmaxComposition]]) -> N
                 )
 
 
-def composition_label(composition: SmaxComposition) -> str:
+def exact_units(args: Any, composition: SmaxComposition) -> dict[str, int] | None:
+    """Exact ally counts per unit type, from `units` or from `mix` and the task's race."""
+    if composition.mix is not None:
+        return dict(zip(RACES[args.race], composition.mix, strict=True))
+    return composition.units
+
+
+def composition_label(args: Any, composition: SmaxComposition) -> str:
     """'5v5', '4v5 stalker=1,zealot=3', '5v5 zealot=0.8'."""
     label = f"{composition.allies}v{composition.n_enemies}"
-    mix = composition.units or composition.type_probs
+    mix = exact_units(args, composition) or composition.type_probs
     if mix:
         label += " " + ",".join(f"{k}={v:g}" for k, v in sorted(mix.items()))
     if composition.start_positions:
@@ -183,8 +196,9 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
         for name, p in mix.items():
             probs[SMAX_UNIT_TYPES.index(name)] = p
         table["type_probs"][c] = probs / probs.sum()
-        if comp.units:
-            types = [SMAX_UNIT_TYPES.index(t) for t, n in sorted(comp.units.items()) for _ in range(n)]
+        units = exact_units(args, comp)
+        if units:
+            types = [SMAX_UNIT_TYPES.index(t) for t, n in sorted(units.items()) for _ in range(n)]
             table["fixed_types"][c, : len(types)] = types
         mode = comp.start_positions or args.start_positions
         table["p_surround"][c] = {"surround": 1.0, "reflect": 0.0}.get(mode, 0.5)
@@ -205,7 +219,8 @@ class SmaxBackend(Backend):
     @classmethod
     def missing_requirements(cls, args: Any) -> str | None:
         try:
-            import jaxmarl.environments.smax  # noqa: F401
+            with contextlib.redirect_stdout(io.StringIO()):  # JaxMARL prints a notice on import
+                import jaxmarl.environments.smax  # noqa: F401
         except ImportError as exc:
             return (f"backend smax needs JaxMARL ({exc.name} is missing): "
                     "pip install -e '.[smax]' -c constraints.txt")
@@ -236,7 +251,7 @@ class SmaxBackend(Backend):
 
     @classmethod
     def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:
-        return composition_label(composition)
+        return composition_label(args, composition)
 
     # ---- batched environment ----------------------------------------------------------------
     def __init__(self, args: SmaxArgs, compositions: list[SmaxComposition], num_envs: int, seed: int,
@@ -279,7 +294,7 @@ class SmaxBackend(Backend):
 
         arrays = jax.device_get(out)
         b = self.num_envs
-        fields = {k: np.asarray(v[:b]) for k, v in arrays.items()}
+        fields = {k: np.array(v[:b]) for k, v in arrays.items()}  # writable copies (JAX's are read-only)
         fields["composition"] = fields["composition"].astype(np.int64)
         return Step(**fields)
 

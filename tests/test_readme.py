@@ -29,6 +29,6 @@ def test_adding_an_algorithm_example_keeps_the_contract() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     text = README.read_text()
     install, test = re.findall(r"```bash\n(.*?)\n```", text[: text.index("## Concepts")], flags=re.S)
-    assert install.startswith('pip install -e ".[all]" -c constraints.txt && harness run suite=matrix_games')
+    assert install.startswith('pip install -e ".[all]" -c constraints.txt && harness run suite=zero_shot_sc2')
     ci_lines = (README.parent / ".ci" / "run").read_text().splitlines()
     assert test in ci_lines

@@ -194,7 +194,9 @@ def cmd_list(tokens: list[str]) -> int:
             out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
     elif what == "envs":
         for name in registry.env_names():
-            doc = (sys.modules[registry.get_env(name).__module__].__doc__ or "").strip().splitlines()
+            cls = registry.get_env(name)
+            own_doc = cls.__dict__.get("__doc__")  # a backend's own docstring, else its module's
+            doc = (own_doc or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
             out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
     else:
         raise ConfigError.single(("list",), "expected one of suites, algorithms, envs", found=what,

@@ -237,6 +237,7 @@ class MetricsLog:
     def eval_rows(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             self.write(r["env_steps"], f"{r['kind']}/{r['split']}/{r['composition']}", {r["metric"]: r["value"]})
+        self.file.flush()  # so `tail -f metrics.jsonl` follows a long run eval by eval
 
     def close(self) -> None:
         self.file.close()

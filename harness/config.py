@@ -104,6 +104,9 @@ class SuiteModel(Strict):
     workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # 0 = run in this process
     store: str | None = None
     checkpoint_dir: str | None = None
+    checkpoint_every: Annotated[float, Field(ge=0)] = Field(
+        300.0, description="seconds between periodic checkpoints of a run (0 = at every evaluation); a run "
+        "stopped by Ctrl-C or its coordinator always checkpoints first")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     retry_failed: bool = False
 
@@ -166,6 +169,7 @@ class Suite:
     tasks: list[Task]
     store: str
     checkpoint_dir: str
+    checkpoint_every: float
     workers: int
     device: str
     executor: str
@@ -403,6 +407,7 @@ class _Resolver:
             tasks=tasks,
             store=model.store or f"sqlite:///runs/{name}.db",
             checkpoint_dir=model.checkpoint_dir or f"runs/checkpoints/{name}",
+            checkpoint_every=model.checkpoint_every,
             workers=int(workers),
             device=model.device,
             executor=model.executor,

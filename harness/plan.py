@@ -30,6 +30,7 @@ class RunSpec:
     metric: str
     device: str
     checkpoint_dir: str
+    checkpoint_every: float = 0.0  # seconds between periodic checkpoints (0 = every evaluation)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +70,7 @@ def plan(suite: Suite) -> list[RunSpec]:
                         metric=suite.metric,
                         device=suite.device,
                         checkpoint_dir=suite.checkpoint_dir,
+                        checkpoint_every=suite.checkpoint_every,
                     )
                 )
     return runs

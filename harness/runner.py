@@ -327,6 +327,7 @@ class Run:
                 best.update(score=score, env_steps=progress["env_steps"])
                 _save(best_path, {"policy": policy_state(algorithm)})
 
+        saved_at = time.monotonic()
         try:
             if not evals:
                 evaluate()
@@ -347,7 +348,11 @@ class Run:
                     log.write(progress["env_steps"], "train", {k: float(np.mean(v)) for k, v in train_metrics.items()})
                     train_metrics.clear()
                     evaluate()
-                    checkpoint()
+                    # Checkpoints carry the replay (gigabytes on big tasks): write them at most
+                    # every `checkpoint_every` seconds; a stop request always writes one.
+                    if time.monotonic() - saved_at >= spec.checkpoint_every:
+                        checkpoint()
+                        saved_at = time.monotonic()
                     next_eval = (progress["env_steps"] // every + 1) * every
             # The absolute metric: the best checkpoint re-evaluated on 10x the episodes.
             best_state = _load(best_path)

@@ -118,7 +118,8 @@ class TaskEnvs:
     def all_compositions(self) -> list[Any]:
         return [c for comps in self.splits.values() for _, _, c in comps]
 
-    def make(self, split: str, num_envs: int, seed: int, only: str | None = None, training: bool = False) -> Backend:
+    def make(self, split: str, num_envs: int, seed: int, only: str | None = None,
+             training: bool = False) -> Backend | ActionPadded:
         chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
         env = self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
                            weights=[w for _, w, _ in chosen], training=training)
@@ -149,7 +150,7 @@ class ActionPadded:
         return getattr(self.env, name)
 
 
-def rollout(env: Backend, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:
+def rollout(env: Backend | ActionPadded, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:
     """Play one synchronous batch of episodes; returns per-env returns, wins and compositions."""
     step = env.reset(seed)
     memory = None
@@ -177,9 +178,9 @@ class Evaluator:
     def __init__(self, envs: TaskEnvs, seed: int) -> None:
         self.envs = envs
         self.seed = seed
-        self._cache: dict[tuple[str, str, int], Backend] = {}
+        self._cache: dict[tuple[str, str, int], Backend | ActionPadded] = {}
 
-    def _env(self, split: str, name: str, batch: int) -> Backend:
+    def _env(self, split: str, name: str, batch: int) -> Backend | ActionPadded:
         key = (split, name, batch)
         if key not in self._cache:
             self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)

@@ -388,7 +388,9 @@ class Game:
         if self.partner is not None:
             joint[self.partner] = self.actions[self._partner_index()]
         self.state, info = self.layout.mdp.get_state_transition(self.state, joint)
-        self.soups += sum(info["event_infos"]["soup_delivery"])
+        # Count deliveries that paid: overcooked-ai also logs delivering a soup no order values
+        # (e.g. one onion cooked alone), which must not count as a served soup.
+        self.soups += sum(r > 0 for r in info["sparse_reward_by_agent"])
         reward = sum(info["sparse_reward_by_agent"])
         if shaping > 0.0:
             reward += shaping * sum(info["shaped_reward_by_agent"])

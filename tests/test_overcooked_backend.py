@@ -134,6 +134,16 @@ def test_no_soup_no_win_and_episode_length_is_horizon():
     assert after.done.all() and (after.reward == 0).all()
 
 
+def test_a_soup_no_order_pays_for_is_not_a_win():
+    """One onion cooked alone can be served, but pays 0: it must not count as a delivered soup."""
+    plan = ([NORTH, WEST, INTERACT, EAST, NORTH, INTERACT] + [INTERACT]  # one onion, start cooking
+            + [WEST, SOUTH, INTERACT, NORTH, EAST, NORTH] + [STAY] * 30 + [INTERACT]  # dish, wait, pick up
+            + [SOUTH, EAST, SOUTH, INTERACT, STAY])  # serve it
+    steps = play(make([comp(partner="stay")], num_envs=1, horizon=len(plan)), plan)
+    assert sum(float(s.reward.sum()) for s in steps) == 0
+    assert steps[-1].done.all() and not steps[-1].won.any()
+
+
 def test_win_soups_threshold():
     env = make(horizon=len(SOUP_PLAN), win_soups=2)
     assert not play(env, SOUP_PLAN)[-1].won.any()

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,7 +220,7 @@ class SmaxBackend(Backend):
     @classmethod
     def missing_requirements(cls, args: Any) -> str | None:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # JaxMARL prints a notice on import
+            with quiet_stdout():
                 import jaxmarl.environments.smax  # noqa: F401
         except ImportError as exc:
             return (f"backend smax needs JaxMARL ({exc.name} is missing): "
@@ -308,6 +309,22 @@ class SmaxBackend(Backend):
             self.key = jnp.asarray(json.loads(state), dtype=jnp.uint32)
 
 
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence file descriptor 1: JaxMARL prints a notice when imported, and a library it imports
+    resets `sys.stdout`, so `contextlib.redirect_stdout` cannot catch it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 # ---------------------------------------------------------------------------------------------
 # The compiled core: one per (max allies, max enemies, args) in this process.
 
@@ -325,7 +342,7 @@ def _enable_compilation_cache() -> None:
 
 @functools.cache
 def _core(max_allies: int, max_enemies: int, args_json: str) -> Any:
-    with contextlib.redirect_stdout(io.StringIO()):  # JaxMARL prints a notice on import
+    with quiet_stdout():
         from scenarios._smax_core import SmaxCore
 
     _enable_compilation_cache()

@@ -78,6 +78,7 @@ from scenarios.smax import (
     SMAX_UNIT_TYPES,
     SmaxArgs,
     SmaxComposition,
+    battle_spec,
     check_compositions,
     composition_label,
     exact_units,
@@ -529,18 +530,7 @@ class Smacv2Backend(PythonBatchBackend):
 
     @classmethod
     def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
-        allies = max(c.allies for c in compositions)
-        enemies = max(c.n_enemies for c in compositions)
-        return EnvSpec(
-            obs_features=len(OBS_FEATURES),
-            state_features=len(STATE_FEATURES),
-            n_actions=N_NON_ATTACK + enemies,
-            max_agents=allies,
-            max_entities=allies + enemies,
-            max_state_entities=allies + enemies,
-            episode_limit=args.episode_limit,
-            n_unit_types=len(SMAX_UNIT_TYPES),
-        )
+        return battle_spec(args, compositions, len(OBS_FEATURES), len(STATE_FEATURES), N_NON_ATTACK)
 
     @classmethod
     def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:

@@ -152,6 +152,24 @@ def check_compositions(args: Any, splits: dict[str, list[SmaxComposition]]) -> N
                 )
 
 
+def battle_spec(args: Any, compositions: list[SmaxComposition], obs_features: int, state_features: int,
+                non_attack_actions: int) -> EnvSpec:
+    """The spec of a battle backend (SMAX, SMACv2): every unit is an entity, one attack action
+    per enemy slot after the backend's other actions."""
+    allies = max(c.allies for c in compositions)
+    enemies = max(c.n_enemies for c in compositions)
+    return EnvSpec(
+        obs_features=obs_features,
+        state_features=state_features,
+        n_actions=non_attack_actions + enemies,
+        max_agents=allies,
+        max_entities=allies + enemies,
+        max_state_entities=allies + enemies,
+        episode_limit=args.episode_limit,
+        n_unit_types=len(SMAX_UNIT_TYPES),
+    )
+
+
 def exact_units(args: Any, composition: SmaxComposition) -> dict[str, int] | None:
     """Exact ally counts per unit type, from `units` or from `mix` and the task's race."""
     if composition.mix is not None:
@@ -237,18 +255,7 @@ class SmaxBackend(Backend):
 
     @classmethod
     def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
-        allies = max(c.allies for c in compositions)
-        enemies = max(c.n_enemies for c in compositions)
-        return EnvSpec(
-            obs_features=len(OBS_FEATURES),
-            state_features=len(STATE_FEATURES),
-            n_actions=N_MOVES + enemies,
-            max_agents=allies,
-            max_entities=allies + enemies,
-            max_state_entities=allies + enemies,
-            episode_limit=args.episode_limit,
-            n_unit_types=len(SMAX_UNIT_TYPES),
-        )
+        return battle_spec(args, compositions, len(OBS_FEATURES), len(STATE_FEATURES), N_MOVES)
 
     @classmethod
     def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:

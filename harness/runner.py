@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import torch
 
 import harness
 from harness import registry
-from harness.api import Backend, Step, Transition, load_policy_state, policy_state
+from harness.api import Backend, EnvSpec, Step, Transition, load_policy_state, policy_state
 from harness.config import build_config
 from harness.errors import RunFailed
 from harness.plan import RunSpec, stable_hash
@@ -118,12 +119,17 @@ class TaskEnvs:
     def all_compositions(self) -> list[Any]:
         return [c for comps in self.splits.values() for _, _, c in comps]
 
+    @functools.cached_property
+    def spec(self) -> EnvSpec:
+        """The spec covering every composition of the task (what the algorithm is built for)."""
+        return self.backend.describe(self.args, self.all_compositions())
+
     def make(self, split: str, num_envs: int, seed: int, only: str | None = None,
              training: bool = False) -> Backend | ActionPadded:
         chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
         env = self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
                            weights=[w for _, w, _ in chosen], training=training)
-        n_actions = self.backend.describe(self.args, self.all_compositions()).n_actions
+        n_actions = self.spec.n_actions
         return ActionPadded(env, n_actions) if env.spec.discrete and env.spec.n_actions < n_actions else env
 
 
@@ -295,7 +301,7 @@ class Run:
         spec, budget = self.spec, self.spec.budget
         seed_everything(spec.seed)
         envs = TaskEnvs.from_spec(spec)
-        env_spec = envs.backend.describe(envs.args, envs.all_compositions())
+        env_spec = envs.spec
         cls = registry.get_algorithm(spec.algorithm)
         algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, resolve_device(spec.device))
         train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)

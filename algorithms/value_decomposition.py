@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -28,12 +28,30 @@ from harness.registry import register_algorithm
 M = TypeVar("M", bound=nn.Module)
 
 
+# Slices of the observation-slot axis (T+1 slots per T steps): the state each step acts in,
+# and the state it leads to.
+NOW, AFTER = slice(0, -1), slice(1, None)
+
+
+def taken_values(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """values [..., U] at the chosen actions [...] -> [...]."""
+    return values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def loss_mask(per_step: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which entries of a [B, T] (or per-agent [B, T, A]) loss term are real data."""
+    if per_step.dim() == 3:
+        return batch["filled"].unsqueeze(-1) & batch["agent_mask"][:, NOW]
+    return batch["filled"]
+
+
 @dataclass
 class ValueDecompositionConfig:
     """PyMARL defaults (RMSprop, 32-episode batches, 5000-episode buffer, hard targets every 200
     episodes, epsilon 1 -> 0.05 over 50k env steps) with REFIL's attention agent sizes."""
 
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
+    optimiser: Literal["rmsprop", "adam"] = "rmsprop"
     optim_alpha: float = 0.99  # RMSprop smoothing
     optim_eps: float = 1e-5
     gamma: float = 0.99
@@ -72,16 +90,13 @@ class ValueDecomposition:
             raise ValueError(f"{type(self).__name__} needs discrete actions")
         self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
         with seeded(seed):
-            self.agent = RecurrentAgent(
-                env_spec.obs_features, env_spec.n_actions, config.attn_embed, config.attn_heads, config.rnn_hidden
-            )
-            self.mixer = self._build_mixer()
-        self.agent.to(self.device)
-        self.mixer.to(self.device)
+            self.agent = self._build_agent().to(self.device)
+            self.mixer = self._build_mixer().to(self.device)
+            self._build_extra()
         self.target_agent = self._frozen_copy(self.agent)
         self.target_mixer = self._frozen_copy(self.mixer)
         self.params = [*self.agent.parameters(), *self.mixer.parameters()]
-        self.optimiser = torch.optim.RMSprop(self.params, lr=config.lr, alpha=config.optim_alpha, eps=config.optim_eps)
+        self.optimiser = self._make_optimiser(self.params, config.lr)
         self.generator = make_generator(seed)
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish, config.epsilon_anneal_steps)
         self.replay = EpisodeReplay.for_spec(env_spec, config.buffer_size)
@@ -89,8 +104,22 @@ class ValueDecomposition:
         self.grad_steps = 0
         self.last_target_update = 0  # episode count at the last hard update
 
+    def _build_agent(self) -> nn.Module:
+        """The shared agent network: `initial_state`, one-step `forward` and `unroll`."""
+        cfg, spec = self.cfg, self.spec
+        return RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+
     def _build_mixer(self) -> nn.Module:
         return NoMixer()
+
+    def _build_extra(self) -> None:
+        """Networks beyond agent and mixer (built under the algorithm's seed); none here."""
+
+    def _make_optimiser(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.optimiser == "adam":
+            return torch.optim.Adam(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps)
 
     def _frozen_copy(self, net: M) -> M:
         copied = copy.deepcopy(net).to(self.device)
@@ -143,26 +172,31 @@ class ValueDecomposition:
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked mean squared TD error over a batch of episodes (see algorithms.md §1.7-1.8)."""
-        obs, obs_mask, agent_mask = batch["obs"], batch["obs_mask"], batch["agent_mask"]
-        now, after = slice(0, -1), slice(1, None)
-        q = self.agent.unroll(obs, obs_mask, agent_mask)  # [B, T+1, A, U]
-        taken = q[:, now].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():
-            q_target = self.target_agent.unroll(obs, obs_mask, agent_mask)[:, after]
-            avail = batch["avail_actions"][:, after]
-            if self.cfg.double_q:
-                best = masked_argmax(q[:, after].detach(), avail)
-                q_next = q_target.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-            else:
-                q_next = masked_max(q_target, avail)
-            bootstrap = self._mix(self.target_mixer, q_next, batch, after)
-            y = td_lambda_targets(
-                batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.cfg.gamma, self.cfg.td_lambda
-            )
-        chosen = self._mix(self.mixer, taken, batch, now)
-        mask = batch["filled"]
-        if chosen.dim() == 3:  # IQL: one loss per present agent
-            mask = mask.unsqueeze(-1) & agent_mask[:, now]
+        q = self.agent.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])  # [B, T+1, A, U]
+        y = self._targets(batch, q)
+        chosen = self._mix(self.mixer, taken_values(q[:, NOW], batch["actions"]), batch, NOW)
+        return self._td_loss(chosen, y, batch)
+
+    @torch.no_grad()
+    def _targets(self, batch: dict[str, torch.Tensor], q: torch.Tensor) -> torch.Tensor:
+        """TD(lambda) targets [B, T] (IQL: [B, T, A]) from the target networks, with the next
+        action chosen by the online utilities when double_q is on."""
+        q_target = self.target_agent.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])[:, AFTER]
+        avail = batch["avail_actions"][:, AFTER]
+        if self.cfg.double_q:
+            q_next = taken_values(q_target, masked_argmax(q[:, AFTER].detach(), avail))
+        else:
+            q_next = masked_max(q_target, avail)
+        bootstrap = self._mix(self.target_mixer, q_next, batch, AFTER)
+        return td_lambda_targets(
+            batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.cfg.gamma, self.cfg.td_lambda
+        )
+
+    def _td_loss(
+        self, chosen: torch.Tensor, y: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean of (chosen - y)^2 over filled steps (IQL: over filled steps x present agents)."""
+        mask = loss_mask(chosen, batch)
         td = torch.where(mask, chosen - y, 0.0)
         count = mask.sum().clamp(min=1)
         loss = td.pow(2).sum() / count

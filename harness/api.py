@@ -50,6 +50,10 @@ class EnvSpec:
     episode_limit: int  # longest possible episode, in env steps
     discrete: bool = True
     n_unit_types: int = 0  # size of the unit-type one-hot inside the features, if any
+    # obs_entity[a][e]: the state-entity row that agent slot a's observation row e describes
+    # (-1: none). Lets methods that partition entities into groups (REFIL, MIPI) treat an
+    # entity the same in every agent's view and in the state. None: the backend cannot say.
+    obs_entity: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass

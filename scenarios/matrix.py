@@ -212,6 +212,7 @@ class MatrixBackend(Backend):
             max_state_entities=n,
             episode_limit=args.episode_length,
             n_unit_types=n_types,
+            obs_entity=tuple(tuple((i + j) % n for j in range(n)) for i in range(n)),
         )
 
     @classmethod

@@ -167,6 +167,11 @@ def battle_spec(args: Any, compositions: list[SmaxComposition], obs_features: in
         max_state_entities=allies + enemies,
         episode_limit=args.episode_limit,
         n_unit_types=len(SMAX_UNIT_TYPES),
+        # Agent i sees itself, the other allies in slot order, then the enemies; the state
+        # lists allies then enemies, so a unit's state row is its index in that order.
+        obs_entity=tuple(
+            (i, *(j for j in range(allies + enemies) if j != i)) for i in range(allies)
+        ),
     )
 
 

@@ -15,9 +15,11 @@ from torch import nn
 class EntityAttention(nn.Module):
     """Multi-head attention from query rows over a masked entity list.
 
-    `forward(queries [..., Q, D], entities [..., K, D], mask [..., K]) -> [..., Q, D]`.
-    Masked keys get zero weight whatever their contents, and a query whose keys are all
-    masked returns the output projection of zero (no NaN), as REFIL does.
+    `forward(queries [..., Q, D], entities [..., K, D], mask) -> [..., Q, D]`, where mask is
+    [..., K] (the same keys for every query) or [..., Q, K] (each query its own keys, as
+    REFIL's imagined sub-groups need). Masked keys get zero weight whatever their contents,
+    and a query whose keys are all masked returns the output projection of zero (no NaN),
+    as REFIL does.
     """
 
     def __init__(self, embed: int, heads: int) -> None:
@@ -37,7 +39,8 @@ class EntityAttention(nn.Module):
     def forward(self, queries: torch.Tensor, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.query(queries)), self._split(self.key(entities)), self._split(self.value(entities))
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., heads, Q, K]
-        keep = mask[..., None, None, :]
+        per_query = mask.dim() == queries.dim()
+        keep = mask.unsqueeze(-3) if per_query else mask[..., None, None, :]
         # A finite fill keeps softmax NaN-free on an all-masked row; multiplying by the mask
         # then zeroes that row's uniform weights (elsewhere masked weights are already 0).
         weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(-1) * keep

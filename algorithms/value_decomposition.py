@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax, masked_max
+from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax
 from algorithms.common.mixers import AttentionQMixer, NoMixer, SumMixer
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
@@ -170,11 +170,18 @@ class ValueDecomposition:
         """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL)."""
         return mixer(q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots])
 
+    def _joint_value(
+        self, mixer: nn.Module, q: torch.Tensor, actions: torch.Tensor, batch: dict, slots: slice
+    ) -> torch.Tensor:
+        """Q_tot of the joint action `actions` [B, T, A] given all utilities q [B, T, A, U].
+        Mixers that need more than the chosen utilities (QPLEX's advantages) override this."""
+        return self._mix(mixer, taken_values(q, actions), batch, slots)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked mean squared TD error over a batch of episodes (see algorithms.md §1.7-1.8)."""
         q = self.agent.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])  # [B, T+1, A, U]
         y = self._targets(batch, q)
-        chosen = self._mix(self.mixer, taken_values(q[:, NOW], batch["actions"]), batch, NOW)
+        chosen = self._joint_value(self.mixer, q[:, NOW], batch["actions"], batch, NOW)
         return self._td_loss(chosen, y, batch)
 
     @torch.no_grad()
@@ -182,12 +189,9 @@ class ValueDecomposition:
         """TD(lambda) targets [B, T] (IQL: [B, T, A]) from the target networks, with the next
         action chosen by the online utilities when double_q is on."""
         q_target = self.target_agent.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])[:, AFTER]
-        avail = batch["avail_actions"][:, AFTER]
-        if self.cfg.double_q:
-            q_next = taken_values(q_target, masked_argmax(q[:, AFTER].detach(), avail))
-        else:
-            q_next = masked_max(q_target, avail)
-        bootstrap = self._mix(self.target_mixer, q_next, batch, AFTER)
+        chooser = q[:, AFTER].detach() if self.cfg.double_q else q_target
+        best = masked_argmax(chooser, batch["avail_actions"][:, AFTER])
+        bootstrap = self._joint_value(self.target_mixer, q_target, best, batch, AFTER)
         return td_lambda_targets(
             batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.cfg.gamma, self.cfg.td_lambda
         )

@@ -197,13 +197,17 @@ class ValueDecomposition:
         )
 
     def _td_loss(
-        self, chosen: torch.Tensor, y: torch.Tensor, batch: dict[str, torch.Tensor]
+        self, chosen: torch.Tensor, y: torch.Tensor, batch: dict[str, torch.Tensor], weight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean of (chosen - y)^2 over filled steps (IQL: over filled steps x present agents)."""
+        """Mean of (chosen - y)^2 over filled steps (IQL: over filled steps x present agents);
+        a weighted mean when per-sample `weight`s are given (Weighted QMIX and the like)."""
         mask = loss_mask(chosen, batch)
         td = torch.where(mask, chosen - y, 0.0)
         count = mask.sum().clamp(min=1)
-        loss = td.pow(2).sum() / count
+        if weight is None:
+            loss = td.pow(2).sum() / count
+        else:
+            loss = (weight * td.pow(2)).sum() / torch.where(mask, weight, 0.0).sum().clamp(min=1e-8)
         with torch.no_grad():
             stats = {
                 "q_taken_mean": float(torch.where(mask, chosen, 0.0).sum() / count),

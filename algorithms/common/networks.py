@@ -103,3 +103,29 @@ class RecurrentAgent(nn.Module):
             out, h = self.recur(x[:, t], h, agent_mask[:, t])
             outputs.append(out)
         return torch.stack(outputs, dim=1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x [..., K, D] over the rows where mask [..., K] is True (0 when none is)."""
+    total = torch.where(mask.unsqueeze(-1), x, 0.0).sum(-2)
+    return total / mask.sum(-1, keepdim=True).clamp(min=1)
+
+
+class StateContext(nn.Module):
+    """The input of a hypernetwork: the state entity list -> one context row per agent and a
+    pooled summary of the whole state.
+
+    Every entity is embedded (ReLU(Linear)) and attends over the present entities, so the
+    rows see the whole team whatever its size. Agents come first in the state, in slot order
+    (the convention of every backend), so the first A rows are the agents' contexts.
+    """
+
+    def __init__(self, state_features: int, embed: int, heads: int) -> None:
+        super().__init__()
+        self.entity = nn.Linear(state_features, embed)
+        self.attention = EntityAttention(embed, heads)
+
+    def forward(self, state: torch.Tensor, state_mask: torch.Tensor, n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = F.relu(self.entity(state))
+        context = F.relu(self.attention(z, z, state_mask))
+        return context[..., :n_agents, :], masked_mean(context, state_mask)

@@ -31,8 +31,8 @@ from torch import nn
 
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import StateContext
-from algorithms.common.torch_utils import step_tensors
 from algorithms.common.targets import td_lambda_targets
+from algorithms.common.torch_utils import step_tensors
 from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, taken_values
 from harness.api import Step, tunable
 from harness.registry import register_algorithm
@@ -97,7 +97,10 @@ class UnorderedTransform(nn.Module):
         super().__init__()
         self.context = StateContext(state_features, embed, heads)
         self.mlp = nn.Sequential(
-            nn.Linear(n_actions + embed, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+            nn.Linear(n_actions + embed, hidden),
+            nn.ELU(),
+            nn.Linear(hidden, hidden),
+            nn.ELU(),
             nn.Linear(hidden, n_actions),
         )
 
@@ -162,7 +165,11 @@ class MaxEntropyIGM:
             )
         elif cfg.transform == "mlp":
             self.transform = UnorderedTransform(
-                spec.state_features, spec.n_actions, cfg.transform_embed, cfg.transform_embed, cfg.hypernet_heads
+                spec.state_features,
+                spec.n_actions,
+                cfg.transform_embed,
+                cfg.transform_embed,
+                cfg.hypernet_heads,
             )
         else:
             self.transform = Identity()
@@ -170,7 +177,9 @@ class MaxEntropyIGM:
         self.transform.to(self.device)
         self.temperature.to(self.device)
         # Separate optimisers: L_F and L_alpha have their own learning rates.
-        self.side_optimisers = {"alpha_optimiser": torch.optim.Adam(self.temperature.parameters(), lr=cfg.alpha_lr)}
+        self.side_optimisers = {
+            "alpha_optimiser": torch.optim.Adam(self.temperature.parameters(), lr=cfg.alpha_lr)
+        }
         if any(True for _ in self.transform.parameters()):
             self.side_optimisers["transform_optimiser"] = torch.optim.Adam(
                 self.transform.parameters(), lr=cfg.transform_lr
@@ -210,8 +219,13 @@ class MaxEntropyIGM:
         bootstrap = self._joint_value(self.target_mixer, q_target, u_next, batch, AFTER)
         log_joint = torch.where(present, taken_values(log_pi, u_next), 0.0).sum(-1)
         return soft_td_lambda_targets(
-            batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.temperature() * log_joint,
-            self.cfg.gamma, self.cfg.td_lambda,
+            batch["reward"],
+            batch["terminated"],
+            batch["filled"],
+            bootstrap,
+            self.temperature() * log_joint,
+            self.cfg.gamma,
+            self.cfg.td_lambda,
         )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -298,7 +312,7 @@ class EntropyAblationConfig(MEIGMConfig):
 
 @register_algorithm("me_qmix_entropy")
 class MEQMIXEntropy(MEQMIX):
-    """"+Entropy" ablation: softmax(q_i / alpha) policies, no transform (Table 3)."""
+    """ "+Entropy" ablation: softmax(q_i / alpha) policies, no transform (Table 3)."""
 
     Config = EntropyAblationConfig
 
@@ -310,6 +324,6 @@ class MLPAblationConfig(MEIGMConfig):
 
 @register_algorithm("me_qmix_mlp")
 class MEQMIXMLP(MEQMIX):
-    """"MLP instead of OPT" ablation: an order-breaking map from utilities to logits (Table 4)."""
+    """ "MLP instead of OPT" ablation: an order-breaking map from utilities to logits (Table 4)."""
 
     Config = MLPAblationConfig

@@ -98,7 +98,9 @@ class ValueDecomposition:
         self.params = [*self.agent.parameters(), *self.mixer.parameters()]
         self.optimiser = self._make_optimiser(self.params, config.lr)
         self.generator = make_generator(seed)
-        self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish, config.epsilon_anneal_steps)
+        self.epsilon = LinearSchedule(
+            config.epsilon_start, config.epsilon_finish, config.epsilon_anneal_steps
+        )
         self.replay = EpisodeReplay.for_spec(env_spec, config.buffer_size)
         self.collector = EpisodeCollector(self.replay)
         self.grad_steps = 0
@@ -107,7 +109,9 @@ class ValueDecomposition:
     def _build_agent(self) -> nn.Module:
         """The shared agent network: `initial_state`, one-step `forward` and `unroll`."""
         cfg, spec = self.cfg, self.spec
-        return RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+        return RecurrentAgent(
+            spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden
+        )
 
     def _build_mixer(self) -> nn.Module:
         return NoMixer()
@@ -168,7 +172,9 @@ class ValueDecomposition:
     @staticmethod
     def _mix(mixer: nn.Module, q: torch.Tensor, batch: dict, slots: slice) -> torch.Tensor:
         """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL)."""
-        return mixer(q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots])
+        return mixer(
+            q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots]
+        )
 
     def _joint_value(
         self, mixer: nn.Module, q: torch.Tensor, actions: torch.Tensor, batch: dict, slots: slice
@@ -193,11 +199,20 @@ class ValueDecomposition:
         best = masked_argmax(chooser, batch["avail_actions"][:, AFTER])
         bootstrap = self._joint_value(self.target_mixer, q_target, best, batch, AFTER)
         return td_lambda_targets(
-            batch["reward"], batch["terminated"], batch["filled"], bootstrap, self.cfg.gamma, self.cfg.td_lambda
+            batch["reward"],
+            batch["terminated"],
+            batch["filled"],
+            bootstrap,
+            self.cfg.gamma,
+            self.cfg.td_lambda,
         )
 
     def _td_loss(
-        self, chosen: torch.Tensor, y: torch.Tensor, batch: dict[str, torch.Tensor], weight: torch.Tensor | None = None
+        self,
+        chosen: torch.Tensor,
+        y: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean of (chosen - y)^2 over filled steps (IQL: over filled steps x present agents);
         a weighted mean when per-sample `weight`s are given (Weighted QMIX and the like)."""
@@ -228,7 +243,12 @@ class ValueDecomposition:
     # ---------------------------------------------------------------- checkpoints
 
     def _modules(self) -> dict[str, nn.Module]:
-        return {"agent": self.agent, "target_agent": self.target_agent, "mixer": self.mixer, "target_mixer": self.target_mixer}
+        return {
+            "agent": self.agent,
+            "target_agent": self.target_agent,
+            "mixer": self.mixer,
+            "target_mixer": self.target_mixer,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -282,4 +302,6 @@ class QMIX(ValueDecomposition):
     def _build_mixer(self) -> nn.Module:
         cfg = self.cfg
         assert isinstance(cfg, QMIXConfig)
-        return AttentionQMixer(self.spec.state_features, cfg.mixing_embed, cfg.hypernet_embed, cfg.hypernet_heads)
+        return AttentionQMixer(
+            self.spec.state_features, cfg.mixing_embed, cfg.hypernet_embed, cfg.hypernet_heads
+        )

@@ -43,7 +43,9 @@ SMALL_BATCHES = {"batch_size": 8, "buffer_size": 64}
 
 
 def _with_small_batches(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
+    fields = (
+        {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
+    )
     return {**{k: v for k, v in SMALL_BATCHES.items() if k in fields}, **params}
 
 
@@ -57,7 +59,9 @@ def _train(algorithm: Any, env: MatrixBackend, rounds: int) -> list[dict[str, fl
         rollout(env, algorithm, explore=True, seed=None, learn=True)
         out = algorithm.update()
         for key, value in out.items():
-            assert isinstance(value, float | int), f"update() metric {key} is {type(value).__name__}, not a number"
+            assert isinstance(value, float | int), (
+                f"update() metric {key} is {type(value).__name__}, not a number"
+            )
             assert math.isfinite(value), f"update() metric {key} is {value}"
         metrics.append(dict(out))
     return metrics
@@ -103,15 +107,23 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
         for explore in (False, True):
             actions, _ = algorithm.act(step, None, explore=explore)
             assert actions.shape == step.agent_mask.shape, f"act() returned shape {actions.shape}"
-            chosen = np.take_along_axis(step.avail_actions, actions[..., None].astype(np.int64), axis=-1)[..., 0]
-            assert chosen[step.agent_mask].all(), f"{cls.name}: act(explore={explore}) chose an unavailable action"
+            chosen = np.take_along_axis(step.avail_actions, actions[..., None].astype(np.int64), axis=-1)[
+                ..., 0
+            ]
+            assert chosen[step.agent_mask].all(), (
+                f"{cls.name}: act(explore={explore}) chose an unavailable action"
+            )
 
         # Checkpoint round trip through torch.load(weights_only=True).
         clone = _build(cls, spec, 0, params)
         clone.load_state_dict(_roundtrip(algorithm.state_dict()))
-        assert np.array_equal(_greedy(algorithm, env, 5), _greedy(clone, env, 5)), f"{cls.name}: greedy actions differ after reload"
+        assert np.array_equal(_greedy(algorithm, env, 5), _greedy(clone, env, 5)), (
+            f"{cls.name}: greedy actions differ after reload"
+        )
         env_a, env_b = MatrixBackend(args, comps, 8, seed=2), MatrixBackend(args, comps, 8, seed=2)
-        assert _train(algorithm, env_a, 3) == _train(clone, env_b, 3), f"{cls.name}: training diverges after reload"
+        assert _train(algorithm, env_a, 3) == _train(clone, env_b, 3), (
+            f"{cls.name}: training diverges after reload"
+        )
 
         # Determinism: same seed, same data, same numbers.
         twins = [_build(cls, spec, 7, params) for _ in range(2)]

@@ -22,10 +22,26 @@ from harness.api import EnvSpec, Step
 from harness.config import build_config
 
 G, U, A, N = 5, 6, 3, 4
-SPEC = EnvSpec(obs_features=4, state_features=G, n_actions=U, max_agents=A, max_entities=4, max_state_entities=N,
-               episode_limit=5)
-SMALL = {"attn_embed": 16, "attn_heads": 2, "rnn_hidden": 8, "mixing_embed": 8, "hypernet_embed": 16,
-         "hypernet_heads": 2, "transform_embed": 16, "batch_size": 4, "buffer_size": 20}
+SPEC = EnvSpec(
+    obs_features=4,
+    state_features=G,
+    n_actions=U,
+    max_agents=A,
+    max_entities=4,
+    max_state_entities=N,
+    episode_limit=5,
+)
+SMALL = {
+    "attn_embed": 16,
+    "attn_heads": 2,
+    "rnn_hidden": 8,
+    "mixing_embed": 8,
+    "hypernet_embed": 16,
+    "hypernet_heads": 2,
+    "transform_embed": 16,
+    "batch_size": 4,
+    "buffer_size": 20,
+}
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -134,8 +150,11 @@ def matrix_step(seed: int, b: int = 5) -> Step:
         state_mask=np.ones((b, N), bool),
         avail_actions=(rng.random((b, A, U)) < 0.7) | (np.arange(U) == 0),
         agent_mask=np.ones((b, A), bool),
-        reward=np.zeros(b, np.float32), done=np.zeros(b, bool), terminated=np.zeros(b, bool),
-        won=np.zeros(b, bool), composition=np.zeros(b, np.int64),
+        reward=np.zeros(b, np.float32),
+        done=np.zeros(b, bool),
+        terminated=np.zeros(b, bool),
+        won=np.zeros(b, bool),
+        composition=np.zeros(b, np.int64),
     )
 
 
@@ -144,10 +163,17 @@ def test_execution_is_argmax_q_and_needs_no_state(cls) -> None:
     algorithm = cls(SPEC, build_config(cls, SMALL), seed=0, device="cpu")
     step = matrix_step(0)
     greedy, _ = algorithm.act(step, None, explore=False)
-    other_state = Step(**{**step.__dict__, "state": np.random.default_rng(9).normal(size=step.state.shape).astype(np.float32)})
+    other_state = Step(
+        **{
+            **step.__dict__,
+            "state": np.random.default_rng(9).normal(size=step.state.shape).astype(np.float32),
+        }
+    )
     assert np.array_equal(greedy, algorithm.act(other_state, None, explore=False)[0])
     with torch.no_grad():
-        x = {k: torch.from_numpy(getattr(step, k)) for k in ("obs", "obs_mask", "agent_mask", "avail_actions")}
+        x = {
+            k: torch.from_numpy(getattr(step, k)) for k in ("obs", "obs_mask", "agent_mask", "avail_actions")
+        }
         q, _ = algorithm.agent(x["obs"], x["obs_mask"], x["agent_mask"], algorithm.agent.initial_state(5, A))
     assert np.array_equal(greedy, q.masked_fill(~x["avail_actions"], -1e9).argmax(-1).numpy())
 
@@ -169,12 +195,18 @@ def test_entropy_ablation_uses_the_utilities_as_logits() -> None:
     q, state, mask = random_inputs(3)
     avail = torch.ones(7, A, U, dtype=torch.bool)
     with torch.no_grad():
-        assert torch.allclose(algorithm._log_policy(q, state, mask, avail), masked_log_softmax(q / 2.0, avail))
+        assert torch.allclose(
+            algorithm._log_policy(q, state, mask, avail), masked_log_softmax(q / 2.0, avail)
+        )
     assert not list(algorithm.transform.parameters())
 
 
 def test_defaults_are_the_papers() -> None:
     config = MEIGMConfig()
     assert (config.optimiser, config.lr, config.batch_size, config.td_lambda) == ("adam", 1e-3, 128, 0.4)
-    assert (config.alpha_lr, config.target_entropy_per_agent, config.target_update_episodes) == (0.3, 0.24, 200)
+    assert (config.alpha_lr, config.target_entropy_per_agent, config.target_update_episodes) == (
+        0.3,
+        0.24,
+        200,
+    )
     assert config.td_weighting == "none"

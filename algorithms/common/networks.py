@@ -37,7 +37,11 @@ class EntityAttention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(-2, -3)
 
     def forward(self, queries: torch.Tensor, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split(self.query(queries)), self._split(self.key(entities)), self._split(self.value(entities))
+        q, k, v = (
+            self._split(self.query(queries)),
+            self._split(self.key(entities)),
+            self._split(self.value(entities)),
+        )
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., heads, Q, K]
         per_query = mask.dim() == queries.dim()
         keep = mask.unsqueeze(-3) if per_query else mask[..., None, None, :]
@@ -83,7 +87,9 @@ class RecurrentAgent(nn.Module):
         """The feed-forward part; it runs over any leading dims (e.g. all time steps at once)."""
         return F.relu(self.fc(self.encoder(obs, obs_mask)))
 
-    def recur(self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def recur(
+        self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x, h [B, A, H] -> outputs [B, A, n_outputs], new h."""
         h = self.rnn(x.flatten(0, -2), h.flatten(0, -2)).view_as(h)
         present = agent_mask.unsqueeze(-1)
@@ -125,7 +131,9 @@ class StateContext(nn.Module):
         self.entity = nn.Linear(state_features, embed)
         self.attention = EntityAttention(embed, heads)
 
-    def forward(self, state: torch.Tensor, state_mask: torch.Tensor, n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, state: torch.Tensor, state_mask: torch.Tensor, n_agents: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z = F.relu(self.entity(state))
         context = F.relu(self.attention(z, z, state_mask))
         return context[..., :n_agents, :], masked_mean(context, state_mask)

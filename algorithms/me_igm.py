@@ -33,6 +33,7 @@ from algorithms.common.exploration import masked_argmax, masked_log_softmax, sam
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import step_tensors
+from algorithms.qplex import QPLEX, QPLEXConfig
 from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, taken_values
 from harness.api import Step, tunable
 from harness.registry import register_algorithm
@@ -327,3 +328,17 @@ class MEQMIXMLP(MEQMIX):
     """ "MLP instead of OPT" ablation: an order-breaking map from utilities to logits (Table 4)."""
 
     Config = MLPAblationConfig
+
+
+@dataclass
+class MEQPLEXConfig(MEIGMConfig, QPLEXConfig):
+    """ME-QPLEX's table: as ME-QMIX, with QPLEX's duplex mixer and TD(lambda) 0.6."""
+
+    td_lambda: float = 0.6
+
+
+@register_algorithm("me_qplex")
+class MEQPLEX(MaxEntropyIGM, QPLEX):
+    """ME-IGM on QPLEX's duplex dueling mixer (any IGM mixer fits the method)."""
+
+    Config = MEQPLEXConfig

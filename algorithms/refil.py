@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.common.mixers import AttentionQMixer, masked_mean
+from algorithms.common.mixers import AttentionQMixer
+from algorithms.common.networks import masked_mean
 from algorithms.value_decomposition import NOW, QMIXConfig, ValueDecomposition, taken_values
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
@@ -94,12 +95,12 @@ class RefilMixer(AttentionQMixer):
         """Q_tot^aux [...] of q_in, q_out [..., A]; within, cross [..., A, N]: which state
         entities agent i's hypernetwork query may attend to (own group / other group)."""
         n = q_in.shape[-1]
-        z = F.relu(self.entity(state))
-        context = F.relu(self.attention(z, z, state_mask))
+        z = F.relu(self.context.entity(state))
+        context = F.relu(self.context.attention(z, z, state_mask))
         pooled = masked_mean(context, state_mask)  # b1, w2 and V see the whole state
         queries = z[..., :n, :]
-        rows_in = F.relu(self.attention(queries, z, within))
-        rows_out = F.relu(self.attention(queries, z, cross))
+        rows_in = F.relu(self.context.attention(queries, z, within))
+        rows_out = F.relu(self.context.attention(queries, z, cross))
         return self._combine(
             torch.cat([q_in, q_out], -1),
             torch.cat([rows_in, rows_out], -2),

@@ -233,7 +233,7 @@ def test_loss_mixes_the_two_terms(lam):
     alg.optimiser.zero_grad()
     alg.loss(batch, part)[0].backward()
     assert alg.agent.encoder.embed.weight.grad.abs().sum() > 0
-    assert alg.mixer.w1.weight.grad.abs().sum() > 0 and alg.mixer.attention.query.weight.grad.abs().sum() > 0
+    assert alg.mixer.w1.weight.grad.abs().sum() > 0 and alg.mixer.context.attention.query.weight.grad.abs().sum() > 0
 
 
 def test_targets_do_not_depend_on_the_partition():

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.common.networks import EntityAttention, StateContext
+from algorithms.common.networks import StateContext, masked_mean  # noqa: F401  (opt_d imports it from here)
 
 
 class NoMixer(nn.Module):
@@ -29,12 +29,6 @@ class SumMixer(nn.Module):
         if agent_mask is not None:
             q = torch.where(agent_mask, q, 0.0)
         return q.sum(-1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x [..., K, D] over the rows where mask [..., K] is True (0 when none is)."""
-    total = torch.where(mask.unsqueeze(-1), x, 0.0).sum(-2)
-    return total / mask.sum(-1, keepdim=True).clamp(min=1)
 
 
 class AttentionQMixer(nn.Module):
@@ -56,8 +50,7 @@ class AttentionQMixer(nn.Module):
 
     def __init__(self, state_features: int, embed: int = 32, hyper_embed: int = 64, heads: int = 4) -> None:
         super().__init__()
-        self.entity = nn.Linear(state_features, hyper_embed)
-        self.attention = EntityAttention(hyper_embed, heads)
+        self.context = StateContext(state_features, hyper_embed, heads)
         self.w1 = nn.Linear(hyper_embed, embed)
         self.b1 = nn.Linear(hyper_embed, embed)
         self.w2 = nn.Linear(hyper_embed, embed)
@@ -65,9 +58,7 @@ class AttentionQMixer(nn.Module):
 
     def hyper_inputs(self, state, state_mask, n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-agent context rows [..., A, D] and the pooled state summary [..., D]."""
-        z = F.relu(self.entity(state))
-        context = F.relu(self.attention(z, z, state_mask))
-        return context[..., :n_agents, :], masked_mean(context, state_mask)
+        return self.context(state, state_mask, n_agents)
 
     def forward(self, q, state, state_mask, agent_mask) -> torch.Tensor:
         agents, pooled = self.hyper_inputs(state, state_mask, q.shape[-1])

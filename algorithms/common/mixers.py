@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.common.networks import StateContext, masked_mean  # noqa: F401  (opt_d imports it from here)
+from algorithms.common.networks import StateContext
 
 
 class NoMixer(nn.Module):

@@ -7,11 +7,10 @@ import pytest
 import torch
 from test_value_decomposition import (
     GAME_SPEC,
-    PAYOFF,
     SPEC,
     RandomEpisodes,
     U,
-    game_step,
+    greedy_after_one_step_game,
     run_round,
     scramble_after_episode_end,
 )
@@ -21,7 +20,7 @@ from algorithms.common.torch_utils import seeded
 from algorithms.refil import AQMIX
 from algorithms.value_decomposition import NOW
 from harness import registry
-from harness.api import Transition, tunable_fields
+from harness.api import tunable_fields
 
 SMALL = {
     "attn_embed": 16, "attn_heads": 2, "rnn_hidden": 8, "batch_size": 4, "buffer_size": 50,
@@ -192,12 +191,4 @@ def test_update_runs_reports_and_is_reproducible():
 def test_learns_the_optimum_of_a_one_step_game():
     cfg = small(rnn_hidden=16, epsilon_anneal_steps=1000, lr=5e-3, target_update_episodes=20,
                 batch_size=32, buffer_size=500)
-    alg = CollaQ(GAME_SPEC, cfg, 0, "cpu")
-    b = 8
-    while alg.env_steps < 3000:
-        start = game_step(b)
-        actions, _ = alg.act(start, None, explore=True)
-        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
-        alg.update()
-    greedy, _ = alg.act(game_step(1), None, explore=False)
-    assert greedy.tolist() == [[0, 0]]
+    assert greedy_after_one_step_game(CollaQ(GAME_SPEC, cfg, 0, "cpu"), steps=3000) == [[0, 0]]

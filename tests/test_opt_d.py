@@ -13,7 +13,7 @@ from entmax import sparsemax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_value_decomposition import GAME_SPEC, PAYOFF, SPEC, RandomEpisodes, game_step, run_round
+from test_value_decomposition import GAME_SPEC, SPEC, RandomEpisodes, greedy_after_one_step_game, run_round
 
 from algorithms.opt_d import (
     OPTD,
@@ -30,7 +30,7 @@ from algorithms.opt_d import (
     masked_sparsemax,
 )
 from algorithms.value_decomposition import NOW, ValueDecompositionConfig
-from harness.api import Transition, tunable_fields
+from harness.api import tunable_fields
 from harness.registry import get_algorithm
 
 ALGORITHMS = [OPTD, OPTDNoSparse, OPTDNoCD, OPTDNoCMI]
@@ -504,15 +504,7 @@ def test_update_runs_reports_and_is_deterministic(cls):
 def test_learns_the_optimum_of_a_one_step_game():
     cfg = small_config(OPTD, rnn_hidden=16, epsilon_anneal_steps=1000, lr=5e-3, target_update_episodes=20,
                        batch_size=32, buffer_size=500)
-    alg = OPTD(GAME_SPEC, cfg, 0, "cpu")
-    b = 8
-    while alg.env_steps < 2000:
-        start = game_step(b)
-        actions, _ = alg.act(start, None, explore=True)
-        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
-        alg.update()
-    greedy, _ = alg.act(game_step(1), None, explore=False)
-    assert greedy.tolist() == [[0, 0]]
+    assert greedy_after_one_step_game(OPTD(GAME_SPEC, cfg, 0, "cpu"), steps=2000) == [[0, 0]]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

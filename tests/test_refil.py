@@ -12,11 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_value_decomposition import (
     GAME_SPEC,
-    PAYOFF,
     SPEC,
     RandomEpisodes,
     U,
-    game_step,
+    greedy_after_one_step_game,
     run_round,
     scramble_after_episode_end,
 )
@@ -34,7 +33,7 @@ from algorithms.refil import (
     obs_entity_table,
 )
 from harness import registry
-from harness.api import Transition, tunable_fields
+from harness.api import tunable_fields
 
 PROPS = settings(max_examples=15, deadline=None)
 SMALL = {
@@ -427,15 +426,7 @@ def test_learns_the_optimum_of_a_one_step_game(cls):
     # exploring steps out of 2000, one seed in four settled on the (1, 1) pair)
     cfg = small(cls, rnn_hidden=16, epsilon_anneal_steps=1000, lr=5e-3, target_update_episodes=20,
                 batch_size=32, buffer_size=500)
-    alg = cls(GAME_SPEC, cfg, 0, "cpu")
-    b = 8
-    while alg.env_steps < 3000:
-        start = game_step(b)
-        actions, _ = alg.act(start, None, explore=True)
-        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
-        alg.update()
-    greedy, _ = alg.act(game_step(1), None, explore=False)
-    assert greedy.tolist() == [[0, 0]]
+    assert greedy_after_one_step_game(cls(GAME_SPEC, cfg, 0, "cpu"), steps=3000) == [[0, 0]]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -307,6 +307,17 @@ def game_step(b: int, reward: np.ndarray | None = None) -> Step:
     )
 
 
+def greedy_after_one_step_game(alg, steps: int, b: int = 8) -> list[list[int]]:
+    """Train on the one-step PAYOFF game for `steps` env steps; the greedy joint action after."""
+    while alg.env_steps < steps:
+        start = game_step(b)
+        actions, _ = alg.act(start, None, explore=True)
+        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
+        alg.update()
+    greedy, _ = alg.act(game_step(1), None, explore=False)
+    return greedy.tolist()
+
+
 @pytest.mark.parametrize("cls", ALGORITHMS)
 def test_learns_the_optimum_of_a_one_step_game(cls):
     cfg = dataclasses.replace(
@@ -314,15 +325,7 @@ def test_learns_the_optimum_of_a_one_step_game(cls):
         batch_size=32,
         buffer_size=500,
     )
-    alg = cls(GAME_SPEC, cfg, 0, "cpu")
-    b = 8
-    while alg.env_steps < 2000:
-        start = game_step(b)
-        actions, _ = alg.act(start, None, explore=True)
-        alg.observe(Transition(start, actions, game_step(b, PAYOFF[actions[:, 0], actions[:, 1]]), np.ones(b, bool)))
-        alg.update()
-    greedy, _ = alg.act(game_step(1), None, explore=False)
-    assert greedy.tolist() == [[0, 0]]
+    assert greedy_after_one_step_game(cls(GAME_SPEC, cfg, 0, "cpu"), steps=2000) == [[0, 0]]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -42,10 +42,9 @@ def _task(name: str) -> tuple[MatrixArgs, list[MatrixComposition], EnvSpec]:
 SMALL_BATCHES = {"batch_size": 8, "buffer_size": 64}
 
 
-def _with_small_batches(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    fields = (
-        {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
-    )
+def _with_small_batches(cls: Any, params: dict[str, Any]) -> dict[str, Any]:
+    config = cls.Config
+    fields = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
     return {**{k: v for k, v in SMALL_BATCHES.items() if k in fields}, **params}
 
 

@@ -11,6 +11,7 @@ from test_value_decomposition import (
     RandomEpisodes,
     U,
     greedy_after_one_step_game,
+    padded_batch,
     run_round,
     scramble_after_episode_end,
 )
@@ -133,26 +134,7 @@ def test_mara_weight_zero_is_the_td_loss_on_the_sum_and_gradients_reach_both_net
 def test_padding_agents_and_entities_does_not_change_the_loss():
     alg = CollaQ(SPEC, small(), 0, "cpu")
     batch = filled_batch(alg, 4)
-    _, _, a, e, _ = batch["obs"].shape
-
-    def pad(x: torch.Tensor, dim: int, at: int) -> torch.Tensor:
-        shape = list(x.shape)
-        shape[dim] = 1
-        if x.dtype == torch.bool:
-            fill = torch.zeros(shape, dtype=torch.bool)
-        elif x.dtype == torch.int64:
-            fill = torch.randint(0, U, shape)
-        else:
-            fill = torch.randn(shape) * 100
-        return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
-
-    padded = dict(batch)
-    padded["obs"] = pad(pad(batch["obs"], 3, e), 2, a)
-    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e), 2, a)
-    for name in ("avail_actions", "agent_mask", "actions"):
-        padded[name] = pad(batch[name], 2, a)
-    padded["state"] = pad(batch["state"], 2, a)
-    padded["state_mask"] = pad(batch["state_mask"], 2, a)
+    padded = padded_batch(batch)
     with torch.no_grad():
         (loss, stats), (loss2, stats2) = alg.loss(batch), alg.loss(padded)
     torch.testing.assert_close(loss2, loss, atol=1e-5, rtol=1e-5)

@@ -13,7 +13,14 @@ from entmax import sparsemax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_value_decomposition import GAME_SPEC, SPEC, RandomEpisodes, greedy_after_one_step_game, run_round
+from test_value_decomposition import (
+    GAME_SPEC,
+    SPEC,
+    RandomEpisodes,
+    greedy_after_one_step_game,
+    padded_batch,
+    run_round,
+)
 
 from algorithms.opt_d import (
     OPTD,
@@ -446,27 +453,7 @@ def test_padding_agents_and_entities_does_not_change_the_loss():
     alg = OPTD(SPEC, small_config(OPTD), 0, "cpu")
     collect(alg, 4, rounds=3)
     batch = sample(alg, 6, 1)
-    _, _, a, e, _ = batch["obs"].shape
-    gen = torch.Generator().manual_seed(0)
-
-    def pad(x: torch.Tensor, dim: int, at: int) -> torch.Tensor:
-        shape = list(x.shape)
-        shape[dim] = 1
-        if x.dtype == torch.bool:
-            fill = torch.zeros(shape, dtype=torch.bool)
-        elif x.dtype == torch.int64:
-            fill = torch.randint(0, 5, shape, generator=gen)
-        else:
-            fill = torch.randn(shape, generator=gen) * 100
-        return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
-
-    padded = dict(batch)
-    padded["obs"] = pad(pad(batch["obs"], 3, e), 2, a)
-    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e), 2, a)
-    for name in ("avail_actions", "agent_mask", "actions"):
-        padded[name] = pad(batch[name], 2, a)
-    padded["state"] = pad(batch["state"], 2, a)
-    padded["state_mask"] = pad(batch["state_mask"], 2, a)
+    padded = padded_batch(batch)
     with torch.no_grad():
         loss, stats = alg.loss(batch)
         loss2, stats2 = alg.loss(padded)

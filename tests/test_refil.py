@@ -14,8 +14,9 @@ from test_value_decomposition import (
     GAME_SPEC,
     SPEC,
     RandomEpisodes,
-    U,
     greedy_after_one_step_game,
+    insert_slice,
+    padded_batch,
     run_round,
     scramble_after_episode_end,
 )
@@ -343,31 +344,11 @@ def test_padding_agents_and_entities_does_not_change_the_loss():
     b, slots, a, e, _ = batch["obs"].shape
     part = alg.draw_partition(batch)
 
-    def insert(x: torch.Tensor, dim: int, at: int, fill: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
-
-    def pad(x: torch.Tensor, dim: int, at: int) -> torch.Tensor:
-        shape = list(x.shape)
-        shape[dim] = 1
-        if x.dtype == torch.bool:
-            fill = torch.zeros(shape, dtype=torch.bool)
-        elif x.dtype == torch.int64:
-            fill = torch.randint(0, U, shape)
-        else:
-            fill = torch.randn(shape) * 100
-        return insert(x, dim, at, fill)
-
-    padded = dict(batch)
-    padded["obs"] = pad(pad(batch["obs"], 3, e), 2, a)
-    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e), 2, a)
-    for name in ("avail_actions", "agent_mask", "actions"):
-        padded[name] = pad(batch[name], 2, a)
-    padded["state"] = pad(batch["state"], 2, a)
-    padded["state_mask"] = pad(batch["state_mask"], 2, a)
+    padded = padded_batch(batch)
     coin = torch.rand(b, 1) < 0.5
     padded_part = Partition(
-        insert(part.state_group, 1, a, coin),
-        insert(insert(part.obs_group, 2, e, torch.rand(b, a, 1) < 0.5), 1, a, torch.rand(b, 1, e + 1) < 0.5),
+        insert_slice(part.state_group, 1, a, coin),
+        insert_slice(insert_slice(part.obs_group, 2, e, torch.rand(b, a, 1) < 0.5), 1, a, torch.rand(b, 1, e + 1) < 0.5),
     )
     with torch.no_grad():
         td, aux, _ = alg.loss_terms(batch, part)

@@ -191,6 +191,35 @@ def test_data_after_the_episode_end_does_not_change_the_loss(cls, lam):
             assert stats2 == pytest.approx(stats, abs=1e-5)
 
 
+def insert_slice(x: torch.Tensor, dim: int, at: int, fill: torch.Tensor) -> torch.Tensor:
+    """x with `fill` inserted along `dim` before index `at`."""
+    return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
+
+
+def padded_batch(batch: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """The same episodes with one more (masked, junk-filled) entity row after the last one and
+    one more (absent) agent after the last agent, whose state row follows the agents'."""
+    gen = torch.Generator().manual_seed(seed)
+    _, _, a, e, _ = batch["obs"].shape
+
+    def pad(x: torch.Tensor, dim: int, at: int) -> torch.Tensor:
+        shape = [*x.shape[:dim], 1, *x.shape[dim + 1 :]]
+        if x.dtype == torch.bool:
+            fill = torch.zeros(shape, dtype=torch.bool)
+        elif x.dtype == torch.int64:
+            fill = torch.randint(0, U, shape, generator=gen)
+        else:
+            fill = torch.randn(shape, generator=gen) * 100
+        return insert_slice(x, dim, at, fill)
+
+    padded = dict(batch)
+    padded["obs"] = pad(pad(batch["obs"], 3, e), 2, a)
+    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e), 2, a)
+    for name in ("avail_actions", "agent_mask", "actions", "state", "state_mask"):
+        padded[name] = pad(batch[name], 2, a)
+    return padded
+
+
 @pytest.mark.parametrize("cls", ALGORITHMS)
 def test_padding_agents_and_entities_does_not_change_the_loss(cls):
     alg = cls(SPEC, small_config(cls), 0, "cpu")
@@ -198,24 +227,7 @@ def test_padding_agents_and_entities_does_not_change_the_loss(cls):
     batch = alg.replay.sample(6, torch.Generator().manual_seed(1))
     b, slots, a, e, _ = batch["obs"].shape
 
-    def pad(x: torch.Tensor, dim: int, at: int, junk: bool) -> torch.Tensor:
-        shape = list(x.shape)
-        shape[dim] = 1
-        if x.dtype == torch.bool:
-            fill = torch.zeros(shape, dtype=torch.bool)
-        elif x.dtype == torch.int64:
-            fill = torch.randint(0, U, shape)
-        else:
-            fill = torch.randn(shape) * 100 if junk else torch.zeros(shape)
-        return torch.cat([x.narrow(dim, 0, at), fill, x.narrow(dim, at, x.shape[dim] - at)], dim)
-
-    padded = dict(batch)
-    padded["obs"] = pad(pad(batch["obs"], 3, e, True), 2, a, True)  # one more entity row, one more agent
-    padded["obs_mask"] = pad(pad(batch["obs_mask"], 3, e, True), 2, a, True)
-    for name in ("avail_actions", "agent_mask", "actions"):
-        padded[name] = pad(batch[name], 2, a, True)
-    padded["state"] = pad(batch["state"], 2, a, True)  # the new agent's row follows the agents
-    padded["state_mask"] = pad(batch["state_mask"], 2, a, True)
+    padded = padded_batch(batch)
     with torch.no_grad():
         torch.testing.assert_close(alg.loss(padded)[0], alg.loss(batch)[0], atol=1e-5, rtol=1e-5)
 

@@ -32,10 +32,10 @@ from torch import nn
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
-from algorithms.common.torch_utils import step_tensors
+from algorithms.common.torch_utils import StepTensors
 from algorithms.qplex import QPLEX, QPLEXConfig
 from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, taken_values
-from harness.api import Step, tunable
+from harness.api import tunable
 from harness.registry import register_algorithm
 
 Transform = Literal["opt", "affine", "mlp", "none"]
@@ -193,19 +193,12 @@ class MaxEntropyIGM:
         logits = self.transform(q, state, state_mask) / self.temperature().detach()
         return masked_log_softmax(logits, avail)
 
-    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
-        x = step_tensors(step, self.device)
-        with torch.inference_mode():
-            if memory is None:
-                memory = self.agent.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
-            q, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
-            if explore:
-                log_pi = self._log_policy(q, x.state, x.state_mask, x.avail_actions)
-                actions = sample_categorical(log_pi, x.avail_actions, self.generator)
-            else:  # the transform keeps the order, so the policy's mode is argmax q: no state needed
-                actions = masked_argmax(q, x.avail_actions)
-            actions = torch.where(x.agent_mask, actions, 0)
-        return actions.cpu().numpy(), memory
+    def _select(self, q: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:
+        if explore:  # rollouts sample the transformed softmax (state used: training only)
+            log_pi = self._log_policy(q, x.state, x.state_mask, x.avail_actions)
+            return sample_categorical(log_pi, x.avail_actions, self.generator)
+        # The transform keeps the order, so the policy's mode is argmax q: no state needed.
+        return masked_argmax(q, x.avail_actions)
 
     # ---------------------------------------------------------------- learning
 

@@ -21,7 +21,7 @@ from algorithms.common.mixers import AttentionQMixer, NoMixer, SumMixer
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
 from algorithms.common.targets import hard_update, td_lambda_targets
-from algorithms.common.torch_utils import make_generator, seeded, step_tensors
+from algorithms.common.torch_utils import StepTensors, make_generator, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
 from harness.registry import register_algorithm
 
@@ -142,10 +142,13 @@ class ValueDecomposition:
             if memory is None:
                 memory = self.agent.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
             q, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
-            eps = self.epsilon(self.env_steps) if explore else 0.0
-            actions = epsilon_greedy(q, x.avail_actions, eps, self.generator)
-            actions = torch.where(x.agent_mask, actions, 0)
+            actions = torch.where(x.agent_mask, self._select(q, x, explore), 0)
         return actions.cpu().numpy(), memory
+
+    def _select(self, q: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:
+        """Actions [B, A] from the utilities: epsilon-greedy in training, greedy at test."""
+        eps = self.epsilon(self.env_steps) if explore else 0.0
+        return epsilon_greedy(q, x.avail_actions, eps, self.generator)
 
     def observe(self, transition: Transition) -> None:
         self.collector.observe(transition)

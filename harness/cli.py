@@ -35,7 +35,7 @@ COMMANDS = {
               "CIs to leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints)",
     "new": "scaffold a plugin: `harness new algorithm NAME`",
     "tune": "Optuna search of an algorithm's tunable params on validation (never test) compositions: "
-            "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 worker=0 study=NAME storage=URL|PATH.journal]; "
+            "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 (executor=ray: what the cluster holds) worker=0 study=NAME storage=URL|PATH.journal]; "
             "add the word `show` to print the study instead",
 }
 
@@ -113,7 +113,8 @@ def cmd_run(tokens: list[str]) -> int:
         for algorithm, why in task.skipped.items():
             err.print(f"  {task.name}: {algorithm} skipped ({why})", highlight=False)
     try:
-        summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed)
+        summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
+                           ray=suite.ray if suite.executor == "ray" else None)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: runs in progress were checkpointed; run the same command to resume")
         return 130
@@ -355,9 +356,12 @@ def cmd_tune(tokens: list[str]) -> int:
         best = study.best_trial
         out.print(f"best: trial {best.number}, value {best.value:.4g}, params {best.params}", highlight=False)
         err.print(f"wrote {path}", highlight=False, markup=False)
-    if tune.finished(study) < settings.trials:
-        err.print(f"[yellow]{settings.trials - tune.finished(study)} trial(s) missing[/] (failed ones do not count): "
-                  "run the same command again to add them")
+    running = tune.running(study)  # other processes sharing the study finish these
+    if running:
+        err.print(f"{running} trial(s) still running in other processes on this study", highlight=False)
+    if tune.finished(study) + running < settings.trials:
+        err.print(f"[yellow]{settings.trials - tune.finished(study) - running} trial(s) missing[/] (failed ones do "
+                  "not count): run the same command again to add them")
         return 1
     return 0
 

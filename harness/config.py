@@ -8,6 +8,7 @@ key when a name looks like a typo.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -116,8 +117,19 @@ class SuiteModel(Strict):
     backend: str | None = Field(
         None, description="swap the backend of every task of the same family (backend=smacv2 runs the "
         "SMAX tasks on StarCraft II)")
-    executor: Literal["local"] = "local"
-    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # 0 = run in this process
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: worker processes on this machine; ray: one Ray task per run")
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="runs at once (0 = in this process); with executor=ray and no ray_address, the "
+        "size of the private Ray instance in runs")
+    ray_address: str | None = Field(
+        None, description="executor=ray: auto (the cluster `ray start` runs here) or HOST:PORT; unset starts "
+        "a private Ray instance on this machine")
+    cpus_per_run: Annotated[float, Field(gt=0)] = Field(1.0, description="executor=ray: CPUs each run reserves")
+    gpus_per_run: Annotated[float, Field(ge=0)] = Field(0.0, description="executor=ray: GPUs each run reserves")
+    max_retries: Annotated[int, Field(ge=0)] = Field(
+        2, description="executor=ray: times a run whose worker process or node died is retried from its "
+        "last checkpoint before it is recorded as failed")
     store: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: Annotated[float, Field(ge=0)] = Field(
@@ -179,6 +191,17 @@ class Task:
         }
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how executor=ray runs (see SuiteModel for each field's meaning)."""
+
+    address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    max_retries: int = 2
+    local_cpus: int | None = None  # size of a private instance (workers x cpus_per_run)
+
+
 @dataclass
 class Suite:
     name: str
@@ -196,6 +219,7 @@ class Suite:
     device: str
     executor: str
     retry_failed: bool
+    ray: RaySettings = field(default_factory=lambda: RaySettings())
     overrides: list[str] = field(default_factory=list)
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)  # checked by harness.tune
     # params=tuned: algorithm -> its `harness tune` record (None: no record, runs with defaults);
@@ -491,6 +515,8 @@ class _Resolver:
             device=model.device,
             executor=model.executor,
             retry_failed=model.retry_failed,
+            ray=RaySettings(model.ray_address, model.cpus_per_run, model.gpus_per_run, model.max_retries,
+                            local_cpus=max(1, math.ceil(int(workers) * model.cpus_per_run))),
             overrides=overrides,
             tuning=model.tuning,
         )

@@ -5,6 +5,10 @@ one run at a time each. They report progress through a queue; the coordinator sh
 records each run's result as it arrives. A run that raises is recorded as failed with its
 reason and the others go on. Ctrl-C asks every worker to checkpoint; the runs are marked
 interrupted and resume on the next invocation.
+
+Each run is claimed in the store just before it is dispatched (one per free worker), so
+coordinators sharing a store split a suite. `executor=ray` swaps the worker processes for
+Ray tasks (harness/ray_executor.py) and keeps everything else here.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +38,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from harness.config import RaySettings
 from harness.plan import RunSpec
 from harness.runner import execute_run
 from harness.store import RunResult, Store
@@ -56,6 +62,15 @@ def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
     # Each worker gets its share of the cores; letting every worker use all of them makes
     # the processes fight over the same cores and slows everything down.
     torch.set_num_threads(threads)
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker: OMP_NUM_THREADS when the user set it (several coordinators
+    or other jobs may share the machine), else an equal share of the cores. Oversubscribed
+    cores make torch's small-matrix kernels spin and run many times slower."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _coordinator_gone() -> bool:
@@ -103,6 +118,7 @@ class Summary:
     planned: int
     skipped_done: int = 0
     skipped_failed: int = 0
+    skipped_elsewhere: int = 0  # running under another live coordinator sharing the store
     done: int = 0
     failed: int = 0
     interrupted: int = 0
@@ -179,13 +195,17 @@ def _select(specs: list[RunSpec], store: Store, retry_failed: bool, summary: Sum
             summary.skipped_done += 1
         elif status == "failed" and not retry_failed:
             summary.skipped_failed += 1
+        elif status == "running":  # recover_stale ran first: its coordinator is alive
+            summary.skipped_elsewhere += 1
         else:
             todo.append(spec)
     return todo
 
 
 def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console | None = None,
-             retry_failed: bool = False) -> Summary:
+             retry_failed: bool = False, ray: RaySettings | None = None) -> Summary:
+    """Run what the store does not have yet; `ray` set runs each run as a Ray task instead of
+    in local worker processes (same store semantics, same numbers)."""
     console = console or Console(stderr=True)
     summary = Summary(planned=len(specs))
     store.register(specs)
@@ -193,16 +213,31 @@ def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console 
     if recovered:
         console.print(f"{recovered} run(s) left running by a stopped coordinator will resume from their checkpoints")
     todo = _select(specs, store, retry_failed, summary)
+    if ray is not None:
+        from harness import ray_executor
+
+        where = ray_executor.connect(ray) if todo else "Ray"  # nothing to run: no need to start it
+    else:
+        where = f"{workers or 'no'} worker process{'es' if workers != 1 else ''}"
+    elsewhere = f"{summary.skipped_elsewhere} in progress under another coordinator, " if summary.skipped_elsewhere else ""
     console.print(
-        f"{len(specs)} planned runs: {summary.skipped_done} already done, "
+        f"{len(specs)} planned runs: {summary.skipped_done} already done, {elsewhere}"
         f"{summary.skipped_failed} failed earlier{' (retry with retry_failed=true)' if summary.skipped_failed else ''}, "
-        f"{len(todo)} to run with {workers or 'no'} worker process{'es' if workers != 1 else ''}"
+        f"{len(todo)} to run with {where}"
     )
     with ProgressView(console, specs) as view:
         todo_ids = {s.run_id for s in todo}
         for spec in specs:
             if spec.run_id not in todo_ids:
                 view.skip(spec)
+
+        def claim(spec: RunSpec) -> bool:
+            if store.claim(spec.run_id, retry_failed):
+                return True
+            summary.skipped_elsewhere += 1
+            view.skip(spec)
+            console.print(f"    skipped {spec.label}: another coordinator took it first", highlight=False)
+            return False
 
         def record(result: RunResult) -> None:
             store.finish(result)
@@ -211,15 +246,30 @@ def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console 
             if result.status == "failed":
                 summary.failures.append((view.specs[result.run_id], result.reason or ""))
 
-        if workers <= 0:
-            _run_inline(todo, store, view, record)
-        else:
-            _run_pool(todo, store, workers, view, record)
+        try:
+            if ray is not None:
+                if todo:
+                    ray_executor.run_tasks(todo, store, view, claim, record, ray)
+            elif workers <= 0:
+                _run_inline(todo, store, view, claim, record)
+            else:
+                _run_pool(todo, store, workers, view, claim, record)
+        except KeyboardInterrupt:
+            # Whatever the interrupt caught half-way (a claim, a run not yet settled) must not
+            # stay `running`: it would wait for this coordinator's death to be noticed.
+            store.release_owned("not finished: the suite was interrupted")
+            raise
     return summary
 
 
-def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, record: Callable[[RunResult], None]) -> None:
+Claim = Callable[[RunSpec], bool]
+Record = Callable[[RunResult], None]
+
+
+def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, claim: Claim, record: Record) -> None:
     for spec in todo:
+        if not claim(spec):
+            continue
         store.mark_running(spec.run_id)
         view.started(spec.run_id)
         result = execute_run(spec, functools.partial(view.advance, spec.run_id))
@@ -228,11 +278,21 @@ def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, record: C
             raise KeyboardInterrupt
 
 
-def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView,
-              record: Callable[[RunResult], None]) -> None:
+def settle_stopped(result: RunResult, store: Store, record: Record) -> None:
+    """After Ctrl-C: a run that finished anyway is recorded; any other is left interrupted
+    (it resumes from its checkpoint next time) without a line of its own on the display."""
+    if result.status == "done":
+        record(result)
+    else:
+        store.finish(RunResult(result.run_id, "interrupted", result.reason, env_steps=result.env_steps,
+                               seconds=result.seconds))
+
+
+def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView, claim: Claim,
+              record: Record) -> None:
     ctx = mp.get_context("spawn")  # fork would copy torch/JAX thread pools in a broken state
     progress_queue = ctx.Queue()  # a plain queue: no manager process to outlive a killed coordinator
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     stop = threading.Event()
     pending = {s.run_id: s for s in todo}  # submitted, result not yet recorded
 
@@ -252,10 +312,20 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    pool = ProcessPoolExecutor(max_workers=min(workers, max(1, len(todo))), mp_context=ctx,
+    slots = min(workers, max(1, len(todo)))
+    pool = ProcessPoolExecutor(max_workers=slots, mp_context=ctx,
                                initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads))
-    futures: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in todo}
+    queued = deque(todo)
+    futures: dict[Future[RunResult], RunSpec] = {}
+
+    def refill() -> None:  # one run per worker: a run is claimed only when a worker is free for it
+        while queued and len(futures) < slots:
+            spec = queued.popleft()
+            if claim(spec):
+                futures[pool.submit(_worker_run, spec)] = spec
+
     try:
+        refill()
         while futures:
             done, _ = wait(futures, return_when=FIRST_COMPLETED, timeout=1.0)
             for fut in done:
@@ -266,11 +336,12 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                     result = RunResult(spec.run_id, "failed", "its worker process died (out of memory or a crash)")
                 pending.pop(spec.run_id, None)
                 record(result)
+            refill()
     except KeyboardInterrupt:
         # Workers received the same Ctrl-C: each finishes its rollout, checkpoints and
         # returns "interrupted". Runs that never started stay pending.
         for fut in futures:
-            fut.cancel()
+            fut.cancel()  # not started: released below in run_plan
         deadline = time.monotonic() + 60
         for fut, spec in list(futures.items()):
             if fut.cancelled():
@@ -279,11 +350,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                 result = fut.result(timeout=max(0.1, deadline - time.monotonic()))
             except Exception:
                 result = RunResult(spec.run_id, "interrupted", "stopped by the user")
-            if result.status == "done":
-                record(result)
-            else:
-                store.finish(RunResult(spec.run_id, "interrupted", result.reason, env_steps=result.env_steps,
-                                       seconds=result.seconds))
+            settle_stopped(result, store, record)
         raise
     finally:
         stop.set()

@@ -164,6 +164,26 @@ class Store:
                     status="interrupted", reason="coordinator stopped while the run was in progress"))
         return len(stale)
 
+    def claim(self, run_id: str, retry_failed: bool = False) -> bool:
+        """Take a run for this coordinator just before dispatching it. The conditional update
+        is atomic, so coordinators sharing a store (several machines on one PostgreSQL) split
+        a suite between them instead of each running all of it; False: another has it or it
+        finished meanwhile."""
+        takeable = ["pending", "interrupted", *(["failed"] if retry_failed else [])]
+        with self.engine.begin() as conn:
+            taken = conn.execute(runs_table.update().where(
+                runs_table.c.run_id == run_id, runs_table.c.status.in_(takeable)).values(
+                status="running", owner=owner_tag(), reason=None)).rowcount
+        return taken == 1
+
+    def release_owned(self, reason: str) -> int:
+        """Runs this coordinator still holds as `running` (claimed but never started, or not
+        settled when it was interrupted) become `interrupted`, for the next invocation."""
+        with self.engine.begin() as conn:
+            return conn.execute(runs_table.update().where(
+                runs_table.c.status == "running", runs_table.c.owner == owner_tag()).values(
+                status="interrupted", reason=reason)).rowcount
+
     def mark_running(self, run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(runs_table.update().where(runs_table.c.run_id == run_id).values(

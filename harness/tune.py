@@ -84,7 +84,7 @@ class TuneOptions:
     study: str | None = None
     storage: str | None = None
     seeds_per_trial: int = 3
-    n_jobs: int = 1
+    n_jobs: int | None = None  # trials at once: 1 locally; with executor=ray, what the cluster holds
     worker: int = 0  # distinct per process sharing one study, so their samplers differ
 
 
@@ -244,6 +244,10 @@ def _score(rows: list[dict[str, Any]], split: str, metric: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _never() -> bool:
+    return False
+
+
 def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
@@ -257,6 +261,7 @@ class Objective:
     space: dict[str, dict[str, Any]]
     seeds: list[int]
     checkpoint_root: Path
+    stop: Callable[[], bool] = _never  # the coordinator of a Ray task asks it to stop
 
     def __call__(self, trial: optuna.Trial) -> float:
         from harness.runner import execute_run
@@ -287,7 +292,8 @@ class Objective:
                 if trial.should_prune():
                     pruned.set()
 
-            result = execute_run(spec, should_stop=pruned.is_set, on_eval=on_eval)
+            result = execute_run(spec, should_stop=lambda pruned=pruned: pruned.is_set() or self.stop(),
+                                 on_eval=on_eval)
             if pruned.is_set():
                 shutil.rmtree(trial_dir, ignore_errors=True)
                 raise optuna.TrialPruned(f"pruned during {spec.label}")
@@ -320,11 +326,20 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def storage_target(url: str | None, suite: Suite) -> str:
+    """The study's storage: a journal file (made absolute, so Ray tasks on this machine's
+    filesystem find the same file whatever their working directory) or a database URL."""
+    target = url or str(TUNING_DIR / f"{suite.name}.journal")
+    if target.endswith(".journal") and "://" not in target:
+        return str(Path(target).resolve())
+    return target
+
+
 def open_storage(url: str | None, suite: Suite) -> optuna.storages.BaseStorage:
     """Journal file by default (and for paths ending in .journal), else an RDB URL."""
     from optuna.storages.journal import JournalFileBackend
 
-    target = url or str(TUNING_DIR / f"{suite.name}.journal")
+    target = storage_target(url, suite)
     if target.endswith(".journal") and "://" not in target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(target))
@@ -332,7 +347,9 @@ def open_storage(url: str | None, suite: Suite) -> optuna.storages.BaseStorage:
         raise ConfigError.single(("storage",), "expected a path ending in .journal or a database URL "
                                  "(sqlite:///tune.db, postgresql://...)", found=target, file=COMMAND_LINE)
     try:
-        return optuna.storages.RDBStorage(target, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(target, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise ConfigError.single(("storage",), f"cannot open this database: {exc}", found=target,
                                  file=COMMAND_LINE) from None
@@ -384,9 +401,15 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def check_options(options: TuneOptions) -> None:
     for key in ("trials", "seeds_per_trial", "n_jobs", "worker"):
         value = getattr(options, key)
+        if key == "n_jobs" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "worker" else 1):
             expected = "a non-negative integer" if key == "worker" else "a positive integer"
             raise ConfigError.single((key,), f"expected {expected}", found=value, file=COMMAND_LINE)
@@ -431,7 +454,6 @@ def tune(suite: Suite, options: TuneOptions, log: Callable[[str], None] = lambda
     """Run trials until the study holds `options.trials` finished ones; returns the study."""
     check_options(options)
     space = suite_space(suite, options.algorithm)
-    seeds = suite.seeds[: options.seeds_per_trial]
     study = open_study(suite, options)
     for number in fail_orphans(study):
         log(f"trial {number} was left running by a process that is gone: marked failed")
@@ -440,15 +462,36 @@ def tune(suite: Suite, options: TuneOptions, log: Callable[[str], None] = lambda
         log(f"study {study.study_name} already has {finished(study)} finished trials")
         write_best(study, suite, options)
         return study
-    objective = Objective(suite, options.algorithm, space, seeds,
-                          Path(suite.checkpoint_dir) / "tuning" / _slug(study.study_name))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            objective, n_trials=missing, n_jobs=options.n_jobs, catch=(TrialRunFailed,),
-            # Several processes on one study stop together once the total is reached.
-            callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED),
-                       lambda _study, t: log(describe_trial(t))],
-        )
+    if suite.executor == "ray":
+        from harness import ray_executor
+
+        ray_executor.tune_tasks(suite, options, space, log)
+    else:
+        optimize(study, suite, options, space, log)
     write_best(study, suite, options)
     return study
+
+
+def optimize(study: optuna.Study, suite: Suite, options: TuneOptions, space: dict[str, dict[str, Any]],
+             log: Callable[[str], None], stop: Callable[[], bool] = _never) -> None:
+    """Run trials in this process until the study holds `options.trials` finished ones."""
+    missing = options.trials - finished(study)
+    if missing <= 0:
+        return
+    objective = Objective(suite, options.algorithm, space, suite.seeds[: options.seeds_per_trial],
+                          Path(suite.checkpoint_dir) / "tuning" / _slug(study.study_name), stop)
+    logged = [lambda _study, t: log(describe_trial(t))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if (options.n_jobs or 1) > 1:  # threads in this process; may overshoot by n_jobs - 1
+            study.optimize(objective, n_trials=missing, n_jobs=options.n_jobs, catch=(TrialRunFailed,),
+                           callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED), *logged])
+            return
+        # One trial at a time, each started only while the study has room counting the trials
+        # other processes are running: workers sharing a study (Ray tasks, worker=) stop at
+        # `trials` instead of each finishing the one it had started. At most `missing`
+        # attempts, so trials that keep failing cannot loop forever.
+        for _ in range(missing):
+            if stop() or options.trials - finished(study) - running(study) <= 0:
+                return
+            study.optimize(objective, n_trials=1, catch=(TrialRunFailed,), callbacks=logged)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import eval_keys, eval_values, evals_by_run, spec_for
 
 from harness.cli import main
 from harness.config import load_suite
@@ -19,18 +20,6 @@ from harness.executor import run_plan
 from harness.plan import plan
 from harness.runner import execute_run
 from harness.store import Store
-
-
-def eval_values(rows: list[dict]) -> list[tuple]:
-    return [(r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"], r["value"]) for r in rows]
-
-
-def spec_for(suite_path: Path, task: str, algorithm: str, seed: int = 0, checkpoint_dir: Path | None = None):
-    suite = load_suite(str(suite_path))
-    spec = next(s for s in plan(suite) if s.task == task and s.algorithm == algorithm and s.seed == seed)
-    if checkpoint_dir is not None:
-        spec = type(spec)(**{**spec.to_dict(), "checkpoint_dir": str(checkpoint_dir)})
-    return spec
 
 
 def test_same_seed_gives_identical_evaluation_numbers(smoke_suite, tmp_path: Path) -> None:
@@ -101,10 +90,7 @@ def test_worker_processes_give_the_inline_numbers(smoke_suite) -> None:
         store = Store(suite.store)
         summary = run_plan(plan(suite), store, workers=suite.workers)
         assert summary.done == len(plan(suite))
-        by_key = {}
-        for spec in plan(suite):
-            by_key[(spec.task, spec.seed)] = eval_values(store.evals([spec.run_id]))
-        results.append(by_key)
+        results.append(evals_by_run(suite, store))
     assert results[0] == results[1]
 
 
@@ -134,11 +120,14 @@ def _wait_until_group_gone(pgid: int, timeout: float) -> None:
     raise AssertionError(f"processes of the killed coordinator are still alive after {timeout}s")
 
 
-@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
-def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str) -> None:
+@pytest.mark.parametrize(("how", "extra"), [("kill -9", []), ("ctrl-c", []), ("ctrl-c", ["executor=ray"])],
+                         ids=["kill -9", "ctrl-c", "ctrl-c on ray"])
+def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str, extra: list[str]) -> None:
+    if extra:
+        pytest.importorskip("ray")
     path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}", *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for_done(path, at_least=2, timeout=120)
@@ -166,8 +155,7 @@ def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, ho
     finished_after = {r["run_id"]: r["finished_at"] for r in Store(suite.store).runs(suite.name)}
     assert all(finished_after[k] == v for k, v in finished_before.items()), "finished runs were run again"
     ids = [s.run_id for s in plan(suite)]
-    rows = Store(suite.store).evals(ids)
-    keys = [(r["run_id"], r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"]) for r in rows]
+    keys = eval_keys(Store(suite.store), ids)
     assert len(keys) == len(set(keys))
 
 

@@ -1,0 +1,33 @@
+"""Small helpers shared by the end-to-end test modules (runs, Ray, shared stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.config import load_suite
+from harness.plan import RunSpec, plan
+from harness.store import Store
+
+
+def eval_values(rows: list[dict]) -> list[tuple]:
+    return [(r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"], r["value"]) for r in rows]
+
+
+def spec_for(suite_path: Path, task: str, algorithm: str, seed: int = 0, checkpoint_dir: Path | None = None,
+             overrides: list[str] | None = None) -> RunSpec:
+    suite = load_suite(str(suite_path), overrides or [])
+    spec = next(s for s in plan(suite) if s.task == task and s.algorithm == algorithm and s.seed == seed)
+    if checkpoint_dir is not None:
+        spec = type(spec)(**{**spec.to_dict(), "checkpoint_dir": str(checkpoint_dir)})
+    return spec
+
+
+def evals_by_run(suite: Any, store: Store) -> dict[tuple[str, str, int], list[tuple]]:
+    """(task, algorithm, seed) -> evaluation rows: comparable across suites of other names."""
+    return {(s.task, s.algorithm, s.seed): eval_values(store.evals([s.run_id])) for s in plan(suite)}
+
+
+def eval_keys(store: Store, run_ids: list[str]) -> list[tuple]:
+    return [(r["run_id"], r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"])
+            for r in store.evals(run_ids)]

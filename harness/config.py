@@ -219,7 +219,7 @@ class Suite:
     device: str
     executor: str
     retry_failed: bool
-    ray: RaySettings = field(default_factory=lambda: RaySettings())
+    ray: RaySettings = field(default_factory=RaySettings)
     overrides: list[str] = field(default_factory=list)
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)  # checked by harness.tune
     # params=tuned: algorithm -> its `harness tune` record (None: no record, runs with defaults);

@@ -174,7 +174,10 @@ def harness_run(spec: RunSpec, mailbox: Any, threads: int) -> RunResult:
     from harness.runner import execute_run
 
     torch.set_num_threads(threads)
-    mailbox.post.remote("start", spec.run_id, where())
+    # Waited for: a message still queued in this process when it is killed is lost, and the
+    # start must reach the coordinator for `attempts` to count this try.
+    ray = _ray()
+    ray.get(mailbox.post.remote("start", spec.run_id, where()))
     last = [0.0]
 
     def report(env_steps: int) -> None:
@@ -216,7 +219,8 @@ def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[Run
         num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run, max_retries=settings.max_retries,
         retry_exceptions=False)  # exceptions are the run's own failures: recorded, not retried
     threads = max(1, int(settings.cpus_per_run))
-    queued, inflight = deque(shared_paths(s) for s in todo), {}
+    queued = deque(shared_paths(s) for s in todo)
+    inflight: dict[Any, RunSpec] = {}
     started: set[str] = set()
 
     def in_flight_ids() -> set[str]:  # a late message must not mark a recorded run running again

@@ -292,8 +292,10 @@ class Objective:
                 if trial.should_prune():
                     pruned.set()
 
-            result = execute_run(spec, should_stop=lambda pruned=pruned: pruned.is_set() or self.stop(),
-                                 on_eval=on_eval)
+            def should_stop(pruned: threading.Event = pruned) -> bool:
+                return pruned.is_set() or self.stop()
+
+            result = execute_run(spec, should_stop=should_stop, on_eval=on_eval)
             if pruned.is_set():
                 shutil.rmtree(trial_dir, ignore_errors=True)
                 raise optuna.TrialPruned(f"pruned during {spec.label}")
@@ -483,8 +485,9 @@ def optimize(study: optuna.Study, suite: Suite, options: TuneOptions, space: dic
     logged = [lambda _study, t: log(describe_trial(t))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if (options.n_jobs or 1) > 1:  # threads in this process; may overshoot by n_jobs - 1
-            study.optimize(objective, n_trials=missing, n_jobs=options.n_jobs, catch=(TrialRunFailed,),
+        jobs = options.n_jobs or 1
+        if jobs > 1:  # threads in this process; may overshoot by n_jobs - 1
+            study.optimize(objective, n_trials=missing, n_jobs=jobs, catch=(TrialRunFailed,),
                            callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED), *logged])
             return
         # One trial at a time, each started only while the study has room counting the trials

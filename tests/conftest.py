@@ -15,7 +15,7 @@ metric: return
 seeds: {seeds}
 budget: smoke
 budgets:
-  smoke: {{env_steps: 256, eval_every: 128, eval_episodes: 4}}
+  smoke: {{env_steps: {env_steps}, eval_every: 128, eval_episodes: 4}}
 algorithms: {algorithms}
 workers: {workers}
 store: sqlite:///{dir}/store.db
@@ -41,10 +41,11 @@ tasks:
 def smoke_suite(tmp_path: Path):
     """Factory: write a small two-task matrix suite (store and checkpoints inside tmp_path)."""
 
-    def make(algorithms: str = "[iql, vdn, qmix]", seeds: int = 2, workers: int = 0, name: str = "smoke") -> Path:
+    def make(algorithms: str = "[iql, vdn, qmix]", seeds: int = 2, workers: int = 0, name: str = "smoke",
+             env_steps: int = 256) -> Path:
         path = tmp_path / f"{name}.yaml"
         path.write_text(textwrap.dedent(SMOKE_SUITE.format(name=name, seeds=seeds, algorithms=algorithms,
-                                                           workers=workers, dir=tmp_path)))
+                                                           workers=workers, dir=tmp_path, env_steps=env_steps)))
         return path
 
     return make

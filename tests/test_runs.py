@@ -125,7 +125,9 @@ def _wait_until_group_gone(pgid: int, timeout: float) -> None:
 def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str, extra: list[str]) -> None:
     if extra:
         pytest.importorskip("ray")
-    path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2)
+    # On Ray the runs start together once the instance is up: longer runs keep the suite from
+    # finishing between the second result and the signal on a busy machine.
+    path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2, env_steps=1024 if extra else 256)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}", *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

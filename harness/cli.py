@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -105,6 +106,10 @@ def cmd_run(tokens: list[str]) -> int:
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
     _check_device(suite.device, suite.path)
+    # A script's background job starts with SIGINT ignored. Local worker processes install
+    # their own handler anyway; the coordinator does the same so that Ctrl-C (or kill -INT)
+    # stops a suite the same way under either executor (Ray's workers block SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     store = Store(suite.store)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "

@@ -51,10 +51,9 @@ def connect(settings: RaySettings) -> str:
     returns a description for the progress header. Reuses a connection made by the caller."""
     ray = _ray()
     if not ray.is_initialized():
-        if settings.address:
-            _check_reachable(settings.address)
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
         if settings.address:
+            _check_reachable(settings.address)
             kwargs["address"] = settings.address
         else:
             kwargs["num_cpus"] = settings.local_cpus

@@ -33,7 +33,8 @@ COMMANDS = {
     "list": "list suites, algorithms or envs",
     "status": "count the suite's runs by status (format=json for machines)",
     "report": "write the leaderboard (README.md, leaderboard.json, index.html, manifest) with 95%% bootstrap "
-              "CIs to leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints)",
+              "CIs to leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints; replace=true "
+              "to overwrite a leaderboard made with other overrides)",
     "new": "scaffold a plugin: `harness new algorithm NAME`",
     "tune": "Optuna search of an algorithm's tunable params on validation (never test) compositions: "
             "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 (executor=ray: what the cluster holds) worker=0 study=NAME storage=URL|PATH.journal]; "
@@ -272,12 +273,28 @@ def _report_reps(options: dict[str, Any]) -> int:
     return reps
 
 
+def _keep_other_leaderboard(target: Path, overrides: list[str]) -> None:
+    """The default folder may hold a published leaderboard made with other overrides (another
+    budget, a subset of tasks): refuse to replace it by accident."""
+    from harness.config import COMMAND_LINE
+
+    manifest = target / "manifest.json"
+    if not manifest.exists():
+        return
+    previous = json.loads(manifest.read_text()).get("overrides", [])
+    if sorted(previous) != sorted(overrides):
+        raise ConfigError.single(
+            ("out",), f"{target} holds a leaderboard made with overrides {previous or 'none'}, this one has "
+            f"{overrides or 'none'}: pass out=DIR to write it elsewhere, or replace=true to overwrite it",
+            found=str(target), file=COMMAND_LINE)
+
+
 def cmd_report(tokens: list[str]) -> int:
     from harness.leaderboard import write_leaderboard
     from harness.report import Bootstrap, collect, read_runs, table
     from harness.store import Store
 
-    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps"))
+    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "replace"))
     formats = _report_formats(options)
     boot = Bootstrap(reps=_report_reps(options))
     suite = _load(options, overrides)
@@ -289,6 +306,8 @@ def cmd_report(tokens: list[str]) -> int:
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, store, boot, runs)
         target = Path(str(options["out"])) if "out" in options else Path("leaderboards") / suite.name
+        if "out" not in options and options.get("replace") is not True:
+            _keep_other_leaderboard(target, suite.overrides)
         written = write_leaderboard(report, suite, runs, target, formats)
     out.print(table(report))
     problems = report["problems"]

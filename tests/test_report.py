@@ -261,3 +261,20 @@ def test_tables_list_tied_algorithms_best_first():
                                                  row("qmix", 0.02, 0.0, 0.06)], "return")}
     _, rows = split_table(report, "t", "train")
     assert [(r[0], r[1]) for r in rows] == [("1", "vdn"), ("=1", "qmix"), ("=1", "random")]
+
+
+def test_a_report_with_other_overrides_does_not_replace_the_published_one(board, tmp_path, monkeypatch, capsys):
+    path, store_url, suite, _ = board
+    monkeypatch.chdir(tmp_path)  # the default folder is leaderboards/<suite>/ here
+    base = ["report", f"suite={path}", f"store={store_url}", "reps=100", "format=json"]
+    assert main(base) == 0
+    published = tmp_path / "leaderboards" / suite.name / "leaderboard.json"
+    before = published.read_text()
+    assert main([*base, "tasks=[climbing]"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a leaderboard made with overrides" in err and "tasks=[climbing]" in err and "replace=true" in err
+    assert published.read_text() == before
+    assert main([*base, "tasks=[climbing]", f"out={tmp_path / 'partial'}"]) == 0  # elsewhere: fine
+    assert main([*base]) == 0  # the same overrides again: a refresh, allowed
+    assert main([*base, "tasks=[climbing]", "replace=true"]) == 0
+    assert json.loads(published.read_text())["manifest"]["overrides"][-1] == "tasks=[climbing]"

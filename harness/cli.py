@@ -120,7 +120,7 @@ def cmd_run(tokens: list[str]) -> int:
             err.print(f"  {task.name}: {algorithm} skipped ({why})", highlight=False)
     try:
         summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
-                           ray=suite.ray if suite.executor == "ray" else None)
+                           ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: runs in progress were checkpointed; run the same command to resume")
         return 130

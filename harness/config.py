@@ -137,6 +137,9 @@ class SuiteModel(Strict):
         "stopped by Ctrl-C or its coordinator always checkpoints first")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     retry_failed: bool = False
+    reclaim_running: bool = Field(
+        False, description="take over the runs that a coordinator on another machine left running "
+        "(only when that coordinator is gone: this machine cannot check it)")
     tuning: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="harness tune search-space overrides: ALGORITHM -> FIELD -> "
         "{low, high, log} or [low, high] (null leaves the field out of the search)")
@@ -219,6 +222,7 @@ class Suite:
     device: str
     executor: str
     retry_failed: bool
+    reclaim_running: bool = False
     ray: RaySettings = field(default_factory=RaySettings)
     overrides: list[str] = field(default_factory=list)
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)  # checked by harness.tune
@@ -515,6 +519,7 @@ class _Resolver:
             device=model.device,
             executor=model.executor,
             retry_failed=model.retry_failed,
+            reclaim_running=model.reclaim_running,
             ray=RaySettings(model.ray_address, model.cpus_per_run, model.gpus_per_run, model.max_retries,
                             local_cpus=max(1, math.ceil(int(workers) * model.cpus_per_run))),
             overrides=overrides,

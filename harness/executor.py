@@ -203,13 +203,13 @@ def _select(specs: list[RunSpec], store: Store, retry_failed: bool, summary: Sum
 
 
 def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console | None = None,
-             retry_failed: bool = False, ray: RaySettings | None = None) -> Summary:
+             retry_failed: bool = False, ray: RaySettings | None = None, reclaim_running: bool = False) -> Summary:
     """Run what the store does not have yet; `ray` set runs each run as a Ray task instead of
     in local worker processes (same store semantics, same numbers)."""
     console = console or Console(stderr=True)
     summary = Summary(planned=len(specs))
     store.register(specs)
-    recovered = store.recover_stale()
+    recovered = store.recover_stale(other_hosts=reclaim_running)
     if recovered:
         console.print(f"{recovered} run(s) left running by a stopped coordinator will resume from their checkpoints")
     todo = _select(specs, store, retry_failed, summary)
@@ -219,7 +219,8 @@ def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console 
         where = ray_executor.connect(ray) if todo else "Ray"  # nothing to run: no need to start it
     else:
         where = f"{workers or 'no'} worker process{'es' if workers != 1 else ''}"
-    elsewhere = f"{summary.skipped_elsewhere} in progress under another coordinator, " if summary.skipped_elsewhere else ""
+    elsewhere = (f"{summary.skipped_elsewhere} in progress under another coordinator (if it is gone, "
+                 "reclaim_running=true takes them over), " if summary.skipped_elsewhere else "")
     console.print(
         f"{len(specs)} planned runs: {summary.skipped_done} already done, {elsewhere}"
         f"{summary.skipped_failed} failed earlier{' (retry with retry_failed=true)' if summary.skipped_failed else ''}, "

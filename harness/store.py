@@ -153,12 +153,15 @@ class Store:
             if rows:
                 conn.execute(runs_table.insert(), rows)
 
-    def recover_stale(self) -> int:
-        """Runs left `running` by a coordinator that no longer exists become `interrupted`."""
+    def recover_stale(self, other_hosts: bool = False) -> int:
+        """Runs left `running` by a coordinator that no longer exists become `interrupted`.
+        Another machine's coordinator cannot be checked from here: `other_hosts` says the user
+        knows those are gone too."""
+        here = socket.gethostname()
         with self.engine.begin() as conn:
             stale = [r.run_id for r in conn.execute(
                 sa.select(runs_table.c.run_id, runs_table.c.owner).where(runs_table.c.status == "running"))
-                if not _owner_alive(r.owner)]
+                if not _owner_alive(r.owner) or (other_hosts and (r.owner or "").rpartition(":")[0] != here)]
             if stale:
                 conn.execute(runs_table.update().where(runs_table.c.run_id.in_(stale)).values(
                     status="interrupted", reason="coordinator stopped while the run was in progress"))

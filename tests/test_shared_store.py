@@ -16,7 +16,7 @@ from harness.cli import main
 from harness.config import load_suite
 from harness.executor import run_plan
 from harness.plan import plan
-from harness.store import Store
+from harness.store import Store, runs_table
 
 # Runs of ~1 s, so two coordinators started together overlap for most of the suite.
 LONGER = ["budgets.smoke.env_steps=1000", "budgets.smoke.eval_every=500"]
@@ -73,3 +73,18 @@ def test_tuning_on_a_postgres_study(smoke_suite, postgres, tmp_path: Path, monke
     assert len(study.trials) == 3
     best = json.loads((tmp_path / "runs" / "tuning" / "smoke" / "vdn.json").read_text())
     assert best["trials"] == 3 and best["study"] == "smoke:vdn:smoke"
+
+
+def test_runs_left_running_by_another_machine_are_skipped_until_reclaimed(smoke_suite, capsys) -> None:
+    suite = load_suite(str(smoke_suite(algorithms="[vdn]", seeds=1)), ["tasks=[climbing]"])
+    (spec,) = plan(suite)
+    store = Store(suite.store)
+    store.register([spec])
+    with store.engine.begin() as conn:  # a coordinator on another host took it, then vanished
+        conn.execute(runs_table.update().values(status="running", owner="elsewhere.example:4242"))
+    skipped = run_plan([spec], store, workers=0)
+    assert (skipped.done, skipped.skipped_elsewhere) == (0, 1)
+    assert "reclaim_running=true" in capsys.readouterr().err
+    reclaimed = run_plan([spec], store, workers=0, reclaim_running=True)
+    assert reclaimed.done == 1
+    assert store.runs(run_ids=[spec.run_id])[0]["status"] == "done"

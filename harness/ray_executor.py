@@ -1,8 +1,9 @@
 """executor=ray: each run is a Ray task; the coordinator alone writes the store.
 
-The coordinator (the `harness run` process, Ray's driver) keeps a window of tasks in flight
-a little larger than what the cluster can run at once, so a run counts as `running` in the
-store only once a worker has it, and Ctrl-C has few queued tasks to cancel. Tasks report
+The coordinator (the `harness run` process, Ray's driver) keeps only as many tasks in flight
+as the cluster can run at once, claiming each run in the store just before submitting it:
+`running` in the store means a worker has it (or is about to), coordinators sharing the
+store split the suite, and Ctrl-C has hardly any queued task to cancel. Tasks report
 start and progress through a small actor (`Mailbox`) that the coordinator drains; a task's
 return value is its `RunResult`, which the coordinator records exactly as the local executor
 does, so the store cannot tell the two executors apart.

@@ -99,6 +99,9 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+RACE_MESSAGES = ("already exists", "locked", "duplicate key")
+
+
 def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
     """Create the tables unless they exist. Two processes opening a new store at once (a
     `harness status` while `harness run` starts) can both see no table and both try to
@@ -109,9 +112,11 @@ def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
         try:
             metadata.create_all(engine)
             return
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+            # PostgreSQL reports the same race as DuplicateTable, or as a unique violation on
+            # its catalogue of row types ("duplicate key ... pg_type_typname_nsp_index").
             message = str(exc.orig)
-            if not ("already exists" in message or "locked" in message) or attempt == attempts - 1:
+            if not any(m in message for m in RACE_MESSAGES) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
 
@@ -130,7 +135,7 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             _create_tables(self.engine)
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:  # unreachable server, refused login, no permission, ...
             raise ConfigError.single(("store",), f"cannot open the results store ({exc.orig})", found=url) from None
 
     # ---- writing (coordinator only) ----------------------------------------------------------

@@ -172,12 +172,19 @@ def _open_store_at(args: tuple[str, float]) -> str:
     return "ok"
 
 
-def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path, kind: str,
+                                                                 request: pytest.FixtureRequest) -> None:
     import multiprocessing as mp
+
+    def new_store(i: int) -> str:
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path / f'store{i}.db'}"
+        return request.getfixturevalue("postgres")(f"race{i}")
 
     with mp.get_context("spawn").Pool(2) as pool:
         pool.map(_open_store_at, [("sqlite:///" + str(tmp_path / "warm.db"), 0.0)] * 2)  # start both workers
         for i in range(8):
-            url = f"sqlite:///{tmp_path / f'store{i}.db'}"
+            url = new_store(i)
             start = time.time() + 0.2
             assert pool.map(_open_store_at, [(url, start), (url, start)]) == ["ok", "ok"]

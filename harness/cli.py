@@ -303,11 +303,11 @@ def cmd_report(tokens: list[str]) -> int:
     if formats == ("table",):
         out.print(table(collect(suite, store, boot, runs, full=False)))
         return 0
+    target = Path(str(options["out"])) if "out" in options else Path("leaderboards") / suite.name
+    if "out" not in options and options.get("replace") is not True:
+        _keep_other_leaderboard(target, suite.overrides)  # before the bootstrap, not after it
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, store, boot, runs)
-        target = Path(str(options["out"])) if "out" in options else Path("leaderboards") / suite.name
-        if "out" not in options and options.get("replace") is not True:
-            _keep_other_leaderboard(target, suite.overrides)
         written = write_leaderboard(report, suite, runs, target, formats)
     out.print(table(report))
     problems = report["problems"]

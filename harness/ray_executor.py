@@ -26,9 +26,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from harness.config import COMMAND_LINE, RaySettings
+from harness.config import COMMAND_LINE, RaySettings, Suite
 from harness.errors import ConfigError
 from harness.plan import RunSpec
 from harness.store import RunResult, Store
@@ -36,6 +36,8 @@ from harness.store import RunResult, Store
 STOP_POLL_S = 1.0  # how often a task asks whether the coordinator wants it to stop
 PROGRESS_EVERY_S = 0.5  # at most this often a task posts its env-step count
 CAPACITY_EVERY_S = 5.0  # how often the coordinator re-reads the cluster size (it may grow)
+
+WithCheckpoints = TypeVar("WithCheckpoints", RunSpec, Suite)
 
 
 def _ray() -> Any:
@@ -64,7 +66,7 @@ def connect(settings: RaySettings) -> str:
         try:
             ray.init(**kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ray's own AuthenticationError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             if settings.address:
                 raise ConfigError.single(("ray_address",), f"cannot connect to a Ray cluster there ({first})",
                                          found=settings.address, file=COMMAND_LINE) from None
@@ -113,10 +115,30 @@ def capacity(settings: RaySettings) -> int:
     return max(1, min(fits))
 
 
-def shared_paths(spec: RunSpec) -> RunSpec:
+def shared_paths(item: WithCheckpoints) -> WithCheckpoints:
     """Absolute checkpoint paths: a worker's working directory is not the coordinator's on
     another node (and a relative path would silently split a run's checkpoints)."""
-    return dataclasses.replace(spec, checkpoint_dir=str(Path(spec.checkpoint_dir).resolve()))
+    return dataclasses.replace(item, checkpoint_dir=str(Path(item.checkpoint_dir).resolve()))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _threads(settings: RaySettings) -> int:
+    return max(1, int(settings.cpus_per_run))
+
+
+def _tasks(fn: Callable[..., Any], settings: RaySettings) -> Any:
+    """`fn` as a Ray task holding one run's declared resources. Ray retries it only when its
+    worker dies; an exception is the work's own failure, reported, not retried."""
+    return _ray().remote(fn).options(num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run,
+                                     max_retries=settings.max_retries, retry_exceptions=False)
+
+
+def _new_mailbox() -> Any:
+    return _ray().remote(num_cpus=0)(Mailbox).remote()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +221,7 @@ def harness_run(spec: RunSpec, mailbox: Any, threads: int) -> RunResult:
 
 def _failure(spec: RunSpec, exc: Exception, settings: RaySettings) -> RunResult:
     ray = _ray()
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = _first_line(exc)
     if isinstance(exc, ray.exceptions.RayTaskError):  # raised inside the task (e.g. cannot import a plugin)
         reason = f"{type(exc.cause).__name__ if exc.cause else 'error'} in its Ray task: {detail}"
     else:  # worker process or node died, out of memory, ...
@@ -214,11 +236,9 @@ def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[Run
     from harness.executor import settle_stopped
 
     ray = _ray()
-    mailbox = ray.remote(num_cpus=0)(Mailbox).remote()
-    task = ray.remote(harness_run).options(
-        num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run, max_retries=settings.max_retries,
-        retry_exceptions=False)  # exceptions are the run's own failures: recorded, not retried
-    threads = max(1, int(settings.cpus_per_run))
+    mailbox = _new_mailbox()
+    task = _tasks(harness_run, settings)
+    threads = _threads(settings)
     queued = deque(shared_paths(s) for s in todo)
     inflight: dict[Any, RunSpec] = {}
     started: set[str] = set()
@@ -276,30 +296,26 @@ def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[Run
 # Tuning: each task is one more Optuna worker on the shared study storage
 
 
-def harness_tune(suite: Any, options: Any, space: dict[str, dict[str, Any]], mailbox: Any) -> int:
-    """Run trials in a Ray worker until the study is full; returns the trials it finished.
-    A retry after a dead worker first fails the trial that worker left running."""
+def harness_tune(suite: Any, options: Any, space: dict[str, dict[str, Any]], mailbox: Any) -> None:
+    """Run trials in a Ray worker until the study is full. A retry after a dead worker first
+    fails the trial that worker left running."""
     import optuna
     import torch
 
     from harness import tune
 
-    torch.set_num_threads(max(1, int(suite.ray.cpus_per_run)))
+    torch.set_num_threads(_threads(suite.ray))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     def log(line: str) -> None:
         mailbox.post.remote("log", where(), line)
 
-    study = tune.open_study(suite, options)
-    for number in tune.fail_orphans(study):
-        log(f"trial {number} was left running by a process that is gone: marked failed")
-    before = tune.finished(study)
+    study = tune.open_recovered(suite, options, log)
     stop = watch_stop(mailbox)
     try:
         tune.optimize(study, suite, options, space, log, stop=stop.is_set)
     finally:
         stop.set()
-    return tune.finished(study) - before
 
 
 def tune_tasks(suite: Any, options: Any, space: dict[str, dict[str, Any]], log: Callable[[str], None]) -> None:
@@ -309,14 +325,12 @@ def tune_tasks(suite: Any, options: Any, space: dict[str, dict[str, Any]], log: 
 
     where = connect(suite.ray)
     ray = _ray()
-    shared = dataclasses.replace(suite, checkpoint_dir=str(Path(suite.checkpoint_dir).resolve()))
+    shared = shared_paths(suite)
     storage = tune.storage_target(options.storage, suite)
     jobs = options.n_jobs or capacity(suite.ray)
     log(f"running trials on {where}, {jobs} at a time")
-    mailbox = ray.remote(num_cpus=0)(Mailbox).remote()
-    task = ray.remote(harness_tune).options(
-        num_cpus=suite.ray.cpus_per_run, num_gpus=suite.ray.gpus_per_run, max_retries=suite.ray.max_retries,
-        retry_exceptions=False)
+    mailbox = _new_mailbox()
+    task = _tasks(harness_tune, suite.ray)
     refs = [task.remote(shared, dataclasses.replace(options, storage=storage, n_jobs=1,
                                                     worker=options.worker * jobs + i + 1), space, mailbox)
             for i in range(jobs)]
@@ -334,7 +348,7 @@ def tune_tasks(suite: Any, options: Any, space: dict[str, dict[str, Any]], log: 
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the study records the trial; say why here
-                    log(f"a tuning task ended early: {str(exc).strip().splitlines()[0]}")
+                    log(f"a tuning task ended early: {_first_line(exc)}")
         pump()
     except KeyboardInterrupt:
         ray.get(mailbox.stop.remote())

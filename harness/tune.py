@@ -399,6 +399,14 @@ def open_study(suite: Suite, options: TuneOptions) -> optuna.Study:
     )
 
 
+def open_recovered(suite: Suite, options: TuneOptions, log: Callable[[str], None]) -> optuna.Study:
+    """The study, with the trials that dead processes on this host left running marked failed."""
+    study = open_study(suite, options)
+    for number in fail_orphans(study):
+        log(f"trial {number} was left running by a process that is gone: marked failed")
+    return study
+
+
 def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -456,9 +464,7 @@ def tune(suite: Suite, options: TuneOptions, log: Callable[[str], None] = lambda
     """Run trials until the study holds `options.trials` finished ones; returns the study."""
     check_options(options)
     space = suite_space(suite, options.algorithm)
-    study = open_study(suite, options)
-    for number in fail_orphans(study):
-        log(f"trial {number} was left running by a process that is gone: marked failed")
+    study = open_recovered(suite, options, log)
     missing = options.trials - finished(study)
     if missing <= 0:
         log(f"study {study.study_name} already has {finished(study)} finished trials")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness.config import load_suite
 from harness.plan import RunSpec, plan
 from harness.store import Store
@@ -26,6 +28,14 @@ def spec_for(suite_path: Path, task: str, algorithm: str, seed: int = 0, checkpo
 def evals_by_run(suite: Any, store: Store) -> dict[tuple[str, str, int], list[tuple]]:
     """(task, algorithm, seed) -> evaluation rows: comparable across suites of other names."""
     return {(s.task, s.algorithm, s.seed): eval_values(store.evals([s.run_id])) for s in plan(suite)}
+
+
+def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
+    """A new, empty results store: an SQLite file, or a database on the session's PostgreSQL
+    server (the `postgres` fixture, which skips where the server is not installed)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / name}.db"
+    return request.getfixturevalue("postgres")(name)
 
 
 def eval_keys(store: Store, run_ids: list[str]) -> list[tuple]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import eval_keys, eval_values, evals_by_run, spec_for
+from helpers import eval_keys, eval_values, evals_by_run, spec_for, store_url
 
 from harness.cli import main
 from harness.config import load_suite
@@ -177,14 +177,9 @@ def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path, 
                                                                  request: pytest.FixtureRequest) -> None:
     import multiprocessing as mp
 
-    def new_store(i: int) -> str:
-        if kind == "sqlite":
-            return f"sqlite:///{tmp_path / f'store{i}.db'}"
-        return request.getfixturevalue("postgres")(f"race{i}")
-
     with mp.get_context("spawn").Pool(2) as pool:
         pool.map(_open_store_at, [("sqlite:///" + str(tmp_path / "warm.db"), 0.0)] * 2)  # start both workers
         for i in range(8):
-            url = new_store(i)
+            url = store_url(kind, request, tmp_path, f"race{i}")
             start = time.time() + 0.2
             assert pool.map(_open_store_at, [(url, start), (url, start)]) == ["ok", "ok"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import eval_keys, evals_by_run
+from helpers import eval_keys, evals_by_run, store_url
 
 from harness.cli import main
 from harness.config import load_suite
@@ -22,16 +22,10 @@ from harness.store import Store, runs_table
 LONGER = ["budgets.smoke.env_steps=1000", "budgets.smoke.eval_every=500"]
 
 
-def _store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / name}.db"
-    return request.getfixturevalue("postgres")(name)
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_two_coordinators_on_one_store_split_the_suite(smoke_suite, tmp_path: Path, kind: str,
                                                         request: pytest.FixtureRequest) -> None:
-    url = _store_url(kind, request, tmp_path, "shared")
+    url = store_url(kind, request, tmp_path, "shared")
     path = smoke_suite(algorithms="[vdn, qmix]", seeds=2)
     overrides = [*LONGER, f"store={url}", "workers=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -52,8 +52,9 @@ from harness.registry import register_algorithm
 
 
 class RefilMixer(AttentionQMixer):
-    """`AttentionQMixer` with REFIL's options: softmax (or |.|) mixing weights, and a second
-    entry point mixing imagined utilities [q_in; q_out] under per-query group masks.
+    """`AttentionQMixer` with REFIL's options: softmax (or |.|) mixing weights, optionally no
+    nonlinearity (`linear`, REFIL's LinearFlexQMixer, used by MIPI), and a second entry point
+    mixing imagined utilities [q_in; q_out] under per-query group masks.
 
     W1 row i comes from agent i's context row, b1, w2 and V from the pooled state summary
     (see `AttentionQMixer`). With `softmax_weights`, W1's rows and w2 are softmaxes over the
@@ -61,10 +62,19 @@ class RefilMixer(AttentionQMixer):
     """
 
     def __init__(
-        self, state_features: int, embed: int = 32, hyper_embed: int = 128, heads: int = 4, softmax_weights: bool = True
+        self,
+        state_features: int,
+        embed: int = 32,
+        hyper_embed: int = 128,
+        heads: int = 4,
+        softmax_weights: bool = True,
+        linear: bool = False,
     ) -> None:
         super().__init__(state_features, embed, hyper_embed, heads)
         self.softmax_weights = softmax_weights
+        # linear: no ELU between the layers (MIPI's mixer), so Q_tot = sum_i w_i(S) q_i + b(S)
+        # with w_i = (row i of W1) . w2 >= 0.
+        self.activation = nn.Identity() if linear else nn.ELU()
 
     def _positive(self, w: torch.Tensor) -> torch.Tensor:
         return F.softmax(w, dim=-1) if self.softmax_weights else w.abs()
@@ -75,7 +85,7 @@ class RefilMixer(AttentionQMixer):
         """Q_tot from utilities q [..., K], W1's source rows [..., K, D] and the summary [..., D]."""
         w1 = torch.where(agent_mask.unsqueeze(-1), self._positive(self.w1(agent_rows)), 0.0)  # [..., K, embed]
         q = torch.where(agent_mask, q, 0.0)
-        hidden = F.elu((q.unsqueeze(-2) @ w1).squeeze(-2) + self.b1(pooled))
+        hidden = self.activation((q.unsqueeze(-2) @ w1).squeeze(-2) + self.b1(pooled))
         return (hidden * self._positive(self.w2(pooled))).sum(-1) + self.value(pooled).squeeze(-1)
 
     def forward(self, q, state, state_mask, agent_mask) -> torch.Tensor:

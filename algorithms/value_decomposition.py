@@ -68,6 +68,9 @@ class ValueDecompositionConfig:
     attn_embed: int = 128  # REFIL
     attn_heads: int = 4
     rnn_hidden: int = 64
+    # Add the agent's embedded own row to its attention output (see `EntityEncoder`); off in
+    # REFIL's agent and by default here.
+    attn_self_residual: bool = False
 
 
 @dataclass
@@ -110,7 +113,7 @@ class ValueDecomposition:
         """The shared agent network: `initial_state`, one-step `forward` and `unroll`."""
         cfg, spec = self.cfg, self.spec
         return RecurrentAgent(
-            spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden
+            spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden, cfg.attn_self_residual
         )
 
     def _build_mixer(self) -> nn.Module:

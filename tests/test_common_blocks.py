@@ -18,7 +18,7 @@ from algorithms.common.exploration import (
     random_available,
 )
 from algorithms.common.mixers import AttentionQMixer, SumMixer
-from algorithms.common.networks import EntityAttention, RecurrentAgent
+from algorithms.common.networks import EntityAttention, EntityEncoder, RecurrentAgent
 from algorithms.common.replay import EpisodeReplay, Field
 from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
 from algorithms.common.torch_utils import make_generator, seeded
@@ -336,3 +336,18 @@ def test_replay_sampling_is_deterministic_and_survives_a_round_trip():
         assert torch.equal(first[name], second[name])
     with pytest.raises(ValueError, match="does not fit"):
         replay.add(episodes(1, 1, 4, 2, 0.0), np.array([1]))
+
+
+@pytest.mark.parametrize("self_residual", [False, True])
+def test_only_the_self_residual_tells_agents_apart_under_uniform_attention(self_residual: bool) -> None:
+    """Two agents seeing the same pair of entities (each its own row first): with attention
+    that cannot discriminate (zero query weights), the plain encoder gives both the same
+    vector; the residual path from the own row keeps them apart."""
+    torch.manual_seed(0)
+    encoder = EntityEncoder(4, 8, 2, self_residual=self_residual)
+    with torch.no_grad():
+        encoder.attention.query.weight.zero_()
+    a, b = torch.tensor([1.0, 0, 0.5, 0]), torch.tensor([0, 1.0, 0, 0.5])
+    views = torch.stack([torch.stack([a, b]), torch.stack([b, a])])  # agent A's view, agent B's view
+    out = encoder(views, torch.ones(2, 2, dtype=torch.bool))
+    assert torch.allclose(out[0], out[1], atol=1e-6) != self_residual

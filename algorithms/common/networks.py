@@ -53,16 +53,26 @@ class EntityAttention(nn.Module):
 
 
 class EntityEncoder(nn.Module):
-    """One agent's entity list -> one vector: row 0 (the agent itself) attends over all rows."""
+    """One agent's entity list -> one vector: row 0 (the agent itself) attends over all rows.
 
-    def __init__(self, in_features: int, embed: int, heads: int) -> None:
+    The agent's own row enters only as the attention query, so two agents that see the
+    same set of entities start out with the same vector (attention is near uniform at
+    initialisation) and must learn sharp attention before they can act differently.
+    `self_residual` adds the embedded own row to the attention output, a direct path for
+    what the agent is (its unit type), as an MLP on the observation would have.
+    """
+
+    def __init__(self, in_features: int, embed: int, heads: int, self_residual: bool = False) -> None:
         super().__init__()
         self.embed = nn.Linear(in_features, embed)
         self.attention = EntityAttention(embed, heads)
+        self.self_residual = self_residual
 
     def forward(self, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.embed(entities))  # [..., E, D]
-        return self.attention(x[..., :1, :], x, mask).squeeze(-2)
+        own = x[..., :1, :]
+        out = self.attention(own, x, mask)
+        return (out + own if self.self_residual else out).squeeze(-2)
 
 
 class RecurrentAgent(nn.Module):
@@ -72,10 +82,18 @@ class RecurrentAgent(nn.Module):
     recurrent state, so whatever sits in their slots cannot leak anywhere.
     """
 
-    def __init__(self, obs_features: int, n_outputs: int, embed: int = 128, heads: int = 4, hidden: int = 64):
+    def __init__(
+        self,
+        obs_features: int,
+        n_outputs: int,
+        embed: int = 128,
+        heads: int = 4,
+        hidden: int = 64,
+        self_residual: bool = False,
+    ):
         super().__init__()
         self.hidden = hidden
-        self.encoder = EntityEncoder(obs_features, embed, heads)
+        self.encoder = EntityEncoder(obs_features, embed, heads, self_residual)
         self.fc = nn.Linear(embed, hidden)
         self.rnn = nn.GRUCell(hidden, hidden)
         self.head = nn.Linear(hidden, n_outputs)
@@ -87,28 +105,39 @@ class RecurrentAgent(nn.Module):
         """The feed-forward part; it runs over any leading dims (e.g. all time steps at once)."""
         return F.relu(self.fc(self.encoder(obs, obs_mask)))
 
+    def step_hidden(self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+        """One GRU step: x, h [B, A, H] -> new h, zero for absent agents."""
+        h = self.rnn(x.flatten(0, -2), h.flatten(0, -2)).view_as(h)
+        return torch.where(agent_mask.unsqueeze(-1), h, 0.0)
+
+    def output(self, h: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+        """The head on recurrent states [..., A, H] -> [..., A, n_outputs], zero for absent agents."""
+        return torch.where(agent_mask.unsqueeze(-1), self.head(h), 0.0)
+
     def recur(
         self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x, h [B, A, H] -> outputs [B, A, n_outputs], new h."""
-        h = self.rnn(x.flatten(0, -2), h.flatten(0, -2)).view_as(h)
-        present = agent_mask.unsqueeze(-1)
-        h = torch.where(present, h, 0.0)
-        return torch.where(present, self.head(h), 0.0), h
+        h = self.step_hidden(x, h, agent_mask)
+        return self.output(h, agent_mask), h
 
     def forward(self, obs, obs_mask, agent_mask, h) -> tuple[torch.Tensor, torch.Tensor]:
         """One step for a batch of envs: obs [B, A, E, F] -> outputs [B, A, n_outputs], new h."""
         return self.recur(self.encode(obs, obs_mask), h, agent_mask)
 
-    def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
-        """Whole episodes from a zero state: obs [B, T, A, E, F] -> outputs [B, T, A, n_outputs]."""
+    def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+        """Recurrent states of whole episodes from a zero state: obs [B, T, A, E, F] -> [B, T, A, H]."""
         x = self.encode(obs, obs_mask)  # one batched pass; only the GRU walks the time axis
         h = self.initial_state(obs.shape[0], obs.shape[2], obs.device)
-        outputs = []
+        states = []
         for t in range(obs.shape[1]):
-            out, h = self.recur(x[:, t], h, agent_mask[:, t])
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)
+            h = self.step_hidden(x[:, t], h, agent_mask[:, t])
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+        """Whole episodes from a zero state: obs [B, T, A, E, F] -> outputs [B, T, A, n_outputs]."""
+        return self.output(self.unroll_hidden(obs, obs_mask, agent_mask), agent_mask)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,503 @@
+"""MAPPO and IPPO (algorithms.md §2.7): PPO with one recurrent entity-attention actor shared
+by all agents, so the same weights act in teams of any size.
+
+- Actor: the §1.4 agent network (`RecurrentAgent`) with policy logits as its outputs; a
+  softmax over the available actions; samples in training, the argmax at test. Continuous
+  actions: the outputs are the means of a tanh-squashed Gaussian with a state-independent
+  log-std (`SquashedGaussianPolicy`); tanh(mean) at test.
+- Critic: IPPO's `V(tau_i)` is a second recurrent agent network with one output; MAPPO's
+  `V(S, i)` attends over the global state entity list with agent i's state row as the query,
+  joined with its own observation (Yu et al.'s agent-specific global state) and a GRU of
+  its own ([R], see `StateCritic`). Nothing in either critic is needed to act.
+- Losses, per agent and step over real entries only (filled steps, present agents): the
+  clipped surrogate minus an entropy bonus, and a clipped value loss on normalised returns;
+  GAE(gamma, lambda) on denormalised values (`algorithms.common.on_policy`).
+- On-policy storage: `observe` collects the runner's synchronous episode batch; `update`
+  trains on exactly the episodes collected since the previous `update` for `epochs` passes,
+  then discards them.
+
+Budget: on-policy methods are charged the same environment steps as off-policy ones (the
+runner counts every active env step of the training rollouts, whatever the algorithm does
+with them). PPO sees each step in `epochs` passes and then drops it, where replay-based
+methods reuse it for thousands of gradient steps; the suites compare at equal env steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
+from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext
+from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
+from algorithms.common.torch_utils import make_generator, seeded, step_tensors
+from harness.api import EnvSpec, Step, Transition, tunable
+from harness.registry import register_algorithm
+
+# Slices of the observation-slot axis (T+1 slots per T steps): the slot each step acts in.
+NOW = slice(0, -1)
+
+
+@dataclass
+class PPOConfig:
+    """IPPO/MAPPO defaults of PyMARL2 and EPyMARL [C: algorithms.md §2.7; uoe-agents/epymarl
+    `config/algs/mappo.yaml`]: Adam lr 5e-4 (EPyMARL's IPPO file has 3e-4), entropy
+    coefficient 0.01, 4 epochs over each batch as one mini-batch (Yu et al. [P] use 5-15
+    epochs, one mini-batch), clip 0.2 (Yu et al. tune 0.05-0.2), GAE lambda 0.95 and gamma
+    0.99 [P: Yu et al.], gradient-norm clip 10, value and advantage normalisation on [P: Yu et
+    al.], Adam epsilon 1e-5 [C: marlbenchmark/on-policy `opti_eps`], policy head initialised
+    with gain 0.01 [C: PyMARL2 IPPO]. Entity attention 128 / 4 heads / GRU 64 as REFIL's agents.
+
+    Tunable: the learning rate, the entropy coefficient (PPO's temperature) and the clip.
+    """
+
+    lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
+    entropy_coef: float = tunable(0.01, 1e-4, 0.1, log=True)
+    clip: float = tunable(0.2, 0.05, 0.3)
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    epochs: int = 4
+    minibatches: int = 1  # episodes are split into this many mini-batches per epoch
+    grad_norm_clip: float = 10.0  # applied to the actor and the critic separately
+    optim_eps: float = 1e-5
+    value_clip: bool = True  # max((V - R)^2, (V_old + clip(V - V_old, +-clip) - R)^2)
+    value_loss: Literal["mse", "huber"] = "mse"
+    huber_delta: float = 10.0  # Yu et al.'s Huber delta, when value_loss = "huber"
+    value_norm: bool = True
+    advantage_norm: bool = True
+    policy_head_gain: float = 0.01  # near-uniform initial policies (Gaussian: means near 0)
+    log_std_init: float = -0.5  # continuous actions: initial log-std of z (std 0.61) [R]
+    attn_embed: int = 128
+    attn_heads: int = 4
+    rnn_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0,
+            "entropy_coef": self.entropy_coef >= 0,
+            "clip": self.clip > 0,
+            "gamma": 0 <= self.gamma <= 1,
+            "gae_lambda": 0 <= self.gae_lambda <= 1,
+            "epochs": self.epochs >= 1,
+            "minibatches": self.minibatches >= 1,
+            "grad_norm_clip": self.grad_norm_clip > 0,
+            "huber_delta": self.huber_delta > 0,
+            "attn_heads": self.attn_heads >= 1 and self.attn_embed % self.attn_heads == 0,
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            raise ValueError(
+                f"invalid {type(self).__name__}: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} "
+                "(expected lr, clip, grad_norm_clip, huber_delta > 0; entropy_coef >= 0; gamma and "
+                "gae_lambda in [0, 1]; epochs, minibatches >= 1; attn_embed divisible by attn_heads)"
+            )
+
+
+@dataclass
+class MAPPOConfig(PPOConfig):
+    """Adds the centralised critic's input: the agent's own observation next to its state row
+    (Yu et al.'s agent-specific global state) or the state row alone."""
+
+    critic_local_obs: bool = True
+
+
+def taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """values [..., U] at the chosen actions [...] -> [...]."""
+    return values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the True entries of mask (0 when there are none)."""
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def normalised(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x standardised with the mean and std of its real entries; zero elsewhere."""
+    mean = masked_mean(x, mask)
+    std = masked_mean((x - mean).pow(2), mask).sqrt()
+    return torch.where(mask, (x - mean) / (std + eps), 0.0)
+
+
+def clipped_surrogate(
+    log_pi: torch.Tensor, log_pi_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-mean over mask of min(rho A, clip(rho, 1 - clip, 1 + clip) A), rho = pi / pi_old.
+
+    The log-ratio is masked before `exp`: padding entries may hold huge log-probabilities
+    (unavailable actions), and exp(inf) would turn their zero gradient into NaN.
+    """
+    log_ratio = torch.where(mask, log_pi - log_pi_old, 0.0)
+    ratio = log_ratio.exp()
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    with torch.no_grad():
+        stats = {
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),  # Schulman's k3 estimator
+            "clip_fraction": masked_mean(((ratio - 1).abs() > clip).float(), mask),
+        }
+    return -masked_mean(surrogate, mask), stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float | None,
+    huber_delta: float | None,
+) -> torch.Tensor:
+    """Mean over mask of max(l(V - R), l(V_old + clip(V - V_old, +-clip) - R)), l = square or
+    Huber; without `clip`, just l(V - R)."""
+
+    def penalty(error: torch.Tensor) -> torch.Tensor:
+        error = torch.where(mask, error, 0.0)
+        if huber_delta is None:
+            return error.pow(2)
+        return F.huber_loss(error, torch.zeros_like(error), reduction="none", delta=huber_delta)
+
+    loss = penalty(values - targets)
+    if clip is not None:
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        loss = torch.maximum(loss, penalty(clipped - targets))
+    return masked_mean(loss, mask)
+
+
+def policy_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+    """H(pi) over the last axis; unavailable actions (log pi = -1e10, pi = 0) add nothing."""
+    return -(log_pi.exp() * log_pi).sum(-1)
+
+
+class CategoricalPolicy(nn.Module):
+    """Discrete actions: a softmax over the available actions of the actor's logits."""
+
+    def log_probs(self, logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """log pi over the actions [..., U]; unavailable ones get about -1e10 (pi = 0)."""
+        return masked_log_softmax(logits, avail)
+
+    def act(self, logits: torch.Tensor, avail: torch.Tensor, explore: bool, generator: torch.Generator) -> torch.Tensor:
+        """A draw from pi (the caller's generator) in training, its mode at test."""
+        if explore:
+            return sample_categorical(logits, avail, generator)
+        return masked_argmax(logits, avail)
+
+    def log_prob_entropy(
+        self, logits: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(u) of the taken actions and H(pi), both [...] (one entry per agent-step)."""
+        log_pi = self.log_probs(logits, avail)
+        return taken(log_pi, actions), policy_entropy(log_pi)
+
+
+class SquashedGaussianPolicy(nn.Module):
+    """Continuous actions in [-1, 1]: a = tanh(z), z ~ N(mean, diag(std^2)), with the actor's
+    outputs as the mean and a learned log-std per action dimension that does not depend on
+    the state (as in PPO's and MAPPO's Gaussian policies).
+
+    The runner stores the squashed action, so `log_prob_entropy` recovers z = atanh(a). The
+    tanh Jacobian is the same under the old and the new policy and cancels in the ratio, so
+    it is left out. Actions within 1e-6 of the bounds are pulled in before atanh; this moves
+    z only for saturated draws, the same way in both terms of the ratio. The entropy is the
+    Gaussian's (of z), the usual stand-in for the squashed distribution's.
+    """
+
+    LIMIT = 1.0 - 1e-6
+
+    def __init__(self, dim: int, log_std_init: float) -> None:
+        super().__init__()
+        self.log_std = nn.Parameter(torch.full((dim,), float(log_std_init)))
+
+    def act(self, mean: torch.Tensor, avail: torch.Tensor, explore: bool, generator: torch.Generator) -> torch.Tensor:
+        if not explore:
+            return torch.tanh(mean)
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
+        return torch.tanh(mean + noise * self.log_std.exp())
+
+    def log_prob_entropy(
+        self, mean: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.atanh(actions.clamp(-self.LIMIT, self.LIMIT))
+        scaled = (z - mean) * torch.exp(-self.log_std)
+        log_prob = (-0.5 * scaled.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        entropy = (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum().expand(log_prob.shape)
+        return log_prob, entropy
+
+
+def unroll_values(rnn: nn.GRUCell, head: nn.Linear, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """A GRU over time from a zero state: x [B, T, A, H] -> one value per agent [B, T, A];
+    absent agents get a zero state and a zero value."""
+    h = x.new_zeros(x.shape[0], x.shape[2], rnn.hidden_size)
+    states = []
+    for t in range(x.shape[1]):
+        h = rnn(x[:, t].flatten(0, 1), h.flatten(0, 1)).view_as(h)
+        h = torch.where(present[:, t].unsqueeze(-1), h, 0.0)
+        states.append(h)
+    return torch.where(present, head(torch.stack(states, dim=1)).squeeze(-1), 0.0)
+
+
+class HistoryCritic(nn.Module):
+    """IPPO's V(tau_i): an agent network of its own (entity attention, GRU) with one output."""
+
+    def __init__(self, spec: EnvSpec, cfg: PPOConfig) -> None:
+        super().__init__()
+        self.net = RecurrentAgent(spec.obs_features, 1, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Values of every observation slot [B, T+1, A] (zero for absent agents)."""
+        return self.net.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"]).squeeze(-1)
+
+
+class StateCritic(nn.Module):
+    """MAPPO's V(S, i) [R]: every state entity attends over the present ones (`StateContext`)
+    and agent i reads the output row of its own state row (agents come first in the state).
+    With `local_obs`, that row is joined with an encoding of i's own observation (Yu et al.'s
+    agent-specific global state; the encoder is the critic's own, not the actor's). A GRU
+    over the episode follows, as in Yu et al.'s recurrent critic, so a partial state still
+    gives a history. No weight depends on the number of agents or entities.
+    """
+
+    def __init__(self, spec: EnvSpec, cfg: PPOConfig, local_obs: bool) -> None:
+        super().__init__()
+        embed, heads, hidden = cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden
+        self.context = StateContext(spec.state_features, embed, heads)
+        self.local = EntityEncoder(spec.obs_features, embed, heads) if local_obs else None
+        self.fc = nn.Linear(embed * (2 if local_obs else 1), hidden)
+        self.rnn = nn.GRUCell(hidden, hidden)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Values of every observation slot [B, T+1, A] (zero for absent agents)."""
+        present = batch["agent_mask"]
+        rows, _ = self.context(batch["state"], batch["state_mask"], present.shape[-1])
+        if self.local is not None:
+            rows = torch.cat([rows, self.local(batch["obs"], batch["obs_mask"])], dim=-1)
+        return unroll_values(self.rnn, self.head, F.relu(self.fc(rows)), present)
+
+
+class PPO:
+    """The shared learner; `IPPO` and `MAPPO` choose the critic with `_build_critic`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = PPOConfig
+    action_spaces: ClassVar[tuple[str, ...]] = ("discrete", "continuous")
+
+    def __init__(self, env_spec: EnvSpec, config: PPOConfig, seed: int, device: Any) -> None:
+        self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
+        with seeded(seed):
+            self.actor = self._build_actor().to(self.device)
+            self.critic = self._build_critic().to(self.device)
+        self.policy: CategoricalPolicy | SquashedGaussianPolicy = (
+            CategoricalPolicy()
+            if env_spec.discrete
+            else SquashedGaussianPolicy(env_spec.n_actions, config.log_std_init)
+        ).to(self.device)
+        self.value_normalizer = ValueNormalizer().to(self.device)
+        # One Adam over every network equals one per network (Adam is per parameter); actor
+        # and critic losses touch disjoint parameters and their gradient norms are clipped
+        # separately (the Gaussian's log-std counts as the actor's).
+        self.actor_params = [*self.actor.parameters(), *self.policy.parameters()]
+        self.optimiser = torch.optim.Adam(
+            [*self.actor_params, *self.critic.parameters()], lr=config.lr, eps=config.optim_eps
+        )
+        self.generator = make_generator(seed)
+        self.store = RolloutStore(env_spec)
+        self.grad_steps = 0
+
+    def _build_actor(self) -> RecurrentAgent:
+        cfg, spec = self.cfg, self.spec
+        actor = RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+        nn.init.orthogonal_(actor.head.weight, gain=cfg.policy_head_gain)
+        nn.init.zeros_(actor.head.bias)
+        return actor
+
+    def _build_critic(self) -> nn.Module:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- acting
+
+    @property
+    def env_steps(self) -> int:
+        return self.store.env_steps
+
+    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
+        x = step_tensors(step, self.device)
+        with torch.inference_mode():
+            if memory is None:
+                memory = self.actor.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
+            outputs, memory = self.actor(x.obs, x.obs_mask, x.agent_mask, memory)
+            actions = self.policy.act(outputs, x.avail_actions, explore, self.generator)
+            present = x.agent_mask.view(*x.agent_mask.shape, *([1] * (actions.dim() - 2)))
+            actions = torch.where(present, actions, torch.zeros_like(actions))
+        return actions.cpu().numpy(), memory
+
+    def observe(self, transition: Transition) -> None:
+        self.store.observe(transition)
+
+    # ---------------------------------------------------------------- learning
+
+    def actor_outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The actor's outputs (logits or Gaussian means) at every step [B, T, A, U]."""
+        return self.actor.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])[:, NOW]
+
+    def policy_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_i(u_i) of the stored actions and the entropy of pi_i, both [B, T, A]."""
+        return self.policy.log_prob_entropy(
+            self.actor_outputs(batch), batch["actions"], batch["avail_actions"][:, NOW]
+        )
+
+    def _to_returns(self, values: torch.Tensor) -> torch.Tensor:
+        return self.value_normalizer.denorm(values) if self.cfg.value_norm else values
+
+    def _to_targets(self, returns: torch.Tensor) -> torch.Tensor:
+        return self.value_normalizer.norm(returns) if self.cfg.value_norm else returns
+
+    @torch.no_grad()
+    def prepare(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Everything the losses hold fixed: old log-probabilities and values, advantages and
+        value targets; updates the value normaliser with the new returns.
+
+        The old log-probabilities and values are recomputed here rather than stored while
+        acting: the episodes were collected by the current parameters, which have not changed
+        since, so this is exact (and keeps `act` to the actor alone).
+        """
+        cfg = self.cfg
+        present = batch["agent_mask"]
+        mask = batch["filled"].unsqueeze(-1) & present[:, NOW]  # [B, T, A]: real agent-steps
+        log_pi_old, _ = self.policy_terms(batch)
+        values = self._to_returns(self.critic(batch))  # [B, T+1, A], return units
+        advantages, returns = generalised_advantages(
+            batch["reward"], batch["terminated"], batch["filled"], values, present, cfg.gamma, cfg.gae_lambda
+        )
+        if cfg.value_norm:
+            self.value_normalizer.update(returns[mask])
+        stats = {
+            "return_mean": float(masked_mean(returns, mask)),
+            "value_mean": float(masked_mean(values[:, NOW], mask)),
+            "advantage_abs": float(masked_mean(advantages.abs(), mask)),
+        }
+        prepared = {
+            **batch,
+            "mask": mask,
+            "log_pi_old": log_pi_old,
+            "advantages": normalised(advantages, mask) if cfg.advantage_norm else advantages,
+            # Old values and targets in the normaliser's updated units, so they compare.
+            "old_values": self._to_targets(values[:, NOW]),
+            "targets": self._to_targets(returns),
+        }
+        return prepared, stats
+
+    def losses(self, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Actor loss (clipped surrogate minus the entropy bonus) and critic loss on prepared
+        data (see `prepare`); every mean runs over real agent-steps only."""
+        cfg, mask = self.cfg, data["mask"]
+        log_pi, entropies = self.policy_terms(data)
+        surrogate, stats = clipped_surrogate(log_pi, data["log_pi_old"], data["advantages"], mask, cfg.clip)
+        entropy = masked_mean(entropies, mask)
+        actor_loss = surrogate - cfg.entropy_coef * entropy
+        values = self.critic(data)[:, NOW]
+        critic_loss = value_loss(
+            values,
+            data["old_values"],
+            data["targets"],
+            mask,
+            cfg.clip if cfg.value_clip else None,
+            cfg.huber_delta if cfg.value_loss == "huber" else None,
+        )
+        report = {
+            "policy_loss": float(surrogate.detach()),
+            "critic_loss": float(critic_loss.detach()),
+            "entropy": float(entropy.detach()),
+            **{k: float(v) for k, v in stats.items()},
+        }
+        return actor_loss, critic_loss, report
+
+    def _minibatches(self, episodes: int) -> list[torch.Tensor]:
+        """Episode indices of each mini-batch of one epoch (whole episodes: the GRUs unroll
+        from t = 0). More mini-batches than episodes gives one episode each."""
+        if self.cfg.minibatches == 1:
+            return [torch.arange(episodes)]
+        order = torch.randperm(episodes, generator=self.generator)
+        return list(order.tensor_split(min(self.cfg.minibatches, episodes)))
+
+    def _train_step(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        actor_loss, critic_loss, report = self.losses(data)
+        self.optimiser.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        actor_norm = nn.utils.clip_grad_norm_(self.actor_params, self.cfg.grad_norm_clip)
+        critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip)
+        self.optimiser.step()
+        self.grad_steps += 1
+        return {**report, "actor_grad_norm": float(actor_norm), "critic_grad_norm": float(critic_norm)}
+
+    def update(self) -> dict[str, float]:
+        """`epochs` passes over the episodes collected since the last update, then drop them."""
+        if len(self.store) == 0:
+            return {}
+        batch = self.store.episodes_batch(self.device)
+        self.store.clear()
+        data, stats = self.prepare(batch)
+        episodes = batch["reward"].shape[0]
+        reports = []
+        for _ in range(self.cfg.epochs):
+            for idx in self._minibatches(episodes):
+                idx = idx.to(self.device)
+                reports.append(self._train_step({k: v[idx] for k, v in data.items()}))
+        averaged = {k: float(np.mean([r[k] for r in reports])) for k in reports[0]}
+        return {**averaged, **stats, "episodes": float(episodes)}
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {
+            "actor": self.actor,
+            "policy": self.policy,
+            "critic": self.critic,
+            "value_normalizer": self.value_normalizer,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **{name: m.state_dict() for name, m in self._modules().items()},
+            "optimiser": self.optimiser.state_dict(),
+            "grad_steps": self.grad_steps,
+            "generator": self.generator.get_state(),
+            "store": self.store.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_policy_state_dict(state)
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.grad_steps = int(state["grad_steps"])
+        self.generator.set_state(state["generator"])
+        self.store.load_state_dict(state["store"])
+
+    def policy_state_dict(self) -> dict[str, Any]:
+        """The networks (and the value normaliser) without optimiser or stored episodes."""
+        return {name: m.state_dict() for name, m in self._modules().items()}
+
+    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
+        for name, m in self._modules().items():
+            m.load_state_dict(state[name])
+
+
+@register_algorithm("ippo")
+class IPPO(PPO):
+    """Independent PPO: each agent's critic sees only its own history, V(tau_i)."""
+
+    def _build_critic(self) -> nn.Module:
+        return HistoryCritic(self.spec, self.cfg)
+
+
+@register_algorithm("mappo")
+class MAPPO(PPO):
+    """Multi-agent PPO: a centralised critic V(S, i) on the global state entity list."""
+
+    Config = MAPPOConfig
+
+    def _build_critic(self) -> nn.Module:
+        assert isinstance(self.cfg, MAPPOConfig)
+        return StateCritic(self.spec, self.cfg, self.cfg.critic_local_obs)

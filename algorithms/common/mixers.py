@@ -86,6 +86,15 @@ def with_agent_inputs(
     return torch.cat([state, extra], -1)
 
 
+def duplex_lambda(key: torch.Tensor, agent_gate: torch.Tensor, action_gate: torch.Tensor) -> torch.Tensor:
+    """The dueling weights of QPLEX and FOP from K heads: key logits [..., K] (state), agent-gate
+    and action-gate logits [..., A, K] (state; state and joint action) ->
+    λ_i = Σ_k (|key_k| + 1e-10) · sigmoid(agent_gate_ik) · sigmoid(action_gate_ik) > 0, [..., A]."""
+    key = key.abs().unsqueeze(-2) + 1e-10  # [..., 1, K]
+    gates = torch.sigmoid(agent_gate) * torch.sigmoid(action_gate)  # [..., A, K]
+    return (key * gates).sum(-1)
+
+
 class DuplexMixer(nn.Module):
     """QPLEX's duplex dueling mixer (Wang et al. 2021; pymarl2 `dmaq_general` + `dmaq_si_weight`,
     algorithms.md §2.3) with attention hypernetworks over the state entity list.
@@ -150,15 +159,13 @@ class DuplexMixer(nn.Module):
         value = torch.where(agent_mask, w * q_max + b, 0.0)
         onehot = F.one_hot(actions, self.n_actions).to(state.dtype)
         acted = self.action_context(with_agent_inputs(state, onehot, agent_mask), state_mask, n_agents)[0]
-        key = self.key(pooled).abs().unsqueeze(-2) + 1e-10  # [..., 1, K]
-        gates = torch.sigmoid(self.agent_gate(agents)) * torch.sigmoid(self.action_gate(acted))  # [..., A, K]
         return {
             "weight": w,
             "bias": b,
             "taken": taken,
             "value": value,
             "advantage": taken - value,
-            "lambda": (key * gates).sum(-1),
+            "lambda": duplex_lambda(self.key(pooled), self.agent_gate(agents), self.action_gate(acted)),
         }
 
     def forward(self, q_taken, q_max, actions, state, state_mask, agent_mask) -> torch.Tensor:

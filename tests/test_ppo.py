@@ -15,6 +15,7 @@ from test_value_decomposition import (
     SPEC,
     RandomEpisodes,
     U,
+    assert_resumes_mid_episode,
     padded_batch,
     run_round,
     scramble_after_episode_end,
@@ -387,23 +388,9 @@ def test_state_dict_round_trip_mid_episode(cls, continuous, tmp_path) -> None:
     env = episodes(6, continuous)
     for _ in range(2):
         run_round(alg, env)
-    step = env.reset()  # stop one step into a batch: the partial episodes are saved too
-    actions, memory = alg.act(step, None, True)
-    nxt = env.step(actions)
-    alg.observe(Transition(step, actions, nxt, ~step.done))
-    torch.save(alg.state_dict(), tmp_path / "ckpt.pt")
-    restored = build(cls, seed=123, continuous=continuous)
-    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
-    results = []
-    for learner in (alg, restored):
-        same_env = copy.deepcopy(env)
-        taken, metrics = run_round(learner, same_env, step=nxt, memory=memory.clone())
-        taken2, metrics2 = run_round(learner, same_env)
-        results.append((taken + taken2, metrics, metrics2, parameters(learner)))
-    (t1, m1, n1, p1), (t2, m2, n2, p2) = results
-    assert all(np.array_equal(x, y) for x, y in zip(t1, t2, strict=True))
-    assert m1 == m2 and n1 == n2 and m1
-    assert all(torch.equal(p, q) for p, q in zip(p1, p2, strict=True))
+    assert_resumes_mid_episode(
+        alg, lambda: build(cls, seed=123, continuous=continuous), env, tmp_path, params_of=parameters
+    )
 
 
 # ------------------------------------------------------------------ learning on a real task

@@ -277,30 +277,36 @@ def test_same_seed_same_actions_and_learning(cls):
     assert not all(torch.equal(p, q) for p, q in zip(params1, parameters(other), strict=True))
 
 
-@pytest.mark.parametrize("cls", ALGORITHMS)
-def test_state_dict_round_trip_mid_episode(cls, tmp_path):
-    alg = cls(SPEC, small_config(cls), 0, "cpu")
-    env = RandomEpisodes(6)
-    for _ in range(3):
-        run_round(alg, env)
-    # stop one step into an episode batch: the collector's partial batch is saved too
+def assert_resumes_mid_episode(alg, rebuild, env, tmp_path, params_of=parameters) -> None:
+    """Checkpoint `alg` one step into a batch of episodes (the collector's partial batch is
+    saved too); a fresh learner from `rebuild()` loaded from it continues exactly like `alg`:
+    same actions, metrics and parameters (`params_of(learner)`)."""
     step = env.reset()
     actions, memory = alg.act(step, None, True)
     nxt = env.step(actions)
     alg.observe(Transition(step, actions, nxt, ~step.done))
     torch.save(alg.state_dict(), tmp_path / "ckpt.pt")
-    restored = cls(SPEC, small_config(cls), 123, "cpu")
+    restored = rebuild()
     restored.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
     results = []
     for learner in (alg, restored):
         same_env = copy.deepcopy(env)
         taken, metrics = run_round(learner, same_env, step=nxt, memory=memory.clone())
         taken2, metrics2 = run_round(learner, same_env)
-        results.append((taken + taken2, metrics, metrics2, parameters(learner)))
+        results.append((taken + taken2, metrics, metrics2, params_of(learner)))
     (t1, m1, n1, p1), (t2, m2, n2, p2) = results
     assert all(np.array_equal(x, y) for x, y in zip(t1, t2, strict=True))
     assert m1 == m2 and n1 == n2 and m1
     assert all(torch.equal(p, q) for p, q in zip(p1, p2, strict=True))
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_state_dict_round_trip_mid_episode(cls, tmp_path):
+    alg = cls(SPEC, small_config(cls), 0, "cpu")
+    env = RandomEpisodes(6)
+    for _ in range(3):
+        run_round(alg, env)
+    assert_resumes_mid_episode(alg, lambda: cls(SPEC, small_config(cls), 123, "cpu"), env, tmp_path)
 
 
 # ------------------------------------------------------------------ a tiny cooperative game

@@ -54,9 +54,9 @@ from torch import nn
 
 from algorithms.common.exploration import (
     LinearSchedule,
+    epsilon_mixed,
     masked_argmax,
     masked_log_softmax,
-    random_available,
     sample_categorical,
 )
 from algorithms.common.mixers import duplex_lambda, mlp, with_agent_inputs
@@ -110,16 +110,6 @@ def soft_value(q: torch.Tensor, avail: torch.Tensor, alpha: float) -> torch.Tens
     no action is available. V >= max q, and V -> max q as alpha -> 0."""
     v = alpha * torch.logsumexp(q.masked_fill(~avail, float("-inf")) / alpha, dim=-1)
     return torch.where(avail.any(-1), v, 0.0)
-
-
-def epsilon_mixed(
-    actions: torch.Tensor, avail: torch.Tensor, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Each action replaced, with probability epsilon, by a uniform available one."""
-    if epsilon <= 0.0:
-        return actions
-    swap = torch.rand(actions.shape, generator=generator).to(actions.device) < epsilon
-    return torch.where(swap, random_available(avail, generator), actions)
 
 
 class FOPMixer(nn.Module):

@@ -49,9 +49,9 @@ import torch
 from torch import nn
 
 from algorithms.common.exploration import (
+    epsilon_mixed,
     masked_argmax,
     masked_log_softmax,
-    random_available,
     sample_categorical,
 )
 from algorithms.common.networks import RecurrentAgent
@@ -202,11 +202,8 @@ class MIPI(REFIL):
             _, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
             logits = self.agent.policy(memory)
             if explore:
-                actions = sample_categorical(logits, x.avail_actions, self.generator)
-                eps = self.epsilon(self.env_steps)
-                if eps > 0:
-                    uniform = torch.rand(actions.shape, generator=self.generator).to(self.device) < eps
-                    actions = torch.where(uniform, random_available(x.avail_actions, self.generator), actions)
+                sampled = sample_categorical(logits, x.avail_actions, self.generator)
+                actions = epsilon_mixed(sampled, x.avail_actions, self.epsilon(self.env_steps), self.generator)
             else:
                 actions = masked_argmax(logits, x.avail_actions)
             actions = torch.where(x.agent_mask, actions, 0)

@@ -37,15 +37,21 @@ def random_available(avail: torch.Tensor, generator: torch.Generator) -> torch.T
     return masked_argmax(scores, avail)
 
 
+def epsilon_mixed(
+    actions: torch.Tensor, avail: torch.Tensor, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Each action replaced, with probability epsilon, by a uniform available one."""
+    if epsilon <= 0.0:
+        return actions
+    swap = torch.rand(actions.shape, generator=generator).to(actions.device) < epsilon
+    return torch.where(swap, random_available(avail, generator), actions)
+
+
 def epsilon_greedy(
     values: torch.Tensor, avail: torch.Tensor, epsilon: float, generator: torch.Generator
 ) -> torch.Tensor:
     """With probability epsilon a uniform available action, else the greedy available one."""
-    greedy = masked_argmax(values, avail)
-    if epsilon <= 0.0:
-        return greedy
-    explore = torch.rand(greedy.shape, generator=generator).to(values.device) < epsilon
-    return torch.where(explore, random_available(avail, generator), greedy)
+    return epsilon_mixed(masked_argmax(values, avail), avail, epsilon, generator)
 
 
 def sample_categorical(logits: torch.Tensor, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -353,7 +353,7 @@ class OPTDConfig:
     kappa_CMI = 0.1; PyMARL's learner (RMSprop 5e-4 with smoothing 0.99, batch 32 episodes,
     buffer 5000, targets every 200 episodes, gamma 0.99, epsilon 1 -> 0.05 over 50k steps).
 
-    The learner fields mirror `ValueDecompositionConfig`'s, without its attention sizes.
+    The learner fields mirror `ValueDecompositionConfig`'s, without its attention options.
     """
 
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)

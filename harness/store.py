@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,26 +99,32 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-RACE_MESSAGES = ("already exists", "locked", "duplicate key")
+RACE_MESSAGES = ("already exists", "locked", "duplicate key", "UNIQUE constraint failed")
 
 
-def _create_tables(engine: sa.Engine, attempts: int = 10) -> None:
-    """Create the tables unless they exist. Two processes opening a new store at once (a
-    `harness status` while `harness run` starts) can both see no table and both try to
-    create it: the loser gets "already exists", or "database is locked" when SQLite refuses to
-    upgrade its read to a write rather than deadlock (no busy wait helps there). Trying again
-    in a fresh transaction finds the winner's tables."""
+def _retry_races(write: Callable[[], None], attempts: int = 10) -> None:
+    """Run `write` (one transaction), again if it lost a race with another process writing
+    the same rows or tables: each new attempt is a fresh transaction that sees the winner's
+    work. Any other database error is raised at once."""
     for attempt in range(attempts):
         try:
-            metadata.create_all(engine)
+            write()
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
-            # PostgreSQL reports the same race as DuplicateTable, or as a unique violation on
-            # its catalogue of row types ("duplicate key ... pg_type_typname_nsp_index").
             message = str(exc.orig)
             if not any(m in message for m in RACE_MESSAGES) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create the tables unless they exist. Two processes opening a new store at once (a
+    `harness status` while `harness run` starts) can both see no table and both try to
+    create it: the loser gets "already exists", or "database is locked" when SQLite refuses to
+    upgrade its read to a write rather than deadlock (no busy wait helps there). PostgreSQL
+    reports the same race as DuplicateTable, or as a unique violation on its catalogue of row
+    types ("duplicate key ... pg_type_typname_nsp_index")."""
+    _retry_races(lambda: metadata.create_all(engine))
 
 
 class Store:
@@ -140,23 +146,29 @@ class Store:
 
     # ---- writing (coordinator only) ----------------------------------------------------------
     def register(self, specs: Iterable[Any]) -> None:
-        """Insert planned runs that the store does not know yet, as pending."""
+        """Insert planned runs that the store does not know yet, as pending. Two coordinators
+        starting the same suite together may both find a run unknown; the one whose insert
+        comes second hits the unique run id and tries again, finding it known."""
         specs = list(specs)
-        with self.engine.begin() as conn:
-            known = set(conn.execute(sa.select(runs_table.c.run_id).where(
-                runs_table.c.run_id.in_([s.run_id for s in specs]))).scalars())
-            rows = [
-                {
-                    "run_id": s.run_id, "suite": s.suite, "task": s.task, "algorithm": s.algorithm,
-                    "seed": s.seed, "params": json.dumps(s.params, sort_keys=True),
-                    "budget": json.dumps(s.budget, sort_keys=True),
-                    "task_config": json.dumps(s.task_config, sort_keys=True), "metric": s.metric,
-                    "status": "pending", "attempts": 0, "created_at": time.time(),
-                }
-                for s in specs if s.run_id not in known
-            ]
-            if rows:
-                conn.execute(runs_table.insert(), rows)
+
+        def insert_unknown() -> None:
+            with self.engine.begin() as conn:
+                known = set(conn.execute(sa.select(runs_table.c.run_id).where(
+                    runs_table.c.run_id.in_([s.run_id for s in specs]))).scalars())
+                rows = [
+                    {
+                        "run_id": s.run_id, "suite": s.suite, "task": s.task, "algorithm": s.algorithm,
+                        "seed": s.seed, "params": json.dumps(s.params, sort_keys=True),
+                        "budget": json.dumps(s.budget, sort_keys=True),
+                        "task_config": json.dumps(s.task_config, sort_keys=True), "metric": s.metric,
+                        "status": "pending", "attempts": 0, "created_at": time.time(),
+                    }
+                    for s in specs if s.run_id not in known
+                ]
+                if rows:
+                    conn.execute(runs_table.insert(), rows)
+
+        _retry_races(insert_unknown)
 
     def recover_stale(self, other_hosts: bool = False) -> int:
         """Runs left `running` by a coordinator that no longer exists become `interrupted`.

@@ -44,6 +44,30 @@ def test_two_coordinators_on_one_store_split_the_suite(smoke_suite, tmp_path: Pa
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_registering_runs_another_coordinator_just_registered_loses_nothing(
+        smoke_suite, tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    """The race two coordinators starting together can hit: between this store's look-up of
+    known runs and its insert, the other coordinator registers the same runs. The loser's
+    transaction fails (a unique-key violation, or SQLite's stale snapshot) and is retried."""
+    import sqlalchemy as sa
+
+    url = store_url(kind, request, tmp_path, "race")
+    specs = plan(load_suite(str(smoke_suite(algorithms="[vdn]", seeds=2)), [f"store={url}"]))
+    store, rival = Store(url), Store(url)
+    raced = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def rival_registers_first(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO RUNS") and not raced:
+            raced.append(True)
+            rival.register(specs)
+
+    store.register(specs)
+    assert raced, "the rival never got in between"
+    assert sorted(r["run_id"] for r in store.runs(specs[0].suite)) == sorted(s.run_id for s in specs)
+
+
 def test_a_postgres_store_holds_the_sqlite_numbers(smoke_suite, postgres, tmp_path: Path) -> None:
     results = []
     for url in (f"sqlite:///{tmp_path / 'file.db'}", postgres("numbers")):

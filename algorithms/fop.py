@@ -47,7 +47,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +61,7 @@ from algorithms.common.exploration import (
 from algorithms.common.mixers import duplex_lambda, mlp, with_agent_inputs
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import hard_update, td_lambda_targets
-from algorithms.common.torch_utils import StepTensors, step_tensors
+from algorithms.common.torch_utils import StepTensors
 from algorithms.value_decomposition import (
     AFTER,
     NOW,
@@ -70,7 +69,7 @@ from algorithms.value_decomposition import (
     ValueDecompositionConfig,
     taken_values,
 )
-from harness.api import EnvSpec, Step, tunable
+from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 
 
@@ -217,14 +216,10 @@ class FOP(ValueDecomposition):
 
     # ---------------------------------------------------------------- acting
 
-    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
-        x = step_tensors(step, self.device)
-        with torch.inference_mode():
-            if memory is None:
-                memory = self.actor.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
-            logits, memory = self.actor(x.obs, x.obs_mask, x.agent_mask, memory)
-            actions = torch.where(x.agent_mask, self._select(logits, x, explore), 0)
-        return actions.cpu().numpy(), memory
+    @property
+    def acting_network(self) -> nn.Module:
+        """Only the actor acts (no state, no critic)."""
+        return self.actor
 
     def _select(self, logits: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:
         """Training: u ~ pi, or with probability epsilon a uniform available action; test: argmax pi."""

@@ -139,13 +139,20 @@ class ValueDecomposition:
     def env_steps(self) -> int:
         return self.collector.env_steps
 
+    @property
+    def acting_network(self) -> nn.Module:
+        """The recurrent network whose outputs `_select` turns into actions (the utilities'
+        agent here; a separate actor in actor-critic subclasses)."""
+        return self.agent
+
     def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
         x = step_tensors(step, self.device)
+        net = self.acting_network
         with torch.inference_mode():
             if memory is None:
-                memory = self.agent.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
-            q, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
-            actions = torch.where(x.agent_mask, self._select(q, x, explore), 0)
+                memory = net.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
+            outputs, memory = net(x.obs, x.obs_mask, x.agent_mask, memory)
+            actions = torch.where(x.agent_mask, self._select(outputs, x, explore), 0)
         return actions.cpu().numpy(), memory
 
     def _select(self, q: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 from collections import defaultdict
 from importlib import metadata
@@ -322,6 +323,20 @@ def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
              f"- Code: commit `{git.get('commit', 'unknown')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
              f"- Suite hash `{manifest['suite_hash']}`; store `{md_text(manifest['store'])}`; "
              "package versions in `manifest.json`",
-             f"- Reproduce: `harness run suite={md_text(report['suite'])} budget={protocol['budget']}` then "
-             f"`harness report suite={md_text(report['suite'])} budget={protocol['budget']}`", ""]
+             f"- Reproduce: `{reproduce_args('run', report, manifest)}` then "
+             f"`{reproduce_args('report', report, manifest)}`", ""]
     return lines
+
+
+def reproduce_args(command: str, report: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """The command line that makes (run) or re-reports (report) these numbers: the suite and
+    every override the report was made with (tasks, algorithms, budget, params...), quoted
+    for a POSIX shell."""
+    from scenarios import SUITES_DIR
+
+    suite_file = Path(manifest.get("suite_file") or "")
+    builtin = suite_file.resolve() == (SUITES_DIR / f"{report['suite']}.yaml").resolve()
+    suite = report["suite"] if builtin else str(suite_file)  # a file of the user's: its path
+    overrides = manifest.get("overrides") or [f"budget={report['protocol']['budget']}"]
+    words = ["harness", command, f"suite={suite}", *overrides]
+    return md_text(" ".join(shlex.quote(str(w)) for w in words))

@@ -278,3 +278,21 @@ def test_a_report_with_other_overrides_does_not_replace_the_published_one(board,
     assert main([*base]) == 0  # the same overrides again: a refresh, allowed
     assert main([*base, "tasks=[climbing]", "replace=true"]) == 0
     assert json.loads(published.read_text())["manifest"]["overrides"][-1] == "tasks=[climbing]"
+
+
+def test_the_reproduce_line_carries_the_overrides_the_board_was_made_with(board, tmp_path):
+    """A board made for a subset (tasks=, algorithms=) must say how to remake that subset,
+    quoted so the line pastes into a shell."""
+    import shlex
+
+    path, store_url, _, _ = board
+    out = tmp_path / "subset"
+    assert main(["report", f"suite={path}", f"store={store_url}", "reps=100", "format=md", "tasks=[climbing]",
+                 f"out={out}"]) == 0
+    line = next(x for x in (out / "README.md").read_text().splitlines() if x.startswith("- Reproduce:"))
+    commands = line.split("`")[1::2]
+    assert [shlex.split(c)[:2] for c in commands] == [["harness", "run"], ["harness", "report"]]
+    for command in commands:
+        words = shlex.split(command)
+        assert f"suite={path}" in words and "tasks=[climbing]" in words
+        assert not any(w.startswith(("out=", "format=", "reps=")) for w in words)

@@ -180,3 +180,36 @@ def test_execution_needs_only_the_policy() -> None:
         mipi.agent.marginal.weight.normal_()
     after, _ = mipi.act(step, None, explore=False)
     assert (before == after).all()
+
+
+def test_the_marginal_converges_to_the_imagined_average_of_the_policy() -> None:
+    """Trained alone on a fixed batch, the marginal head's pi_bar(.|s+) becomes the average of
+    the policy over the imagined contexts that share s+ (the Blahut-Arimoto marginal)."""
+    from algorithms.mipi import Views
+    from algorithms.value_decomposition import NOW, loss_mask
+
+    env, spec = two_type_env()
+    mipi = build(MIPI, spec)
+    batch = filled_batch(mipi, env)
+    with torch.no_grad():
+        for weight in mipi.agent.parameters():  # sharper than at initialisation, so the policy
+            weight.mul_(4.0)  # clearly depends on what the agent sees of its team
+        views = Views(*(v.detach() for v in mipi.critic_views(batch)[2]))
+    optimiser = torch.optim.Adam(mipi.agent.marginal.parameters(), lr=0.05)
+    for _ in range(1500):
+        loss = mipi._masked_mean(mipi.marginal_loss(batch, views), batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    avail = batch["avail_actions"][:, NOW]
+    with torch.no_grad():
+        imagined = mipi.log_policy(views.within[:, NOW], avail).exp()
+        marginal = mipi.log_marginal(views.alone[:, NOW], avail).exp()
+    real = loss_mask(imagined[..., 0], batch)
+    own_view, imagined, marginal = views.alone[:, NOW][real], imagined[real], marginal[real]
+    groups = torch.unique(own_view, dim=0, return_inverse=True)[1]  # entries sharing s+
+    assert groups.max() > 0, "the batch should hold several distinct s+"
+    for g in range(int(groups.max()) + 1):
+        members = groups == g
+        torch.testing.assert_close(marginal[members], imagined[members].mean(0).expand_as(marginal[members]),
+                                   atol=0.02, rtol=0)

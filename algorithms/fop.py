@@ -53,9 +53,8 @@ from torch import nn
 
 from algorithms.common.exploration import (
     LinearSchedule,
-    epsilon_mixed,
-    masked_argmax,
     masked_log_softmax,
+    policy_actions,
     sample_categorical,
 )
 from algorithms.common.mixers import duplex_lambda, mlp, with_agent_inputs
@@ -223,10 +222,7 @@ class FOP(ValueDecomposition):
 
     def _select(self, logits: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:
         """Training: u ~ pi, or with probability epsilon a uniform available action; test: argmax pi."""
-        if not explore:
-            return masked_argmax(logits, x.avail_actions)
-        sampled = sample_categorical(logits, x.avail_actions, self.generator)
-        return epsilon_mixed(sampled, x.avail_actions, self.epsilon(self.env_steps), self.generator)
+        return policy_actions(logits, x.avail_actions, explore, self.epsilon(self.env_steps), self.generator)
 
     # ---------------------------------------------------------------- learning
 

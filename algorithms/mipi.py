@@ -44,22 +44,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
 from algorithms.common.exploration import (
-    epsilon_mixed,
-    masked_argmax,
     masked_log_softmax,
+    policy_actions,
     sample_categorical,
 )
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.targets import td_lambda_targets
-from algorithms.common.torch_utils import step_tensors
+from algorithms.common.torch_utils import StepTensors
 from algorithms.refil import REFIL, Partition, REFILConfig, RefilMixer, group_masks
 from algorithms.value_decomposition import AFTER, NOW, loss_mask, taken_values
-from harness.api import EnvSpec, Step, tunable
+from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 
 Regulariser = Literal["mi", "entropy", "none"]
@@ -135,6 +133,22 @@ class MIPIAgent(RecurrentAgent):
         return [p for name, p in self.named_parameters() if not name.startswith(("policy.", "marginal."))]
 
 
+class PolicyActor(nn.Module):
+    """A MIPI agent's trunk and policy head as one acting network: one step gives the policy
+    logits and the new recurrent state (the utility head's output is not needed to act)."""
+
+    def __init__(self, agent: MIPIAgent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def initial_state(self, batch: int, agents: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return self.agent.initial_state(batch, agents, device)
+
+    def forward(self, obs, obs_mask, agent_mask, h) -> tuple[torch.Tensor, torch.Tensor]:
+        _, h = self.agent(obs, obs_mask, agent_mask, h)
+        return self.agent.policy(h), h
+
+
 class Views(NamedTuple):
     """Recurrent states [B, T+1, A, H] of one batch seen four ways: the real observation, the
     agent's imagined own group (`within`) and other group (`cross`), and its own row alone."""
@@ -165,6 +179,7 @@ class MIPI(REFIL):
         self.optimiser = self._make_optimiser(self.params, config.lr)
         self.policy_optimiser = self._make_optimiser(list(self.agent.policy.parameters()), config.lr)
         self.marginal_optimiser = self._make_optimiser(list(self.agent.marginal.parameters()), config.lr)
+        self.policy_actor = PolicyActor(self.agent)  # shares the agent's weights; no state of its own
 
     @property
     def mipi_cfg(self) -> MIPIConfig:
@@ -194,20 +209,13 @@ class MIPI(REFIL):
 
     # ---------------------------------------------------------------- acting
 
-    def act(self, step: Step, memory: Any, explore: bool) -> tuple[np.ndarray, Any]:
-        x = step_tensors(step, self.device)
-        with torch.inference_mode():
-            if memory is None:
-                memory = self.agent.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
-            _, memory = self.agent(x.obs, x.obs_mask, x.agent_mask, memory)
-            logits = self.agent.policy(memory)
-            if explore:
-                sampled = sample_categorical(logits, x.avail_actions, self.generator)
-                actions = epsilon_mixed(sampled, x.avail_actions, self.epsilon(self.env_steps), self.generator)
-            else:
-                actions = masked_argmax(logits, x.avail_actions)
-            actions = torch.where(x.agent_mask, actions, 0)
-        return actions.cpu().numpy(), memory
+    @property
+    def acting_network(self) -> nn.Module:
+        """The trunk with the policy head: only the policy acts."""
+        return self.policy_actor
+
+    def _select(self, logits: torch.Tensor, x: StepTensors, explore: bool) -> torch.Tensor:
+        return policy_actions(logits, x.avail_actions, explore, self.epsilon(self.env_steps), self.generator)
 
     # ---------------------------------------------------------------- learning
 
@@ -252,27 +260,14 @@ class MIPI(REFIL):
         masks = group_masks(partition, batch["obs_mask"], batch["state_mask"], batch["agent_mask"].shape[-1])
         views = self.views(batch, masks.obs_within, masks.obs_cross)
         y = self.mi_targets(batch, views)
-        actions = batch["actions"]
-        head = self.agent.output
         agents_now = batch["agent_mask"][:, NOW]
-        q, q_in, q_out = (head(h[:, NOW], agents_now) for h in (views.full, views.within, views.cross))
-        chosen = self._joint_value(self.mixer, q, actions, batch, NOW)
-        td_loss, stats = self._td_loss(chosen, y, batch)
+        q, q_in, q_out = (self.agent.output(h[:, NOW], agents_now) for h in (views.full, views.within, views.cross))
         lam = self.mipi_cfg.imagined_weight
         if lam == 0.0:
+            td_loss, stats = self._td_loss(self._joint_value(self.mixer, q, batch["actions"], batch, NOW), y, batch)
             return td_loss, stats, views
-        assert isinstance(self.mixer, RefilMixer)
-        chosen_aux = self.mixer.imagined(
-            taken_values(q_in, actions),
-            taken_values(q_out, actions),
-            batch["state"][:, NOW],
-            batch["state_mask"][:, NOW],
-            agents_now,
-            masks.state_within[:, NOW],
-            masks.state_cross[:, NOW],
-        )
-        aux_loss, _ = self._td_loss(chosen_aux, y, batch)
-        return (1 - lam) * td_loss + lam * aux_loss, {**stats, "imagined_loss": float(aux_loss.detach())}, views
+        td_loss, aux_loss, stats = self.imagined_td_losses(q, q_in, q_out, y, batch, masks)
+        return (1 - lam) * td_loss + lam * aux_loss, stats, views
 
     def loss(
         self, batch: dict[str, torch.Tensor], partition: Partition | None = None
@@ -301,16 +296,9 @@ class MIPI(REFIL):
         mask = loss_mask(per_agent, batch)
         return torch.where(mask, per_agent, 0.0).sum() / mask.sum().clamp(min=1)
 
-    def _step(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> float:
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_norm_clip)
-        optimiser.step()
-        return float(norm)
-
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         loss, stats, views = self.critic_views(batch)
-        grad_norm = self._step(self.optimiser, loss, self.params)
+        grad_norm = self._optimise(self.optimiser, loss, self.params)
         # The heads learn on the trunk's features, detached, so M alternations cost no
         # further passes through the trunk.
         policy_params = list(self.agent.policy.parameters())
@@ -318,10 +306,10 @@ class MIPI(REFIL):
         for _ in range(self.mipi_cfg.ba_iterations):
             if self.mipi_cfg.regulariser == "mi":
                 marginal = self._masked_mean(self.marginal_loss(batch, views), batch)
-                self._step(self.marginal_optimiser, marginal, marginal_params)
+                self._optimise(self.marginal_optimiser, marginal, marginal_params)
                 stats["marginal_loss"] = float(marginal.detach())
             policy = self._masked_mean(self.policy_loss(batch, views), batch)
-            self._step(self.policy_optimiser, policy, policy_params)
+            self._optimise(self.policy_optimiser, policy, policy_params)
             stats["policy_loss"] = float(policy.detach())
         stats.update(self._policy_stats(batch, views))
         self.grad_steps += 1

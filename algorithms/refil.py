@@ -263,13 +263,27 @@ class REFIL(AQMIX):
         masks = group_masks(partition, batch["obs_mask"], batch["state_mask"], n_agents)
         q, q_in, q_out = self.imagined_utilities(batch, masks)
         y = self._targets(batch, q)
+        return self.imagined_td_losses(q[:, NOW], q_in[:, NOW], q_out[:, NOW], y, batch, masks)
+
+    def imagined_td_losses(
+        self,
+        q: torch.Tensor,
+        q_in: torch.Tensor,
+        q_out: torch.Tensor,
+        y: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        masks: GroupMasks,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """The TD losses of Q_tot (from q) and of Q_tot^aux (from q_in, q_out, mixed under the
+        group masks) against one target y, and their statistics; utilities at the acting slots
+        [B, T, A, U]."""
         actions = batch["actions"]
-        chosen = self._joint_value(self.mixer, q[:, NOW], actions, batch, NOW)
+        chosen = self._joint_value(self.mixer, q, actions, batch, NOW)
         td_loss, stats = self._td_loss(chosen, y, batch)
         assert isinstance(self.mixer, RefilMixer)
         chosen_aux = self.mixer.imagined(
-            taken_values(q_in[:, NOW], actions),
-            taken_values(q_out[:, NOW], actions),
+            taken_values(q_in, actions),
+            taken_values(q_out, actions),
             batch["state"][:, NOW],
             batch["state_mask"][:, NOW],
             batch["agent_mask"][:, NOW],

@@ -244,14 +244,19 @@ class ValueDecomposition:
             }
         return loss, stats
 
+    def _optimise(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> float:
+        """One gradient step of `optimiser` on `loss`, clipped over `params`; the gradient norm."""
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_norm_clip)
+        optimiser.step()
+        return float(grad_norm)
+
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         loss, stats = self.loss(batch)
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
-        self.optimiser.step()
+        grad_norm = self._optimise(self.optimiser, loss, self.params)
         self.grad_steps += 1
-        return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **stats}
+        return {"loss": float(loss.detach()), "grad_norm": grad_norm, **stats}
 
     # ---------------------------------------------------------------- checkpoints
 

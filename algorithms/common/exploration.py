@@ -65,3 +65,14 @@ def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tenso
     """log pi over the available actions; unavailable actions get a very negative value
     (finite, so products with zero probabilities stay 0 instead of NaN)."""
     return torch.log_softmax(logits.masked_fill(~avail, -1e10), dim=-1)
+
+
+def policy_actions(
+    logits: torch.Tensor, avail: torch.Tensor, explore: bool, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Actions of a stochastic policy: in training a draw from the softmax over the available
+    actions, each replaced by a uniform available one with probability epsilon; at test the
+    most probable available action."""
+    if not explore:
+        return masked_argmax(logits, avail)
+    return epsilon_mixed(sample_categorical(logits, avail, generator), avail, epsilon, generator)

@@ -54,7 +54,7 @@ from algorithms.common.exploration import (
 )
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.targets import td_lambda_targets
-from algorithms.common.torch_utils import StepTensors
+from algorithms.common.torch_utils import StepTensors, masked_average
 from algorithms.refil import REFIL, Partition, REFILConfig, RefilMixer, group_masks
 from algorithms.value_decomposition import AFTER, NOW, loss_mask, taken_values
 from harness.api import EnvSpec, tunable
@@ -293,8 +293,8 @@ class MIPI(REFIL):
         return (log_pi.exp() * torch.where(avail, regulariser - q, 0.0)).sum(-1)
 
     def _masked_mean(self, per_agent: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = loss_mask(per_agent, batch)
-        return torch.where(mask, per_agent, 0.0).sum() / mask.sum().clamp(min=1)
+        """Mean over real entries (filled steps x present agents)."""
+        return masked_average(per_agent, loss_mask(per_agent, batch))
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         loss, stats, views = self.critic_views(batch)

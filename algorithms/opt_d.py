@@ -67,6 +67,7 @@ from entmax import sparsemax
 from torch import nn
 
 from algorithms.common.networks import masked_mean
+from algorithms.common.torch_utils import masked_average
 from algorithms.value_decomposition import NOW, ValueDecomposition, taken_values
 from harness.api import tunable
 from harness.registry import register_algorithm
@@ -211,11 +212,6 @@ def contrastive_disagreement(g: torch.Tensor) -> torch.Tensor:
     """
     sim = g @ g.transpose(-1, -2)  # [..., M, N, N]
     return (torch.logsumexp(sim, -1) - sim.diagonal(dim1=-2, dim2=-1)).mean(-1)
-
-
-def masked_average(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` where `mask` (same shape) is True; 0 when nothing is."""
-    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
 
 
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from torch import nn
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext
 from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
-from algorithms.common.torch_utils import make_generator, seeded, step_tensors
+from algorithms.common.torch_utils import make_generator, masked_average, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
 from harness.registry import register_algorithm
 
@@ -112,15 +112,10 @@ def taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over the True entries of mask (0 when there are none)."""
-    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
-
-
 def normalised(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """x standardised with the mean and std of its real entries; zero elsewhere."""
-    mean = masked_mean(x, mask)
-    std = masked_mean((x - mean).pow(2), mask).sqrt()
+    mean = masked_average(x, mask)
+    std = masked_average((x - mean).pow(2), mask).sqrt()
     return torch.where(mask, (x - mean) / (std + eps), 0.0)
 
 
@@ -137,10 +132,10 @@ def clipped_surrogate(
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
     with torch.no_grad():
         stats = {
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),  # Schulman's k3 estimator
-            "clip_fraction": masked_mean(((ratio - 1).abs() > clip).float(), mask),
+            "approx_kl": masked_average((ratio - 1) - log_ratio, mask),  # Schulman's k3 estimator
+            "clip_fraction": masked_average(((ratio - 1).abs() > clip).float(), mask),
         }
-    return -masked_mean(surrogate, mask), stats
+    return -masked_average(surrogate, mask), stats
 
 
 def value_loss(
@@ -164,7 +159,7 @@ def value_loss(
     if clip is not None:
         clipped = old_values + (values - old_values).clamp(-clip, clip)
         loss = torch.maximum(loss, penalty(clipped - targets))
-    return masked_mean(loss, mask)
+    return masked_average(loss, mask)
 
 
 def policy_entropy(log_pi: torch.Tensor) -> torch.Tensor:
@@ -375,9 +370,9 @@ class PPO:
         if cfg.value_norm:
             self.value_normalizer.update(returns[mask])
         stats = {
-            "return_mean": float(masked_mean(returns, mask)),
-            "value_mean": float(masked_mean(values[:, NOW], mask)),
-            "advantage_abs": float(masked_mean(advantages.abs(), mask)),
+            "return_mean": float(masked_average(returns, mask)),
+            "value_mean": float(masked_average(values[:, NOW], mask)),
+            "advantage_abs": float(masked_average(advantages.abs(), mask)),
         }
         prepared = {
             **batch,
@@ -396,7 +391,7 @@ class PPO:
         cfg, mask = self.cfg, data["mask"]
         log_pi, entropies = self.policy_terms(data)
         surrogate, stats = clipped_surrogate(log_pi, data["log_pi_old"], data["advantages"], mask, cfg.clip)
-        entropy = masked_mean(entropies, mask)
+        entropy = masked_average(entropies, mask)
         actor_loss = surrogate - cfg.entropy_coef * entropy
         values = self.critic(data)[:, NOW]
         critic_loss = value_loss(

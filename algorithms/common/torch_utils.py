@@ -43,3 +43,8 @@ def seeded(seed: int) -> Iterator[None]:
 def make_generator(seed: int) -> torch.Generator:
     """A CPU generator owned by one algorithm: its draws do not depend on anyone else's."""
     return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def masked_average(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` (same shape) is True; 0 when nothing is."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)

@@ -8,6 +8,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# tox (and so CI) runs property tests with a fixed example sequence, so a red CI is always
+# reproducible; a bare `pytest` keeps exploring new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SMOKE_SUITE = """\
 name: {name}

@@ -123,9 +123,10 @@ class MIPIAgent(RecurrentAgent):
     """The REFIL agent (its `head` gives the utilities) plus policy and marginal heads."""
 
     def __init__(
-        self, obs_features: int, n_actions: int, embed: int, heads: int, hidden: int, self_residual: bool
+        self, obs_features: int, n_actions: int, embed: int, heads: int, hidden: int, self_residual: bool,
+        flat_entities: int | None,
     ) -> None:
-        super().__init__(obs_features, n_actions, embed, heads, hidden, self_residual)
+        super().__init__(obs_features, n_actions, embed, heads, hidden, self_residual, flat_entities)
         self.policy = nn.Linear(hidden, n_actions)
         self.marginal = nn.Linear(hidden, n_actions)
 
@@ -192,9 +193,8 @@ class MIPI(REFIL):
 
     def _build_agent(self) -> nn.Module:
         cfg, spec = self.cfg, self.spec
-        return MIPIAgent(
-            spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden, cfg.attn_self_residual
-        )
+        return MIPIAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden,
+                         cfg.attn_self_residual, self.flat_entities)
 
     def _build_mixer(self) -> nn.Module:
         cfg = self.mipi_cfg

@@ -18,7 +18,7 @@ from torch import nn
 
 from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax
 from algorithms.common.mixers import AttentionQMixer, NoMixer, SumMixer
-from algorithms.common.networks import RecurrentAgent
+from algorithms.common.networks import EntityEncoder, FlatEncoder, RecurrentAgent
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
 from algorithms.common.targets import hard_update, td_lambda_targets
 from algorithms.common.torch_utils import StepTensors, make_generator, seeded, step_tensors
@@ -71,6 +71,10 @@ class ValueDecompositionConfig:
     # Add the agent's embedded own row to its attention output (see `EntityEncoder`); off in
     # REFIL's agent and by default here.
     attn_self_residual: bool = False
+    # "flat": an MLP layer on the concatenated entity rows instead of attention (the
+    # papers' matrix-game agents); only for tasks whose entity lists are never longer than
+    # the largest the spec declares.
+    agent_encoder: Literal["attention", "flat"] = "attention"
 
 
 @dataclass
@@ -94,6 +98,7 @@ class ValueDecomposition:
         self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
         with seeded(seed):
             self.agent = self._build_agent().to(self.device)
+            self._check_agent_options()
             self.mixer = self._build_mixer().to(self.device)
             self._build_extra()
         self.target_agent = self._frozen_copy(self.agent)
@@ -112,9 +117,28 @@ class ValueDecomposition:
     def _build_agent(self) -> nn.Module:
         """The shared agent network: `initial_state`, one-step `forward` and `unroll`."""
         cfg, spec = self.cfg, self.spec
-        return RecurrentAgent(
-            spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden, cfg.attn_self_residual
-        )
+        return RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden,
+                              cfg.attn_self_residual, self.flat_entities)
+
+    def _check_agent_options(self) -> None:
+        """Refuse agent options that this algorithm's own agent network does not implement,
+        rather than train a different network than the config says."""
+        encoders = [m for m in self.agent.modules() if isinstance(m, (EntityEncoder, FlatEncoder))]
+        honoured = {
+            "agent_encoder": self.cfg.agent_encoder == "attention"
+            or any(isinstance(m, FlatEncoder) for m in encoders),
+            "attn_self_residual": not self.cfg.attn_self_residual
+            or any(isinstance(m, EntityEncoder) and m.self_residual for m in encoders),
+        }
+        bad = [key for key, ok in honoured.items() if not ok]
+        if bad:
+            raise ValueError(f"{type(self).__name__}: its agent network has no {' or '.join(bad)} option "
+                             f"(got {', '.join(f'{k}={getattr(self.cfg, k)!r}' for k in bad)}); leave it at the default")
+
+    @property
+    def flat_entities(self) -> int | None:
+        """`RecurrentAgent`'s flat_entities: the spec's longest entity list for a flat encoder."""
+        return self.spec.max_entities if self.cfg.agent_encoder == "flat" else None
 
     def _build_mixer(self) -> nn.Module:
         return NoMixer()

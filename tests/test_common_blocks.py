@@ -18,7 +18,7 @@ from algorithms.common.exploration import (
     random_available,
 )
 from algorithms.common.mixers import AttentionQMixer, SumMixer
-from algorithms.common.networks import EntityAttention, EntityEncoder, RecurrentAgent
+from algorithms.common.networks import EntityAttention, EntityEncoder, FlatEncoder, RecurrentAgent
 from algorithms.common.replay import EpisodeReplay, Field
 from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
 from algorithms.common.torch_utils import make_generator, seeded
@@ -351,3 +351,27 @@ def test_only_the_self_residual_tells_agents_apart_under_uniform_attention(self_
     views = torch.stack([torch.stack([a, b]), torch.stack([b, a])])  # agent A's view, agent B's view
     out = encoder(views, torch.ones(2, 2, dtype=torch.bool))
     assert torch.allclose(out[0], out[1], atol=1e-6) != self_residual
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), a=st.integers(1, 3), e=st.integers(1, 4), pad=st.integers(0, 2))
+def test_flat_encoder_ignores_hidden_rows_and_pads_short_lists(seed, a, e, pad) -> None:
+    """Hidden rows count as zero rows whatever they hold, and a list shorter than the
+    encoder's width reads as if zero rows followed."""
+    encoder = FlatEncoder(F, e + pad, 8)
+    obs, mask, _ = entity_batch(seed, 2, a, e)
+    out = encoder(obs, mask)
+    junk = obs.clone()
+    junk[~mask] = 100.0
+    torch.testing.assert_close(encoder(junk, mask), out)
+    full = torch.cat([torch.where(mask.unsqueeze(-1), obs, 0.0), torch.zeros(2, a, pad, F)], dim=2)
+    torch.testing.assert_close(encoder(full, torch.ones(2, a, e + pad, dtype=torch.bool)), out)
+    # unlike attention it sees the order of the rows: the partner's row is not pooled away
+    if e >= 2 and mask[..., 1].any():
+        swapped = obs[:, :, [1, 0, *range(2, e)]]
+        assert not torch.allclose(encoder(swapped, mask[:, :, [1, 0, *range(2, e)]]), out)
+
+
+def test_flat_encoder_refuses_longer_entity_lists() -> None:
+    with pytest.raises(ValueError, match="at most 2 entities, got 3"):
+        FlatEncoder(F, 2, 8)(torch.zeros(1, 1, 3, F), torch.ones(1, 1, 3, dtype=torch.bool))

@@ -382,3 +382,16 @@ def assert_trains_on_cuda_and_loads_on_cpu(cls, config) -> None:
 @pytest.mark.parametrize("cls", ALGORITHMS)
 def test_runs_on_cuda_and_checkpoints_load_on_cpu(cls):
     assert_trains_on_cuda_and_loads_on_cpu(cls, small_config(cls))
+
+
+def test_flat_agent_encoder_is_built_and_options_an_agent_lacks_are_refused() -> None:
+    from algorithms.collaq import CollaQ
+    from algorithms.common.networks import FlatEncoder
+
+    flat = QMIX(SPEC, small_config(QMIX, agent_encoder="flat"), 0, "cpu")
+    assert isinstance(flat.agent.encoder, FlatEncoder) and flat.agent.encoder.max_entities == SPEC.max_entities
+    with pytest.raises(ValueError, match="no attn_self_residual option"):  # a flat encoder has no attention
+        QMIX(SPEC, small_config(QMIX, agent_encoder="flat", attn_self_residual=True), 0, "cpu")
+    collaq = {"mixing_embed": 8, "hypernet_embed": 16, "hypernet_heads": 2}
+    with pytest.raises(ValueError, match="CollaQ: its agent network has no agent_encoder option"):
+        CollaQ(SPEC, CollaQ.Config(**{**SMALL, **collaq, "agent_encoder": "flat"}), 0, "cpu")

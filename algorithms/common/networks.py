@@ -75,11 +75,34 @@ class EntityEncoder(nn.Module):
         return (out + own if self.self_residual else out).squeeze(-2)
 
 
+class FlatEncoder(nn.Module):
+    """One agent's entity list -> ReLU(Linear) of all rows concatenated: an MLP's first layer
+    on the observation, as the papers' matrix-game agents have (MIPI App. B.1).
+
+    Hidden rows are zeroed first, so REFIL's imagined sub-groups and MIPI's own-row view
+    work as with attention. Its weights are sized for `max_entities` rows (shorter lists are
+    zero-padded), so unlike attention it cannot read a team bigger than the task's largest.
+    """
+
+    def __init__(self, in_features: int, max_entities: int, embed: int) -> None:
+        super().__init__()
+        self.max_entities = max_entities
+        self.embed = nn.Linear(in_features * max_entities, embed)
+
+    def forward(self, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        missing = self.max_entities - entities.shape[-2]
+        if missing < 0:
+            raise ValueError(f"the flat encoder reads at most {self.max_entities} entities, got {entities.shape[-2]}")
+        rows = torch.where(mask.unsqueeze(-1), entities, 0.0)
+        return F.relu(self.embed(F.pad(rows, (0, 0, 0, missing)).flatten(-2)))
+
+
 class RecurrentAgent(nn.Module):
     """Entity encoder -> ReLU(Linear) -> GRUCell -> Linear head (AQMIX/REFIL agent).
 
     Shared by all agents; absent agents (agent_mask False) get zero outputs and a zero
-    recurrent state, so whatever sits in their slots cannot leak anywhere.
+    recurrent state, so whatever sits in their slots cannot leak anywhere. The encoder is
+    entity attention, or with `flat_entities` set a `FlatEncoder` over that many rows.
     """
 
     def __init__(
@@ -90,10 +113,15 @@ class RecurrentAgent(nn.Module):
         heads: int = 4,
         hidden: int = 64,
         self_residual: bool = False,
+        flat_entities: int | None = None,
     ):
         super().__init__()
         self.hidden = hidden
-        self.encoder = EntityEncoder(obs_features, embed, heads, self_residual)
+        self.encoder: nn.Module = (
+            EntityEncoder(obs_features, embed, heads, self_residual)
+            if flat_entities is None
+            else FlatEncoder(obs_features, flat_entities, embed)
+        )
         self.fc = nn.Linear(embed, hidden)
         self.rnn = nn.GRUCell(hidden, hidden)
         self.head = nn.Linear(hidden, n_outputs)

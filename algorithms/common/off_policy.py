@@ -1,6 +1,7 @@
-"""What the off-policy continuous actor-critics (VM3-AC and its SAC/AC relatives, MADDPG)
-share: the transition replay, the update schedule, per-agent inputs and critic inputs, and
-checkpoints.
+"""What the off-policy actor-critics (VM3-AC and its SAC/AC relatives, MADDPG) share: the
+transition replay, the update schedule, per-agent inputs and critic inputs, and checkpoints.
+A subclass takes the action spaces its `action_spaces` names: continuous [B, A, D] actions
+in [-1, 1], or discrete int64 [B, A] actions, which critics read as one-hot [B, A, U].
 
 Update schedule. The runner calls `update()` after each synchronous batch of episodes. Every
 active env step observed since the last call earns `updates_per_env_step` gradient steps
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from algorithms.common.agentwise import flat_observations, flat_state
-from algorithms.common.torch_utils import make_generator, seeded, step_tensors
+from algorithms.common.torch_utils import make_generator, seeded, step_tensors, to_tensor
 from algorithms.common.transition_replay import TransitionReplay
 from harness.api import EnvSpec, Step, Transition
 
@@ -96,8 +97,10 @@ class OffPolicyActorCritic:
     action_spaces: ClassVar[tuple[str, ...]] = ("continuous",)
 
     def __init__(self, env_spec: EnvSpec, config: OffPolicyConfig, seed: int, device: Any) -> None:
-        if env_spec.discrete:
-            raise ValueError(f"{type(self).__name__} needs continuous actions (its action_spaces are {self.action_spaces})")
+        space = "discrete" if env_spec.discrete else "continuous"
+        if space not in self.action_spaces:
+            needs = "continuous" if env_spec.discrete else "discrete"
+            raise ValueError(f"{type(self).__name__} needs {needs} actions (its action_spaces are {self.action_spaces})")
         self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
         self.n_agents, self.action_dim = env_spec.max_agents, env_spec.n_actions
         self.obs_dim = env_spec.max_entities * env_spec.obs_features
@@ -159,6 +162,10 @@ class OffPolicyActorCritic:
             pad_to(x.state_mask, (spec.max_state_entities,)),
         )
 
+    def step_avail_actions(self, step: Step) -> torch.Tensor:
+        """The step's available-action mask [B, A, U], padded (absent slots: nothing available)."""
+        return pad_to(to_tensor(step.avail_actions, self.device), (self.spec.max_agents, self.spec.n_actions))
+
     def batch_inputs(self, batch: dict[str, torch.Tensor], prefix: str = "") -> AgentInputs:
         """`prefix=""`: the slot the agents acted in; `"next_"`: the one their action led to."""
         return self.agent_inputs(*(batch[prefix + k] for k in ("obs", "obs_mask", "agent_mask", "state", "state_mask")))
@@ -207,11 +214,27 @@ class OffPolicyActorCritic:
         """Standard normal draws from the algorithm's own generator, on its device."""
         return torch.randn(shape, generator=self.generator).to(self.device)
 
+    def random_uniform(self, *shape: int) -> torch.Tensor:
+        """U[0, 1) draws from the algorithm's own generator, on its device."""
+        return torch.rand(shape, generator=self.generator).to(self.device)
+
     def to_actions(self, actions: torch.Tensor, x: AgentInputs, step: Step) -> np.ndarray:
         """[B, A, D] in [-1, 1] -> float32 numpy for the step's own agent slots, absent
         agents' actions zero."""
         actions = torch.where(x.present.unsqueeze(-1), actions, 0.0)[:, : step.agent_mask.shape[1]]
         return actions.float().cpu().numpy()
+
+    def to_discrete_actions(self, actions: torch.Tensor, x: AgentInputs, step: Step) -> np.ndarray:
+        """Action indices [B, A] -> int64 numpy for the step's own agent slots, absent agents'
+        actions 0."""
+        actions = torch.where(x.present, actions, 0)[:, : step.agent_mask.shape[1]]
+        return actions.long().cpu().numpy()
+
+    def one_hot_actions(self, actions: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Action indices [B, A] -> the critics' one-hot encoding [B, A, U], absent agents' rows
+        zero (as absent agents' continuous actions are)."""
+        one_hot = torch.nn.functional.one_hot(actions.long(), self.action_dim).float()
+        return torch.where(present.unsqueeze(-1), one_hot, 0.0)
 
     # ---------------------------------------------------------------- checkpoints
 

@@ -2,13 +2,13 @@
 VM3-AC, MADDPG), sampled uniformly.
 
 Each stored entry is one env step of one environment: what the agents saw (`obs`, masks,
-`state`), the joint action, the team reward, what followed (`next_*`) and whether the step
-ended the episode in a way that forbids bootstrapping (`terminated`; a time-limit truncation
-bootstraps). Envs whose episode had already ended (`Transition.active` False) are padding
-and are skipped. Storage is padded to the env spec's sizes (a composition with fewer agents
-or entities fills only part of its row; the rest stays zero, i.e. masked). `np.zeros` pages
-memory in only as entries arrive, so a 5e5 capacity costs what is filled, and checkpoints
-hold only the filled part.
+`state`; for discrete specs also `avail_actions`), the joint action, the team reward, what
+followed (`next_*`) and whether the step ended the episode in a way that forbids
+bootstrapping (`terminated`; a time-limit truncation bootstraps). Envs whose episode had
+already ended (`Transition.active` False) are padding and are skipped. Storage is padded to
+the env spec's sizes (a composition with fewer agents or entities fills only part of its
+row; the rest stays zero, i.e. masked). `np.zeros` pages memory in only as entries arrive,
+so a 5e5 capacity costs what is filled, and checkpoints hold only the filled part.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def transition_schema(spec: EnvSpec) -> dict[str, Column]:
     actions = Column((a,), np.int64) if spec.discrete else Column((a, spec.n_actions), np.float32)
     schema = {**per_step, **{f"next_{k}": c for k, c in per_step.items()}}
     schema.update(actions=actions, reward=Column((), np.float32), terminated=Column((), np.bool_))
-    if spec.discrete:  # a discrete learner needs the masks of the action it takes next
+    if spec.discrete:  # a discrete learner masks its own fresh actions now and its target's next
+        schema["avail_actions"] = Column((a, spec.n_actions), np.bool_)
         schema["next_avail_actions"] = Column((a, spec.n_actions), np.bool_)
     return schema
 
@@ -61,7 +62,7 @@ def transition_fields(tr: Transition, schema: dict[str, Column]) -> dict[str, np
     for name in schema:
         if name.startswith("next_"):
             out[name] = read(tr.next, name[len("next_"):])
-        elif name in STEP_FIELDS:
+        elif name in STEP_FIELDS or name == "avail_actions":
             out[name] = read(tr.step, name)
     out["actions"] = tr.actions
     out["reward"] = tr.next.reward

@@ -311,9 +311,9 @@ def cmd_report(tokens: list[str]) -> int:
         written = write_leaderboard(report, suite, runs, target, formats)
     out.print(table(report))
     problems = report["problems"]
-    if problems["failed"] or problems["missing"]:
-        err.print(f"[yellow]{len(problems['failed'])} failed and {len(problems['missing'])} unfinished run(s)[/] "
-                  "are listed in the leaderboard")
+    if problems["failed"] or problems["missing"] or problems["untrained"]:
+        err.print(f"[yellow]{len(problems['failed'])} failed, {len(problems['missing'])} unfinished and "
+                  f"{len(problems['untrained'])} untrained run(s)[/] are listed in the leaderboard")
     for path in written:
         err.print(f"wrote {path}", highlight=False, markup=False)
     return 0

@@ -40,6 +40,7 @@ from rich.progress import (
 
 from harness.config import RaySettings
 from harness.plan import RunSpec
+from harness.report import took_no_gradient_step
 from harness.runner import execute_run
 from harness.store import RunResult, Store
 
@@ -178,6 +179,8 @@ class ProgressView:
             self.progress.remove_task(task)
         style = {"done": "green", "failed": "red", "interrupted": "yellow"}[result.status]
         reason = f": {escape(result.reason.splitlines()[0])}" if result.reason else ""
+        if result.status == "done" and took_no_gradient_step(spec.algorithm, result.grad_steps):
+            reason = " [yellow]but took no gradient step within the budget (untrained)[/]"
         self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s){reason}",
                            highlight=False)
 

@@ -212,11 +212,16 @@ def gap_table(report: dict[str, Any], task: str) -> tuple[list[str], list[list[s
     return ["algorithm", "gap"], [[g["algorithm"], fmt_estimate(g["gap"])] for g in gaps]
 
 
+UNTRAINED = ("took no gradient step within the budget (its warm-up or burn-in is longer): "
+             "its scores are the untrained policy's")
+
+
 def problem_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Failed runs with their reasons, then runs that have not finished."""
     failed, missing = report["problems"]["failed"], report["problems"]["missing"]
     rows = [[f["run"], "failed", (f["reason"] or "no reason recorded").splitlines()[0]] for f in failed]
     rows += [[m["run"], m["status"], "not finished: rerun `harness run` to complete it"] for m in missing]
+    rows += [[u["run"], "done, untrained", UNTRAINED] for u in report["problems"].get("untrained", [])]
     return ["run", "status", "reason"], rows
 
 
@@ -306,7 +311,7 @@ def _num(x: float | None) -> str:
 
 def _md_problems(report: dict[str, Any]) -> list[str]:
     header, rows = problem_table(report)
-    lines = ["## Failed and missing runs", ""]
+    lines = ["## Failed, missing and untrained runs", ""]
     return lines + (_md_table(header, rows) if rows else ["Every planned run finished.", ""])
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from harness import stats
 from harness.config import Suite, Task
 from harness.plan import RunSpec, plan
+from harness.registry import get_algorithm
 from harness.store import Store
 
 OTHER_METRIC = {"return": "win_rate", "win_rate": "return"}
@@ -59,6 +60,7 @@ class RunRecord:
     env_steps: int | None
     seconds: float | None
     evals: list[dict[str, Any]]
+    grad_steps: int | None = None
     # Every table of a report reads the same few evaluations of a run: index them once.
     _cells: dict[tuple[str, int | None], dict[tuple[str, str, str], float]] = field(
         default_factory=dict, repr=False, compare=False)
@@ -88,6 +90,17 @@ class RunRecord:
                 "final": self.final_scores(), "absolute": self.final_scores("absolute")}
 
 
+def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
+    """A finished run of a learning algorithm that never updated (a warm-up or burn-in longer
+    than the budget): its scores are those of the untrained policy."""
+    if grad_steps != 0:
+        return False  # it learned, or the store predates the count
+    try:
+        return bool(getattr(get_algorithm(algorithm), "learns", True))
+    except Exception:  # an algorithm that can no longer be imported: say nothing about it
+        return False
+
+
 def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
     specs = plan(suite)
     by_id = {r["run_id"]: r for r in store.runs(run_ids=[s.run_id for s in specs])}
@@ -99,7 +112,7 @@ def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
     for spec in specs:
         row = by_id.get(spec.run_id, {})
         records.append(RunRecord(spec, row.get("status", "missing"), row.get("reason"), row.get("env_steps"),
-                                 row.get("seconds"), evals.get(spec.run_id, [])))
+                                 row.get("seconds"), evals.get(spec.run_id, []), row.get("grad_steps")))
     return records
 
 
@@ -347,7 +360,9 @@ class Leaderboard:
                   for r in self.runs if r.status == "failed"]
         missing = [{"run": r.spec.label, "run_id": r.spec.run_id, "status": r.status}
                    for r in self.runs if r.status not in ("done", "failed")]
-        return {"failed": failed, "missing": missing}
+        untrained = [{"run": r.spec.label, "run_id": r.spec.run_id}
+                     for r in self.runs if r.status == "done" and took_no_gradient_step(r.spec.algorithm, r.grad_steps)]
+        return {"failed": failed, "missing": missing, "untrained": untrained}
 
     def protocol(self) -> dict[str, Any]:
         suite = self.suite

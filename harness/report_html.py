@@ -141,8 +141,8 @@ def _task_section(report: dict[str, Any], task: dict[str, Any]) -> list[str]:
 def _problems_section(report: dict[str, Any]) -> list[str]:
     header, rows = problem_table(report)
     if not rows:
-        return ["<h2>Failed and missing runs</h2>", "<p>Every planned run finished.</p>"]
-    return ["<h2>Failed and missing runs</h2>", f"<div class='bad'>{_table(header, rows)}</div>"]
+        return ["<h2>Failed, missing and untrained runs</h2>", "<p>Every planned run finished.</p>"]
+    return ["<h2>Failed, missing and untrained runs</h2>", f"<div class='bad'>{_table(header, rows)}</div>"]
 
 
 def _protocol_section(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:

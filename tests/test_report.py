@@ -21,7 +21,7 @@ from harness.cli import main
 from harness.config import load_suite
 from harness.leaderboard import md_text
 from harness.plan import plan
-from harness.report import Bootstrap, _rank, collect
+from harness.report import Bootstrap, _rank, collect, took_no_gradient_step
 from harness.store import RunResult, Store
 
 HOSTILE = "<script>alert('x')</script> & | <b>bold</b>"
@@ -50,7 +50,7 @@ def final_value(task: str, algorithm: str, seed: int, composition_index: int) ->
 @pytest.fixture()
 def board(tmp_path: Path):
     """A suite file and its store: every run done except vdn/climbing seed 3 (failed) and
-    iql/two_type seed 3 (never started)."""
+    iql/two_type seed 3 (never started); iql/climbing seed 2 took no gradient step."""
     path = tmp_path / "report_suite.yaml"
     path.write_text(yaml.safe_dump(SUITE))
     store_url = f"sqlite:///{tmp_path / 'runs.db'}"
@@ -64,7 +64,9 @@ def board(tmp_path: Path):
         if (spec.task, spec.algorithm, spec.seed) == ("climbing", "vdn", 3):
             store.finish(RunResult(spec.run_id, "failed", "non-finite loss (nan) at env step 100"))
             continue
-        store.finish(RunResult(spec.run_id, "done", None, evals_for(spec), env_steps=200, seconds=1.0))
+        untrained = (spec.task, spec.algorithm, spec.seed) == ("climbing", "iql", 2)
+        store.finish(RunResult(spec.run_id, "done", None, evals_for(spec), env_steps=200,
+                               grad_steps=0 if untrained else 10, seconds=1.0))
     return path, store_url, suite, store
 
 
@@ -119,7 +121,7 @@ def test_report_writes_every_artefact_with_hand_checked_numbers(board, tmp_path)
     assert doc["manifest"]["suite_hash"] == manifest["suite_hash"]
 
 
-def test_failed_and_missing_runs_are_shown_not_hidden(board, tmp_path):
+def test_failed_missing_and_untrained_runs_are_shown_not_hidden(board, tmp_path):
     path, store_url, _, _ = board
     out = tmp_path / "board"
     assert run_report(path, store_url, out, "format=md,json") == 0
@@ -132,9 +134,18 @@ def test_failed_and_missing_runs_are_shown_not_hidden(board, tmp_path):
     readme = (out / "README.md").read_text()
     assert "climbing/vdn/seed3 | failed | non-finite loss (nan) at env step 100" in readme
     assert "two_type/iql/seed3 | pending" in readme
+    assert [u["run"] for u in doc["problems"]["untrained"]] == ["climbing/iql/seed2"]
+    assert "climbing/iql/seed2 | done, untrained | took no gradient step within the budget" in readme
     assert "3/4 (1 failed)" in readme and "3/4 (1 missing)" in readme
     assert "With 4 seeds these intervals are optimistic" in readme  # few seeds: said, not hidden
     assert not (out / "index.html").exists()  # only the formats asked for (and the manifest)
+
+
+def test_only_learning_algorithms_count_as_untrained_without_gradient_steps():
+    assert took_no_gradient_step("qmix", 0)
+    assert not took_no_gradient_step("qmix", 5)
+    assert not took_no_gradient_step("qmix", None)  # a store written before the count existed
+    assert not took_no_gradient_step("random", 0)  # it learns nothing by design
 
 
 def test_unequal_run_counts_are_counted_in_aggregates(board):

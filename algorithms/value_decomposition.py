@@ -123,12 +123,12 @@ class ValueDecomposition:
     def _check_agent_options(self) -> None:
         """Refuse agent options that this algorithm's own agent network does not implement,
         rather than train a different network than the config says."""
+        # Configs of agents with no attention options at all (OPT-D's) lack the fields.
+        encoder, residual = getattr(self.cfg, "agent_encoder", "attention"), getattr(self.cfg, "attn_self_residual", False)
         encoders = [m for m in self.agent.modules() if isinstance(m, (EntityEncoder, FlatEncoder))]
         honoured = {
-            "agent_encoder": self.cfg.agent_encoder == "attention"
-            or any(isinstance(m, FlatEncoder) for m in encoders),
-            "attn_self_residual": not self.cfg.attn_self_residual
-            or any(isinstance(m, EntityEncoder) and m.self_residual for m in encoders),
+            "agent_encoder": encoder == "attention" or any(isinstance(m, FlatEncoder) for m in encoders),
+            "attn_self_residual": not residual or any(isinstance(m, EntityEncoder) and m.self_residual for m in encoders),
         }
         bad = [key for key, ok in honoured.items() if not ok]
         if bad:

@@ -54,7 +54,12 @@ import torch
 from torch import nn
 
 from algorithms.common.agentwise import AgentwiseMLP, own_action_swapped
-from algorithms.common.exploration import masked_argmax, sample_categorical
+from algorithms.common.exploration import (
+    gumbel_noise,
+    masked_argmax,
+    sample_categorical,
+    straight_through_gumbel_softmax,
+)
 from algorithms.common.off_policy import AgentInputs, OffPolicyActorCritic, OffPolicyConfig, per_agent_mean
 from algorithms.common.targets import soft_update
 from harness.api import Step, tunable
@@ -85,17 +90,6 @@ class MADDPGConfig(OffPolicyConfig):
         if bad:
             raise ValueError(f"{type(self).__name__}: noise_std and logit_reg must be >= 0, gumbel_temperature > 0, "
                              "grad_norm_clip > 0 or None; got " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
-
-
-def gumbel_softmax(logits: torch.Tensor, avail: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Straight-through Gumbel-softmax over the available actions [..., U]: the forward value
-    is the one-hot of argmax(l + g) (a draw from softmax(l) over the available actions), the
-    gradient that of softmax((l + g) / temperature), g = -log(-log(uniform)). Unavailable
-    actions get probability 0 and no gradient."""
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0)))
-    soft = torch.softmax((logits.masked_fill(~avail, -1e10) + gumbel) / temperature, dim=-1)
-    hard = torch.nn.functional.one_hot(masked_argmax(soft.detach(), avail), logits.shape[-1]).to(soft.dtype)
-    return hard + (soft - soft.detach())
 
 
 def mean_square_available(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
@@ -203,7 +197,8 @@ class MADDPG(OffPolicyActorCritic):
             q = self.q_values(self.critic, now, mu, own_action_swapped(mu, batch["actions"]))
             return per_agent_mean(-q, now.present)
         logits, avail = self.actor(now.obs), batch["avail_actions"]
-        sample = gumbel_softmax(logits, avail, self.random_uniform(*logits.shape), self.cfg.gumbel_temperature)
+        sample = straight_through_gumbel_softmax(logits, avail, gumbel_noise(logits, self.generator),
+                                                 self.cfg.gumbel_temperature)
         own = torch.where(now.present.unsqueeze(-1), sample, 0.0)
         q = self.q_values(self.critic, now, own, own_action_swapped(own, self.replayed_actions(batch, now.present)))
         penalty = per_agent_mean(mean_square_available(logits, avail), now.present)

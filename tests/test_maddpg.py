@@ -27,8 +27,9 @@ from off_policy_helpers import (
 )
 from torch import nn
 
+from algorithms.common.exploration import straight_through_gumbel_softmax
 from algorithms.common.transition_replay import TransitionReplay, transition_schema
-from algorithms.maddpg import MADDPG, MADDPGConfig, gumbel_softmax
+from algorithms.maddpg import MADDPG, MADDPGConfig
 from harness.api import Transition
 from harness.config import build_config
 from harness.runner import rollout
@@ -312,9 +313,9 @@ def test_gumbel_softmax_sample_is_a_one_hot_available_action(seed: int, temperat
     avail = random_avail((5, 3, U), g)
     logits = (10 * torch.randn((5, 3, U), generator=g)).requires_grad_(True)
     uniform = torch.rand((5, 3, U), generator=g)
-    sample = gumbel_softmax(logits, avail, uniform, temperature)
-    # forward: the one-hot of the Gumbel-max draw over the available actions
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0)))
+    sample = straight_through_gumbel_softmax(logits, avail, gumbel, temperature)
+    # forward: the one-hot of the Gumbel-max draw over the available actions
     drawn = (logits.detach() + gumbel).masked_fill(~avail, float("-inf")).argmax(-1)
     assert torch.equal(sample.detach(), torch.nn.functional.one_hot(drawn, U).float())
     # backward: the soft sample's gradient, none into unavailable logits

@@ -54,11 +54,27 @@ def epsilon_greedy(
     return epsilon_mixed(masked_argmax(values, avail), avail, epsilon, generator)
 
 
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard Gumbel draws shaped like `like`, from the caller's generator (reproducible)."""
+    uniform = torch.rand(like.shape, generator=generator).to(like.device).clamp_(1e-10, 1.0)
+    return -torch.log(-torch.log(uniform))
+
+
 def sample_categorical(logits: torch.Tensor, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A draw from softmax(logits) restricted to the available actions (Gumbel-max trick,
     so the draw comes from the caller's generator and stays reproducible)."""
-    uniform = torch.rand(logits.shape, generator=generator).to(logits.device).clamp_(1e-10, 1.0)
-    return masked_argmax(logits - torch.log(-torch.log(uniform)), avail)
+    return masked_argmax(logits + gumbel_noise(logits, generator), avail)
+
+
+def straight_through_gumbel_softmax(logits: torch.Tensor, avail: torch.Tensor, gumbel: torch.Tensor,
+                                    temperature: float) -> torch.Tensor:
+    """Straight-through Gumbel-softmax over the available actions [..., U]: the forward value
+    is the one-hot of argmax(l + g) (a draw from softmax(l) over the available actions), the
+    gradient that of softmax((l + g) / temperature). Unavailable actions get probability 0
+    and no gradient."""
+    soft = torch.softmax((logits.masked_fill(~avail, -1e10) + gumbel) / temperature, dim=-1)
+    hard = torch.nn.functional.one_hot(masked_argmax(soft.detach(), avail), logits.shape[-1]).to(soft.dtype)
+    return hard + (soft - soft.detach())
 
 
 def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:

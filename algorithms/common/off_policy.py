@@ -214,10 +214,6 @@ class OffPolicyActorCritic:
         """Standard normal draws from the algorithm's own generator, on its device."""
         return torch.randn(shape, generator=self.generator).to(self.device)
 
-    def random_uniform(self, *shape: int) -> torch.Tensor:
-        """U[0, 1) draws from the algorithm's own generator, on its device."""
-        return torch.rand(shape, generator=self.generator).to(self.device)
-
     def to_actions(self, actions: torch.Tensor, x: AgentInputs, step: Step) -> np.ndarray:
         """[B, A, D] in [-1, 1] -> float32 numpy for the step's own agent slots, absent
         agents' actions zero."""

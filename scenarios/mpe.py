@@ -26,6 +26,13 @@ With local_ratio r each agent gets (1 - r) x (minus the summed landmark-to-neare
 distances) + r x (minus its collisions). `won`: every landmark has an agent within
 `cover_radius` (default mpe2's 0.1) at the last step.
 
+Spread has two engines (`engine:`), which give the same Steps for the same seed (to float32
+rounding; tests/test_mpe_engine.py plays them side by side). `numpy`, the default, steps the
+whole batch at once in `scenarios._mpe_spread_core` (a re-implementation of mpe2's
+simple_spread: tens of microseconds per batch step where mpe2 takes about a third of a
+millisecond per env) and does not need mpe2 installed. `mpe2` runs one mpe2 ParallelEnv per
+slot. The registered `MPESpreadBackend` builds `NumpySpreadBackend` or `MPE2SpreadBackend`.
+
 `mpe_tag` (simple_tag): the predators (mpe2's adversaries) learn; the prey follow a fixed
 script (`prey_policy`: flee, random or still). mpe2 gives every predator the same reward, 10
 per predator-prey contact, so the default `team_reward: mean` is that shared reward (`sum`
@@ -35,21 +42,29 @@ predator at once (with `end_on_capture` the episode also ends there).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from harness.api import EnvSpec
+from harness.api import Backend, EnvSpec, Step
 from harness.registry import register_env
-from scenarios.pettingzoo_generic import ParallelEnvBackend, Slot, quiet_import
+from scenarios._mpe_spread_core import MOVES, SpreadWorlds, continuous_forces, discrete_forces
+from scenarios.pettingzoo_generic import (
+    ParallelEnvBackend,
+    Slot,
+    checked_actions,
+    quiet_import,
+    requirement_problem,
+)
 from scenarios.python_batch import Frame
 
 MAX_TEAM = 32  # mpe2's physics is O(entities^2) Python; larger teams would crawl
 POS, VEL = 2, 2
-# mpe2's move directions per discrete action: no-op, left, right, down, up.
-MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.float64)
-N_MOVES = len(MOVES)
+N_MOVES = len(MOVES)  # mpe2's discrete moves: no-op, left, right, down, up
 
 
 def obs_features(n_kinds: int) -> int:
@@ -87,10 +102,9 @@ def state_rows(template: np.ndarray, n_kinds: int, pos: np.ndarray, vel: np.ndar
     return rows
 
 
-class MPEBackend(ParallelEnvBackend):
-    """What spread and tag share: the mpe2 requirement, the action space, the spec."""
+class MPELayout:
+    """The spec of an MPE task from its entity kinds (shared by every engine of a scenario)."""
 
-    requires: ClassVar[tuple[str, str]] = ("mpe2", "the mpe2 package")
     OBS_KINDS: ClassVar[int]
     STATE_KINDS: ClassVar[int]
 
@@ -116,6 +130,12 @@ class MPEBackend(ParallelEnvBackend):
             episode_limit=args.max_cycles,
             discrete=not args.continuous_actions,
         )
+
+
+class MPEBackend(MPELayout, ParallelEnvBackend):
+    """What the mpe2-driven backends share: the mpe2 requirement, the parsing helpers."""
+
+    requires: ClassVar[tuple[str, str]] = ("mpe2", "the mpe2 package")
 
     def make_env(self, composition_index: int) -> Slot:
         slot = super().make_env(composition_index)
@@ -170,6 +190,20 @@ class SpreadArgs(BaseModel):
     cover_radius: float = Field(
         default=0.1, gt=0, description="won: every landmark has an agent this close at the end"
     )
+    engine: Literal["numpy", "mpe2"] = Field(
+        default="numpy",
+        description="numpy = the harness's vectorised re-implementation of mpe2's simple_spread, "
+        "verified step for step against mpe2; mpe2 = the mpe2 package itself",
+    )
+
+    @model_serializer(mode="wrap")
+    def _default_engine_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Run ids hash the dumped args. Both engines play the same episodes, so the default one
+        # is left out: runs recorded before the engine existed keep their ids.
+        data = handler(self)
+        if data.get("engine") == "numpy":
+            del data["engine"]
+        return data
 
 
 class SpreadComposition(BaseModel):
@@ -181,13 +215,24 @@ class SpreadComposition(BaseModel):
 
 
 @register_env("mpe_spread")
-class MPESpreadBackend(MPEBackend):
-    """mpe2 simple_spread (cooperative navigation): N agents cover N landmarks."""
+class MPESpreadBackend(MPELayout, Backend):
+    """mpe2 simple_spread (cooperative navigation): N agents cover N landmarks.
+
+    The registered name builds the engine `args.engine` names (`NumpySpreadBackend` or
+    `MPE2SpreadBackend`, both subclasses), as `pathlib.Path` builds a `PosixPath`; the
+    class-level contract below serves both.
+    """
 
     Args = SpreadArgs
     Composition = SpreadComposition
     OBS_KINDS = 3  # self, agent, landmark
     STATE_KINDS = 2  # agent, landmark
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MPESpreadBackend:
+        if cls is MPESpreadBackend:  # subclasses (and unpickling) get the class they name
+            spread_args = args[0] if args else kwargs["args"]
+            cls = NumpySpreadBackend if spread_args.engine == "numpy" else MPE2SpreadBackend
+        return super().__new__(cls)
 
     @classmethod
     def default_compositions(cls, args: SpreadArgs) -> list[SpreadComposition]:
@@ -198,6 +243,12 @@ class MPESpreadBackend(MPEBackend):
         return f"{composition.n_agents} agents"
 
     @classmethod
+    def missing_requirements(cls, args: SpreadArgs) -> str | None:
+        if args.engine == "numpy":
+            return None
+        return requirement_problem(cls.name, *MPEBackend.requires)
+
+    @classmethod
     def team_size(cls, composition: SpreadComposition) -> int:
         return composition.n_agents
 
@@ -205,6 +256,10 @@ class MPESpreadBackend(MPEBackend):
     def kinds(cls, composition: SpreadComposition) -> tuple[list[int], list[int]]:
         n = composition.n_agents
         return [0] + [1] * (n - 1) + [2] * n, [0] * n + [1] * n
+
+
+class MPE2SpreadBackend(MPESpreadBackend, MPEBackend):
+    """`engine: mpe2`: one mpe2 ParallelEnv per batch slot, its observations parsed into rows."""
 
     def build(self, composition_index: int) -> Any:
         a = self.args
@@ -241,6 +296,187 @@ class MPESpreadBackend(MPEBackend):
         _, _, landmarks, _ = self.split(slot)
         nearest = np.linalg.norm(landmarks, axis=-1).min(axis=0)  # per landmark, over agents
         return bool((nearest < self.args.cover_radius).all())
+
+
+@dataclass(frozen=True)
+class SpreadRows:
+    """Where a batch's observation and state rows come from, fixed for an episode: flat indices
+    into `SpreadWorlds.offset`/`distance` (pairs, [B * N * 2N]) and `entities` ([B * 2N])."""
+
+    obs_pair: np.ndarray  # [B, N, 2N]: the (agent, entity) pair row e of agent i describes
+    obs_entity: np.ndarray  # [B, N, 2N]: the entity whose position row e holds
+    state_entity: np.ndarray  # [B, 2N]
+    obs_template: np.ndarray  # [B, N, 2N, F] float32: the kind one-hots, zeros on padding
+    state_template: np.ndarray  # [B, 2N, G] float32
+    masks: dict[str, np.ndarray]  # obs_mask, state_mask, avail_actions, agent_mask
+
+
+def composition_rows(n: int, max_agents: int, discrete: bool) -> dict[str, np.ndarray]:
+    """One composition's row sources, templates and masks, padded to max_agents (N) agents.
+
+    Agent i's rows: itself, the other agents in slot order, then the landmarks (the mpe2
+    engine's layout); the state lists the agents, then the landmarks. Padding rows read zeros:
+    an agent's offset to itself, and the position of a padding entity (at the origin; when
+    n < N, slot N - 1 is one; when n == N no row is padding).
+    """
+    big_n, rows = max_agents, 2 * max_agents
+    entity = np.repeat(np.arange(big_n)[:, None], rows, axis=1)  # absent agents: their own slot
+    entity[:n] = big_n - 1
+    pair = entity.copy()
+    for i in range(n):
+        real = [i] + [j for j in range(n) if j != i] + list(range(big_n, big_n + n))
+        entity[i, : 2 * n] = pair[i, : 2 * n] = real
+        pair[i, 2 * n :] = i
+    state_entity = np.full(rows, big_n - 1)
+    state_entity[: 2 * n] = [*range(n), *range(big_n, big_n + n)]
+    obs_kinds, state_kinds = MPESpreadBackend.kinds(SpreadComposition(n_agents=n))
+    obs_template = np.zeros((big_n, rows, obs_features(MPESpreadBackend.OBS_KINDS)), np.float32)
+    obs_template[:n, : 2 * n] = kind_rows(obs_kinds, MPESpreadBackend.OBS_KINDS, obs_template.shape[-1])
+    state_template = np.zeros((rows, state_features(MPESpreadBackend.STATE_KINDS)), np.float32)
+    state_template[: 2 * n] = kind_rows(state_kinds, MPESpreadBackend.STATE_KINDS, state_template.shape[-1])
+    agent_mask = np.arange(big_n) < n
+    avail = np.ones((big_n, N_MOVES), dtype=bool)
+    if discrete:  # padded agent slots may "act", but only the no-op
+        avail[n:, 1:] = False
+    return {
+        "obs_pair": np.arange(big_n)[:, None] * rows + pair,
+        "obs_entity": entity,
+        "state_entity": state_entity,
+        "obs_template": obs_template,
+        "state_template": state_template,
+        "obs_mask": agent_mask[:, None] & (np.arange(rows) < 2 * n),
+        "state_mask": np.arange(rows) < 2 * n,
+        "avail_actions": avail,
+        "agent_mask": agent_mask,
+    }
+
+
+class NumpySpreadBackend(MPESpreadBackend):
+    """`engine: numpy`: every slot's world in one `SpreadWorlds` batch, stepped in numpy.
+
+    It draws compositions and per-episode seeds from `self.rng` exactly as the mpe2 engine
+    (`PythonBatchBackend.reset`) does and saves that generator in the same JSON, so the two
+    engines give the same Steps for a seed and a checkpoint of one resumes on the other.
+    Episodes never end early (simple_spread has no terminal state), so every slot of a batch
+    is at the same step and the batch ends at once, after max_cycles steps.
+    """
+
+    def __init__(self, args: SpreadArgs, compositions: list[SpreadComposition], num_envs: int, seed: int,
+                 weights: list[float] | None = None, training: bool = False) -> None:
+        self.args, self.compositions, self.num_envs, self.training = args, compositions, num_envs, training
+        self.spec = self.describe(args, compositions)
+        w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.probs = w / w.sum()
+        self.rng = np.random.default_rng(seed)
+        self.worlds = SpreadWorlds(num_envs, self.spec.max_agents)
+        self.team_sizes = np.array([c.n_agents for c in compositions], dtype=np.int64)
+        per_composition = [composition_rows(c.n_agents, self.spec.max_agents, self.spec.discrete)
+                           for c in compositions]
+        self._tables = {k: np.stack([t[k] for t in per_composition]) for k in per_composition[0]}
+        self.comp = np.zeros(num_envs, dtype=np.int64)
+        self.t = 0
+        self._rows: SpreadRows | None = None
+        self._last: Step | None = None
+
+    # ---- batched contract ----------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> Step:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
+        env_seeds = self.rng.integers(0, 2**31 - 1, size=self.num_envs)
+        sizes = self.team_sizes[self.comp]
+        self.worlds.reset(sizes, env_seeds)
+        self._rows = self._batch_rows()
+        self.t = 0
+        no = np.zeros(self.num_envs, dtype=bool)
+        return self._step(np.zeros(self.num_envs, dtype=np.float32), no, no)
+
+    def step(self, actions: np.ndarray) -> Step:
+        actions = checked_actions(actions, self.spec, self.num_envs)
+        if self._last is None:
+            raise RuntimeError("mpe_spread: call reset() before step()")
+        if self.t >= self.args.max_cycles:  # the batch has ended: done, zero reward, until reset
+            return self._after_end(self._last)
+        self.worlds.step(self._control(actions))
+        self.t += 1
+        per_agent = self.worlds.rewards(self.args.local_ratio)
+        reward = per_agent.sum(axis=1)
+        if self.args.team_reward == "mean":
+            reward = reward / self.team_sizes[self.comp]
+        done = self.t >= self.args.max_cycles
+        won = self.worlds.covered(self.args.cover_radius) if done else np.zeros(self.num_envs, dtype=bool)
+        return self._step(reward.astype(np.float32), np.full(self.num_envs, done), won)
+
+    def _control(self, actions: np.ndarray) -> np.ndarray:
+        if self.spec.discrete:
+            return discrete_forces(actions)
+        # [-1, 1] onto mpe2's [0, 1] Box, rounded to float32 as the mpe2 engine hands it over.
+        box = np.clip(actions, -1.0, 1.0).astype(np.float64)
+        box += 1.0
+        box *= 0.5
+        return continuous_forces(box.astype(np.float32))
+
+    # ---- observations ----------------------------------------------------------------------------
+    def _batch_rows(self) -> SpreadRows:
+        t, comp = self._tables, self.comp
+        world = np.arange(self.num_envs)
+        pairs, entities = self.spec.max_agents * self.spec.max_entities, self.spec.max_entities
+        return SpreadRows(
+            obs_pair=(world * pairs)[:, None, None] + t["obs_pair"][comp],
+            obs_entity=(world * entities)[:, None, None] + t["obs_entity"][comp],
+            state_entity=(world * entities)[:, None] + t["state_entity"][comp],
+            obs_template=t["obs_template"][comp],
+            state_template=t["state_template"][comp],
+            masks={k: t[k][comp] for k in ("obs_mask", "state_mask", "avail_actions", "agent_mask")},
+        )
+
+    def _observations(self, rows: SpreadRows) -> tuple[np.ndarray, np.ndarray]:
+        """obs [B, N, 2N, F] and state [B, 2N, G] in the mpe2 engine's layout (module docstring),
+        gathered from what the worlds measured this step."""
+        k, worlds = self.OBS_KINDS, self.worlds
+        positions = worlds.entities.reshape(-1, 2)
+        obs = rows.obs_template.copy()
+        obs[..., k : k + 2] = worlds.offset.reshape(-1, 2)[rows.obs_pair]
+        obs[..., k + 2] = worlds.distance.reshape(-1)[rows.obs_pair]
+        obs[..., k + 3 : k + 5] = positions[rows.obs_entity]
+        obs[:, :, 0, k + 5 :] = worlds.velocity  # an agent observes only its own velocity
+        state = rows.state_template.copy()
+        state[..., 2:4] = positions[rows.state_entity]
+        # Agents' rows come first; padding agents (at rest) give the landmark rows after them zeros.
+        state[:, : self.spec.max_agents, 4:] = worlds.velocity
+        return obs, state
+
+    def _step(self, reward: np.ndarray, done: np.ndarray, won: np.ndarray) -> Step:
+        assert self._rows is not None
+        obs, state = self._observations(self._rows)
+        masks = self._rows.masks
+        self._last = Step(
+            obs=obs,
+            obs_mask=masks["obs_mask"].copy(),
+            state=state,
+            state_mask=masks["state_mask"].copy(),
+            avail_actions=masks["avail_actions"].copy(),
+            agent_mask=masks["agent_mask"].copy(),
+            reward=reward,
+            done=done,
+            terminated=np.zeros(self.num_envs, dtype=bool),
+            won=won & done,
+            composition=self.comp.copy(),
+        )
+        return self._last
+
+    def _after_end(self, last: Step) -> Step:
+        fresh = {f.name: getattr(last, f.name).copy() for f in dataclasses.fields(Step)}
+        fresh["reward"] = np.zeros(self.num_envs, dtype=np.float32)
+        return Step(**fresh)
+
+    # ---- checkpoints: the PythonBatchBackend's format, so both engines read each other's --------
+    def rng_state(self) -> str:
+        return json.dumps({"rng": self.rng.bit_generator.state, "extra": {}})
+
+    def set_rng_state(self, state: str) -> None:
+        if state:
+            self.rng.bit_generator.state = json.loads(state)["rng"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -259,18 +259,20 @@ class ParallelEnvBackend(PythonBatchBackend):
 
     def step(self, actions: np.ndarray) -> Step:
         """The base class's step, after checking the actions' shape and range."""
-        actions = np.asarray(actions)
-        spec = self.spec
-        shape = (self.num_envs, spec.max_agents) + (() if spec.discrete else (spec.n_actions,))
-        if actions.shape != shape:
-            raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
-        if spec.discrete and actions.size and (actions.min() < 0 or actions.max() >= spec.n_actions):
-            raise ValueError(
-                f"actions must lie in [0, {spec.n_actions}), got {actions.min()}..{actions.max()}"
-            )
-        if not spec.discrete and not np.isfinite(actions).all():
-            raise ValueError("continuous actions must be finite")
-        return super().step(actions)
+        return super().step(checked_actions(actions, self.spec, self.num_envs))
+
+
+def checked_actions(actions: np.ndarray, spec: EnvSpec, num_envs: int) -> np.ndarray:
+    """`actions` as an array, or ValueError if its shape or values break the batched contract."""
+    actions = np.asarray(actions)
+    shape = (num_envs, spec.max_agents) + (() if spec.discrete else (spec.n_actions,))
+    if actions.shape != shape:
+        raise ValueError(f"actions must have shape {shape}, got {actions.shape}")
+    if spec.discrete and actions.size and (actions.min() < 0 or actions.max() >= spec.n_actions):
+        raise ValueError(f"actions must lie in [0, {spec.n_actions}), got {actions.min()}..{actions.max()}")
+    if not spec.discrete and not np.isfinite(actions).all():
+        raise ValueError("continuous actions must be finite")
+    return actions
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,11 +225,13 @@ def test_step_rejects_bad_actions():
 
 
 # ---------------------------------------------------------------------------------------------
-# mpe_spread
+# mpe_spread: these read mpe2's own worlds, so they run the mpe2 engine (tests/test_mpe_engine.py
+# holds the numpy engine to it step for step)
+MPE2 = {"engine": "mpe2"}
 
 
 def test_spread_layout_masks_and_state_match_the_world():
-    env = make("mpe_spread", comps=[{"n_agents": 3}, {"n_agents": 5}], num_envs=8, seed=1)
+    env = make("mpe_spread", MPE2, comps=[{"n_agents": 3}, {"n_agents": 5}], num_envs=8, seed=1)
     spec = env.spec
     assert (spec.obs_features, spec.state_features, spec.n_actions) == (10, 6, 5)
     assert (spec.max_agents, spec.max_entities, spec.max_state_entities) == (5, 10, 10)
@@ -273,7 +275,7 @@ def check_spread_frame(step: Step, b: int, world: Any) -> None:
 def test_spread_reward_sums_mpe_agent_rewards():
     for mode, scale in (("sum", 1.0), ("mean", 1 / 4)):
         env = make(
-            "mpe_spread", {"team_reward": mode, "local_ratio": 0.3}, [{"n_agents": 4}], num_envs=2, seed=2
+            "mpe_spread", {**MPE2, "team_reward": mode, "local_ratio": 0.3}, [{"n_agents": 4}], num_envs=2, seed=2
         )
         rng = np.random.default_rng(1)
         step = env.reset()
@@ -296,7 +298,7 @@ def spread_team_reward(world: Any, local_ratio: float) -> float:
 
 @pytest.mark.parametrize("covered", [True, False])
 def test_spread_won_when_every_landmark_is_covered(covered):
-    env = make("mpe_spread", {"max_cycles": 1}, [{"n_agents": 3}], num_envs=1)
+    env = make("mpe_spread", {**MPE2, "max_cycles": 1}, [{"n_agents": 3}], num_envs=1)
     env.reset()
     world = slot_env(env, 0).unwrapped.world
     spots = np.array([[-0.6, 0.0], [0.0, 0.6], [0.6, 0.0]])  # far apart: no collision moves an agent
@@ -311,7 +313,7 @@ def test_spread_won_when_every_landmark_is_covered(covered):
 
 
 def test_spread_continuous_actions_map_onto_mpe_box():
-    env = make("mpe_spread", {"continuous_actions": True}, [{"n_agents": 2}], num_envs=1)
+    env = make("mpe_spread", {**MPE2, "continuous_actions": True}, [{"n_agents": 2}], num_envs=1)
     assert not env.spec.discrete and env.spec.n_actions == 5
     step = env.reset()
     assert step.avail_actions.shape == (1, 2, 5) and step.avail_actions.all()

@@ -282,9 +282,10 @@ class OPTDAgent(nn.Module):
         x, layers = self.encode(obs, obs_mask, agent_mask)
         h = self.initial_state(obs.shape[0], obs.shape[2], obs.device)
         outputs, h_prev = [], []
-        for t in range(obs.shape[1]):
+        # unbind, not x[:, t]: the backward of T slices would write T zero-filled copies of x.
+        for x_t, present_t in zip(x.unbind(1), agent_mask.unbind(1), strict=True):
             h_prev.append(h)
-            out, h = self.recur(x[:, t], h, agent_mask[:, t])
+            out, h = self.recur(x_t, h, present_t)
             outputs.append(out)
         return torch.stack(outputs, dim=1), AgentExtras(agent_mask, layers, torch.stack(h_prev, dim=1))
 

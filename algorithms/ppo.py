@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
-from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext
+from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext, unroll_gru
 from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
 from algorithms.common.torch_utils import make_generator, masked_average, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
@@ -225,13 +225,7 @@ class SquashedGaussianPolicy(nn.Module):
 def unroll_values(rnn: nn.GRUCell, head: nn.Linear, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """A GRU over time from a zero state: x [B, T, A, H] -> one value per agent [B, T, A];
     absent agents get a zero state and a zero value."""
-    h = x.new_zeros(x.shape[0], x.shape[2], rnn.hidden_size)
-    states = []
-    for t in range(x.shape[1]):
-        h = rnn(x[:, t].flatten(0, 1), h.flatten(0, 1)).view_as(h)
-        h = torch.where(present[:, t].unsqueeze(-1), h, 0.0)
-        states.append(h)
-    return torch.where(present, head(torch.stack(states, dim=1)).squeeze(-1), 0.0)
+    return torch.where(present, head(unroll_gru(rnn, x, present)).squeeze(-1), 0.0)
 
 
 class HistoryCritic(nn.Module):

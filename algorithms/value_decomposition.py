@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax
-from algorithms.common.mixers import AttentionQMixer, NoMixer, SumMixer
+from algorithms.common.mixers import AttentionQMixer, FlatQMixer, NoMixer, SumMixer
 from algorithms.common.networks import EntityEncoder, FlatEncoder, RecurrentAgent
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
 from algorithms.common.targets import hard_update, td_lambda_targets
@@ -75,6 +75,9 @@ class ValueDecompositionConfig:
     # papers' matrix-game agents); only for tasks whose entity lists are never longer than
     # the largest the spec declares.
     agent_encoder: Literal["attention", "flat"] = "attention"
+    # PyMARL's `obs_agent_id`: the agent's slot index, one-hot, as an input. Off by default:
+    # slot indices mean nothing across team compositions.
+    agent_id: bool = False
 
 
 @dataclass
@@ -84,6 +87,9 @@ class QMIXConfig(ValueDecompositionConfig):
     mixing_embed: int = 32
     hypernet_embed: int = 64
     hypernet_heads: int = 4
+    # "flat": QMIX's original MLP hypernetworks on the flattened state (`FlatQMixer`): cheaper,
+    # but bound to the task's largest team, like `agent_encoder: flat`.
+    mixer: Literal["attention", "flat"] = "attention"
 
 
 class ValueDecomposition:
@@ -98,8 +104,8 @@ class ValueDecomposition:
         self.spec, self.cfg, self.device = env_spec, config, torch.device(device)
         with seeded(seed):
             self.agent = self._build_agent().to(self.device)
-            self._check_agent_options()
             self.mixer = self._build_mixer().to(self.device)
+            self._check_network_options()
             self._build_extra()
         self.target_agent = self._frozen_copy(self.agent)
         self.target_mixer = self._frozen_copy(self.mixer)
@@ -118,10 +124,10 @@ class ValueDecomposition:
         """The shared agent network: `initial_state`, one-step `forward` and `unroll`."""
         cfg, spec = self.cfg, self.spec
         return RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden,
-                              cfg.attn_self_residual, self.flat_entities)
+                              cfg.attn_self_residual, self.flat_entities, spec.max_agents if cfg.agent_id else None)
 
-    def _check_agent_options(self) -> None:
-        """Refuse agent options that this algorithm's own agent network does not implement,
+    def _check_network_options(self) -> None:
+        """Refuse agent and mixer options that this algorithm's own networks do not implement,
         rather than train a different network than the config says."""
         # Configs of agents with no attention options at all (OPT-D's) lack the fields.
         encoder, residual = getattr(self.cfg, "agent_encoder", "attention"), getattr(self.cfg, "attn_self_residual", False)
@@ -129,10 +135,13 @@ class ValueDecomposition:
         honoured = {
             "agent_encoder": encoder == "attention" or any(isinstance(m, FlatEncoder) for m in encoders),
             "attn_self_residual": not residual or any(isinstance(m, EntityEncoder) and m.self_residual for m in encoders),
+            "mixer": getattr(self.cfg, "mixer", "attention") == "attention" or isinstance(self.mixer, FlatQMixer),
+            "agent_id": not getattr(self.cfg, "agent_id", False)
+            or any(isinstance(m, RecurrentAgent) and m.agent_ids for m in self.agent.modules()),
         }
         bad = [key for key, ok in honoured.items() if not ok]
         if bad:
-            raise ValueError(f"{type(self).__name__}: its agent network has no {' or '.join(bad)} option "
+            raise ValueError(f"{type(self).__name__}: its networks have no {' or '.join(bad)} option "
                              f"(got {', '.join(f'{k}={getattr(self.cfg, k)!r}' for k in bad)}); leave it at the default")
 
     @property
@@ -344,6 +353,8 @@ class QMIX(ValueDecomposition):
     def _build_mixer(self) -> nn.Module:
         cfg = self.cfg
         assert isinstance(cfg, QMIXConfig)
-        return AttentionQMixer(
-            self.spec.state_features, cfg.mixing_embed, cfg.hypernet_embed, cfg.hypernet_heads
-        )
+        spec = self.spec
+        if cfg.mixer == "flat":
+            return FlatQMixer(spec.state_features, spec.max_state_entities, spec.max_agents, cfg.mixing_embed,
+                              cfg.hypernet_embed)
+        return AttentionQMixer(spec.state_features, cfg.mixing_embed, cfg.hypernet_embed, cfg.hypernet_heads)

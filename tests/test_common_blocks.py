@@ -17,7 +17,7 @@ from algorithms.common.exploration import (
     masked_max,
     random_available,
 )
-from algorithms.common.mixers import AttentionQMixer, SumMixer
+from algorithms.common.mixers import AttentionQMixer, FlatQMixer, SumMixer
 from algorithms.common.networks import EntityAttention, EntityEncoder, FlatEncoder, RecurrentAgent
 from algorithms.common.replay import EpisodeReplay, Field
 from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
@@ -32,8 +32,10 @@ def make_agent(seed: int = 0) -> RecurrentAgent:
         return RecurrentAgent(F, U, embed=16, heads=4, hidden=8)
 
 
-def make_mixer(seed: int = 0) -> AttentionQMixer:
+def make_mixer(seed: int = 0, kind: str = "attention") -> AttentionQMixer | FlatQMixer:
     with seeded(seed):
+        if kind == "flat":
+            return FlatQMixer(G, max_entities=12, max_agents=8, embed=8, hyper_embed=16)
         return AttentionQMixer(G, embed=8, hyper_embed=16, heads=2)
 
 
@@ -105,16 +107,23 @@ def test_all_masked_entities_give_zero_attention_not_nan():
     assert all(torch.isfinite(p.grad).all() for p in agent.parameters() if p.grad is not None)
 
 
-def test_unroll_matches_stepwise_forward():
+@pytest.mark.parametrize("everyone_present", [False, True])  # True takes the fused multi-step GRU
+def test_unroll_matches_stepwise_forward_with_the_same_gradients(everyone_present):
     agent = make_agent()
     obs = torch.randn(2, 5, 3, 4, F)
     mask = torch.rand(2, 5, 3, 4) < 0.7
-    present = torch.rand(2, 5, 3) < 0.8
+    present = torch.ones(2, 5, 3, dtype=torch.bool) if everyone_present else torch.rand(2, 5, 3) < 0.8
     q_unrolled = agent.unroll(obs, mask, present)
-    h = agent.initial_state(2, 3)
+    h, stepwise = agent.initial_state(2, 3), []
     for t in range(5):
         q, h = agent(obs[:, t], mask[:, t], present[:, t], h)
-        torch.testing.assert_close(q_unrolled[:, t], q)
+        stepwise.append(q)
+    torch.testing.assert_close(q_unrolled, torch.stack(stepwise, 1))
+    params = list(agent.parameters())
+    for unrolled_grad, step_grad in zip(torch.autograd.grad(q_unrolled.square().sum(), params),
+                                        torch.autograd.grad(torch.stack(stepwise, 1).square().sum(), params),
+                                        strict=True):
+        torch.testing.assert_close(unrolled_grad, step_grad, atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ action selection
@@ -180,8 +189,9 @@ def test_vdn_gradient_is_one_per_present_agent():
 
 @PROPS
 @given(seed=st.integers(0, 10_000), a=st.integers(1, 5), n_extra=st.integers(0, 4))
-def test_qmix_is_monotone(seed, a, n_extra):
-    mixer = make_mixer(seed % 5)
+@pytest.mark.parametrize("kind", ["attention", "flat"])
+def test_qmix_is_monotone(kind, seed, a, n_extra):
+    mixer = make_mixer(seed % 5, kind)
     q, state, state_mask, agent_mask = mixer_inputs(seed, 8, a, n_extra)
     q = (q * 5).requires_grad_(True)
     mixer(q, state, state_mask, agent_mask).sum().backward()
@@ -208,6 +218,25 @@ def test_qmix_padding_changes_nothing(seed, pad):
     mask_slot = torch.cat([state_mask[:, :3], torch.zeros(6, 1, dtype=torch.bool), state_mask[:, 3:]], 1)
     agents_slot = torch.cat([agent_mask, torch.zeros(6, 1, dtype=torch.bool)], 1)
     torch.testing.assert_close(mixer(q_slot, state_slot, mask_slot, agents_slot), q_tot, atol=1e-5, rtol=1e-5)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), agents=st.integers(0, 3), rows=st.integers(0, 4))
+def test_flat_qmix_trailing_padding_changes_nothing_and_oversize_is_refused(seed, agents, rows):
+    """The flat mixer zero-pads to its sizes, so absent agents and masked rows appended at the
+    end (junk inside) leave Q_tot alone; more than it was built for is an error, not a crop."""
+    mixer = make_mixer(seed % 5, "flat")
+    q, state, state_mask, agent_mask = mixer_inputs(seed, 6, 3, 2)
+    q_tot = mixer(q, state, state_mask, agent_mask)
+    q_pad = torch.cat([q, torch.randn(6, agents) * 100], 1)
+    absent = torch.cat([agent_mask, torch.zeros(6, agents, dtype=torch.bool)], 1)
+    state_pad = torch.cat([state, torch.randn(6, rows, G) * 100], 1)
+    hidden = torch.cat([state_mask, torch.zeros(6, rows, dtype=torch.bool)], 1)
+    torch.testing.assert_close(mixer(q_pad, state_pad, hidden, absent), q_tot, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="at most 12 state rows"):
+        mixer(q, torch.zeros(6, 13, G), torch.ones(6, 13, dtype=torch.bool), agent_mask)
+    with pytest.raises(ValueError, match="at most 8 agents"):
+        mixer(torch.zeros(6, 9), state, state_mask, torch.ones(6, 9, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("seed", range(5))

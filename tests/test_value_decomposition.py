@@ -393,5 +393,31 @@ def test_flat_agent_encoder_is_built_and_options_an_agent_lacks_are_refused() ->
     with pytest.raises(ValueError, match="no attn_self_residual option"):  # a flat encoder has no attention
         QMIX(SPEC, small_config(QMIX, agent_encoder="flat", attn_self_residual=True), 0, "cpu")
     collaq = {"mixing_embed": 8, "hypernet_embed": 16, "hypernet_heads": 2}
-    with pytest.raises(ValueError, match="CollaQ: its agent network has no agent_encoder option"):
+    with pytest.raises(ValueError, match="CollaQ: its networks have no agent_encoder option"):
         CollaQ(SPEC, CollaQ.Config(**{**SMALL, **collaq, "agent_encoder": "flat"}), 0, "cpu")
+
+
+def test_flat_mixer_is_built_for_qmix_and_refused_where_a_subclass_builds_its_own() -> None:
+    from algorithms.common.mixers import FlatQMixer
+    from algorithms.refil import REFIL
+
+    flat = QMIX(SPEC, small_config(QMIX, mixer="flat"), 0, "cpu")
+    assert isinstance(flat.mixer, FlatQMixer) and flat.mixer.max_agents == SPEC.max_agents
+    refil = {"mixing_embed": 8, "hypernet_embed": 16, "hypernet_heads": 2}
+    with pytest.raises(ValueError, match="REFIL: its networks have no mixer option"):
+        REFIL(SPEC, REFIL.Config(**{**SMALL, **refil, "mixer": "flat"}), 0, "cpu")
+
+
+def test_agent_id_input_tells_agents_with_the_same_view_apart() -> None:
+    """PyMARL's obs_agent_id: without it two agents seeing the same entities get the same
+    utilities; with it their utilities differ, and a team bigger than the id slots is refused."""
+    same_view = torch.randn(2, 1, 6, F).expand(2, 3, 6, F)
+    mask = torch.ones(2, 3, 6, dtype=torch.bool)
+    present = torch.ones(2, 3, dtype=torch.bool)
+    for agent_id in (False, True):
+        agent = QMIX(SPEC, small_config(QMIX, agent_id=agent_id), 0, "cpu").agent
+        q, _ = agent(same_view, mask, present, agent.initial_state(2, 3))
+        assert torch.allclose(q[:, 0], q[:, 1]) != agent_id
+    with pytest.raises(ValueError, match="has 4 slots, got 5 agents"):
+        agent(torch.zeros(2, 5, 6, F), torch.ones(2, 5, 6, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool),
+              agent.initial_state(2, 5))

@@ -69,6 +69,46 @@ class AttentionQMixer(nn.Module):
         return (hidden * self.w2(pooled).abs()).sum(-1) + self.value(pooled).squeeze(-1)
 
 
+class FlatQMixer(nn.Module):
+    """The original QMIX mixer (Rashid et al. 2018; PyMARL `QMixer` with two-layer weight
+    hypernetworks): MLP hypernetworks on the whole state flattened into one vector.
+
+    Q_tot = w2 . ELU(q W1 + b1) + V(s), W1 = |H1(s)| [A, embed], w2 = |H2(s)| [embed], b1 a
+    linear map of s and V a 2-layer ReLU net. Its weights are sized for `max_agents` agents
+    and `max_entities` state rows (fewer are zero-padded), so unlike `AttentionQMixer` it
+    cannot mix a bigger team than the task's largest; in exchange it costs a few matrix
+    products, which is what the papers' MLP baselines and the throughput comparison with
+    PyMARL use. Absent agents count as q_i = 0; hidden state rows are zeroed.
+    """
+
+    def __init__(self, state_features: int, max_entities: int, max_agents: int, embed: int = 32,
+                 hyper_embed: int = 64) -> None:
+        super().__init__()
+        self.max_entities, self.max_agents, self.embed = max_entities, max_agents, embed
+        state_dim = state_features * max_entities
+        self.w1 = mlp(state_dim, hyper_embed, embed * max_agents)
+        self.w2 = mlp(state_dim, hyper_embed, embed)
+        self.b1 = nn.Linear(state_dim, embed)
+        self.value = mlp(state_dim, embed, 1)
+
+    def flat_state(self, state: torch.Tensor, state_mask: torch.Tensor) -> torch.Tensor:
+        missing = self.max_entities - state.shape[-2]
+        if missing < 0:
+            raise ValueError(f"the flat QMIX mixer reads at most {self.max_entities} state rows, got {state.shape[-2]}")
+        rows = torch.where(state_mask.unsqueeze(-1), state, 0.0)
+        return F.pad(rows, (0, 0, 0, missing)).flatten(-2)
+
+    def forward(self, q, state, state_mask, agent_mask) -> torch.Tensor:
+        missing = self.max_agents - q.shape[-1]
+        if missing < 0:
+            raise ValueError(f"the flat QMIX mixer mixes at most {self.max_agents} agents, got {q.shape[-1]}")
+        s = self.flat_state(state, state_mask)
+        q = F.pad(torch.where(agent_mask, q, 0.0), (0, missing))
+        w1 = self.w1(s).abs().unflatten(-1, (self.max_agents, self.embed))  # [..., A, embed]
+        hidden = F.elu((q.unsqueeze(-2) @ w1).squeeze(-2) + self.b1(s))
+        return (hidden * self.w2(s).abs()).sum(-1) + self.value(s).squeeze(-1)
+
+
 def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     """Linear -> ReLU -> Linear: the 2-layer heads of QPLEX's hypernetworks."""
     return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs))

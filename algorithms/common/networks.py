@@ -97,12 +97,42 @@ class FlatEncoder(nn.Module):
         return F.relu(self.embed(F.pad(rows, (0, 0, 0, missing)).flatten(-2)))
 
 
+def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """A GRU cell over time from a zero state: inputs x [B, T, A, H_in], agent mask [B, T, A]
+    -> states [B, T, A, H]; an absent agent's state is reset to zero at that step."""
+    if bool(present.all()):
+        return _fused_gru(cell, x)
+    h = x.new_zeros(x.shape[0], x.shape[2], cell.hidden_size)
+    states = []
+    # unbind, not x[:, t]: the backward of T slices would write T zero-filled copies of x.
+    for x_t, present_t in zip(x.unbind(1), present.unbind(1), strict=True):
+        h = cell(x_t.flatten(0, 1), h.flatten(0, 1)).view_as(h)
+        h = torch.where(present_t.unsqueeze(-1), h, 0.0)
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def _fused_gru(cell: nn.GRUCell, x: torch.Tensor) -> torch.Tensor:
+    """`unroll_gru` when every agent is present throughout: ATen's multi-step GRU on the
+    cell's own weights walks the time axis in C++ (about 15% faster than stepping the cell
+    from Python on PyMARL-sized batches, same numbers)."""
+    batch, _, agents, _ = x.shape
+    rows = x.transpose(1, 2).flatten(0, 1)  # [B*A, T, H_in]: one sequence per agent
+    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    h0 = rows.new_zeros(1, batch * agents, cell.hidden_size)
+    # torch.gru(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    states, _ = torch.gru(rows, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), False, True)
+    return states.unflatten(0, (batch, agents)).transpose(1, 2)
+
+
 class RecurrentAgent(nn.Module):
     """Entity encoder -> ReLU(Linear) -> GRUCell -> Linear head (AQMIX/REFIL agent).
 
     Shared by all agents; absent agents (agent_mask False) get zero outputs and a zero
     recurrent state, so whatever sits in their slots cannot leak anywhere. The encoder is
-    entity attention, or with `flat_entities` set a `FlatEncoder` over that many rows.
+    entity attention, or with `flat_entities` set a `FlatEncoder` over that many rows. With
+    `agent_ids` set, each agent's slot index (one-hot, that many slots) joins the encoding, as
+    PyMARL's agents read it: parameter sharing with a way to tell the agents apart.
     """
 
     def __init__(
@@ -114,15 +144,16 @@ class RecurrentAgent(nn.Module):
         hidden: int = 64,
         self_residual: bool = False,
         flat_entities: int | None = None,
+        agent_ids: int | None = None,
     ):
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.agent_ids = hidden, agent_ids
         self.encoder: nn.Module = (
             EntityEncoder(obs_features, embed, heads, self_residual)
             if flat_entities is None
             else FlatEncoder(obs_features, flat_entities, embed)
         )
-        self.fc = nn.Linear(embed, hidden)
+        self.fc = nn.Linear(embed + (agent_ids or 0), hidden)
         self.rnn = nn.GRUCell(hidden, hidden)
         self.head = nn.Linear(hidden, n_outputs)
 
@@ -131,7 +162,18 @@ class RecurrentAgent(nn.Module):
 
     def encode(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
         """The feed-forward part; it runs over any leading dims (e.g. all time steps at once)."""
-        return F.relu(self.fc(self.encoder(obs, obs_mask)))
+        x = self.encoder(obs, obs_mask)  # [..., A, embed]
+        if self.agent_ids is not None:
+            x = torch.cat([x, self.slot_one_hots(x)], -1)
+        return F.relu(self.fc(x))
+
+    def slot_one_hots(self, x: torch.Tensor) -> torch.Tensor:
+        """PyMARL's `obs_agent_id`: each agent's slot index, one-hot, shaped like x [..., A, ·]."""
+        slots = x.shape[-2]
+        if slots > self.agent_ids:
+            raise ValueError(f"the agent-id input has {self.agent_ids} slots, got {slots} agents")
+        ids = torch.eye(slots, self.agent_ids, dtype=x.dtype, device=x.device)
+        return ids.expand(*x.shape[:-1], self.agent_ids)
 
     def step_hidden(self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
         """One GRU step: x, h [B, A, H] -> new h, zero for absent agents."""
@@ -155,13 +197,8 @@ class RecurrentAgent(nn.Module):
 
     def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
         """Recurrent states of whole episodes from a zero state: obs [B, T, A, E, F] -> [B, T, A, H]."""
-        x = self.encode(obs, obs_mask)  # one batched pass; only the GRU walks the time axis
-        h = self.initial_state(obs.shape[0], obs.shape[2], obs.device)
-        states = []
-        for t in range(obs.shape[1]):
-            h = self.step_hidden(x[:, t], h, agent_mask[:, t])
-            states.append(h)
-        return torch.stack(states, dim=1)
+        # One batched encoder pass; only the GRU walks the time axis.
+        return unroll_gru(self.rnn, self.encode(obs, obs_mask), agent_mask)
 
     def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
         """Whole episodes from a zero state: obs [B, T, A, E, F] -> outputs [B, T, A, n_outputs]."""

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
 
-from scenarios.smax import N_MOVES, SmaxArgs
+from scenarios.smax import N_MOVES, SMAX_START_NOISE, SmaxArgs
 
 
 class SmaxCore:
@@ -40,14 +40,17 @@ class SmaxCore:
         self.step = jax.jit(self._step)
 
     # ---- team generation ----------------------------------------------------------------------
-    def _draw_types(self, key: jax.Array, probs: jax.Array, fixed: jax.Array, n: jax.Array, m: jax.Array) -> jax.Array:
+    def _draw_types(self, key: jax.Array, probs: jax.Array, fixed: jax.Array, n: jax.Array, m: jax.Array,
+                    shuffle: jax.Array) -> jax.Array:
         """Unit types of every slot: allies from the composition, enemies mirroring them."""
         k_draw, k_perm, k_extra = jax.random.split(key, 3)
         logits = jnp.log(probs)
         drawn = jax.random.categorical(k_draw, logits, shape=(self.a,))
         allies = jnp.where(fixed >= 0, fixed, drawn)
-        # Exact counts are listed type by type: shuffle them over the real slots.
-        rank = jnp.where(jnp.arange(self.a) < n, jax.random.uniform(k_perm, (self.a,)), 2.0)
+        # Exact counts are listed type by type: shuffle them over the real slots, except on
+        # SMAX's fixed maps, which keep that order (2s3z: the stalkers in slots 0 and 1).
+        order = jnp.where(shuffle, jax.random.uniform(k_perm, (self.a,)), jnp.arange(self.a) / self.a)
+        rank = jnp.where(jnp.arange(self.a) < n, order, 2.0)
         allies = allies[jnp.argsort(rank)]
         extra = jax.random.categorical(k_extra, logits, shape=(self.e,))
         mirror = jnp.arange(self.e) < jnp.minimum(n, m)
@@ -80,14 +83,26 @@ class SmaxCore:
         is_ally = jnp.arange(self.n_units) < self.a
         return jnp.where((is_ally == allies_inside)[:, None], inner, outer)
 
+    def _clumps(self, key: jax.Array) -> jax.Array:
+        """SMAX's fixed-map layout: allies around (1/4, 1/2) of the map, enemies around (3/4, 1/2),
+        each unit uniformly within SMAX_START_NOISE of its team's centre on both axes."""
+        size = self.args.map_size
+        is_ally = jnp.arange(self.n_units) < self.a
+        centres = jnp.stack([jnp.where(is_ally, size / 4, 3 * size / 4), jnp.full(self.n_units, size / 2)], axis=-1)
+        noise = jax.random.uniform(key, (self.n_units, 2), minval=-SMAX_START_NOISE, maxval=SMAX_START_NOISE)
+        return centres + noise
+
     def _new_battle(self, key: jax.Array, table: dict[str, jax.Array]) -> tuple[Any, jax.Array]:
-        k_comp, k_types, k_pos, k_mode, k_reflect, k_surround, k_env = jax.random.split(key, 7)
+        k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, k_env = jax.random.split(key, 7)
         comp = jax.random.categorical(k_comp, table["weights"])
         n, m = table["allies"][comp], table["enemies"][comp]
-        types = self._draw_types(k_types, table["type_probs"][comp], table["fixed_types"][comp], n, m)
+        smax_layout = table["smax_layout"][comp]
+        types = self._draw_types(k_types, table["type_probs"][comp], table["fixed_types"][comp], n, m, ~smax_layout)
         surround = jax.random.uniform(k_mode) < table["p_surround"][comp]
         positions = jnp.where(surround, self._surround(k_surround), self._reflect(k_reflect, n, m))
-        positions = jnp.clip(positions, 0.5, self.args.map_size - 0.5)  # SMAX kills units touching walls
+        positions = jnp.where(smax_layout, self._clumps(k_clumps), positions)
+        # SMAX kills units touching walls (with `smax` starts only maps narrower than 10 come that close).
+        positions = jnp.clip(positions, 0.5, self.args.map_size - 0.5)
         slot = jnp.arange(self.n_units)
         alive = jnp.where(slot < self.a, slot < n, slot - self.a < m)
         _, state = self.env.reset(k_env)

@@ -15,7 +15,8 @@ What a composition becomes in SMACv2 (`capability_config`):
   counts). Either way enemies mirror the allies' types and extra enemies are drawn;
 - start positions: surround -> `surrounded`, reflect -> `reflect_position`,
   surround_and_reflect -> `surrounded_and_reflect` with p = 0.5, on a square of side
-  `map_size` (at most 32: every 10gen map is the 32x32 `32x32_flat`).
+  `map_size` (at most 32: every 10gen map is the 32x32 `32x32_flat`); SMAX's fixed-map
+  layout `smax` has no 10gen counterpart and is refused.
 
 Episodes end at `args.episode_limit` env steps (the harness's limit, not the maps' 200), so
 the EnvSpec is the same as SMAX's. Only race, start_positions, map_size and episode_limit
@@ -242,6 +243,19 @@ def capability_config(args: SmaxArgs, composition: SmaxComposition, seed: int | 
         start["p"] = 0.5
     return {"n_units": composition.allies, "n_enemies": composition.n_enemies,
             "team_gen": team_gen, "start_positions": start}
+
+
+def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
+    """SMACv2's 10gen maps have no counterpart of SMAX's fixed-map clumps (`smax`)."""
+    places = [(("args", "start_positions"), args.start_positions)] + [
+        ((split, i, "start_positions"), comp.start_positions)
+        for split, comps in splits.items() for i, comp in enumerate(comps)
+    ]
+    for path, mode in places:
+        if mode is not None and mode not in START_DISTRIBUTIONS:
+            raise ConfigError.single(
+                path, f"start_positions {mode} is SMAX-only; backend smacv2 takes one of "
+                f"{', '.join(START_DISTRIBUTIONS)}", found=mode, choices=START_DISTRIBUTIONS)
 
 
 def distribution_configs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -526,6 +540,7 @@ class Smacv2Backend(PythonBatchBackend):
                 ("args", "map_size"),
                 f"SMACv2's maps are {SC2_MAP_SIDE:g}x{SC2_MAP_SIDE:g}; use map_size <= {SC2_MAP_SIDE:g} "
                 "with backend smacv2", found=args.map_size)
+        _check_start_positions(args, splits)
         check_compositions(args, splits)
 
     @classmethod

@@ -7,7 +7,9 @@ keeps SMAX's units, combat rules and heuristic enemy AI, and replaces three thin
   composition fixes the race, the ally and enemy counts, and either exact unit counts or
   per-unit type probabilities within the race (enemies mirror the allies' types, extra
   enemies are drawn from the same distribution, as SMACv2 does). Start positions follow
-  SMACv2: `surround`, `reflect`, or either with probability 1/2.
+  SMACv2: `surround`, `reflect`, or either with probability 1/2; or `smax`, the layout of
+  SMAX's fixed maps (3m, 2s3z, ...): each team in a clump on its own side of the map, units
+  of each team in slot order with their types unshuffled.
 - Observations: entity lists for the harness's batched API (see `_entity_features`), so
   one network runs on teams of any size.
 - Reward: SMAX's shaped reward (enemy health removed, normalised by the enemy count, plus
@@ -21,6 +23,21 @@ process, and on disk by JAX's persistent compilation cache across processes.
 Agents pick among `5 + max_enemies` discrete actions: 4 moves, stop, attack enemy slot k.
 SMAX numbers are not comparable with SMACv2 (StarCraft II) numbers: the combat model,
 timing and enemy AI are simplified.
+
+Playing SMAX's fixed maps (to compare with JaxMARL's published baselines): the default args
+(map_size 32, episode_limit 100, won_battle_bonus 1, enemy_attack_mode closest,
+see_enemy_actions true) are JaxMARL's, so a map is its race, its team and `smax` starts:
+
+    3m:       args: {race: terran, start_positions: smax}   train: [{allies: 3, units: {marine: 3}}]
+    8m, 25m:  the same with 8 or 25 marines
+    2s3z:     args: {race: protoss, start_positions: smax}  train: [{allies: 5, units: {stalker: 2, zealot: 3}}]
+    5m_vs_6m: args: {race: terran, start_positions: smax}   train: [{allies: 5, enemies: 6, type_probs: {marine: 1}}]
+
+(`type_probs` there, since extra enemies are drawn from the type distribution, which `units`
+leaves uniform over the race.) Maps whose enemies are not the allies' types (3s_vs_5z,
+6h_vs_8z) cannot be written. What still differs from JaxMARL: the observation features
+(entity rows, see `_entity_features`) and synchronous episodes (an env whose battle ended
+waits for the batch's next reset instead of restarting at once).
 """
 
 from __future__ import annotations
@@ -53,7 +70,8 @@ STOP = 4
 AREA_PER_UNIT = 16.0
 MIN_BATCH = 16  # map area (in SMAX distance units squared) each unit needs to start
 
-StartPositions = Literal["surround_and_reflect", "surround", "reflect"]
+StartPositions = Literal["surround_and_reflect", "surround", "reflect", "smax"]
+SMAX_START_NOISE = 2.0  # SMAX's fixed maps: each unit within +-2 of its team's centre, on both axes
 
 
 class SmaxArgs(BaseModel):
@@ -63,7 +81,9 @@ class SmaxArgs(BaseModel):
 
     race: Literal["protoss", "terran", "zerg"] = Field("protoss", description="the race of both teams")
     start_positions: StartPositions = Field(
-        "surround_and_reflect", description="SMACv2 start positions (surround_and_reflect draws either, p=0.5)")
+        "surround_and_reflect",
+        description="SMACv2 start positions (surround_and_reflect draws either, p=0.5), or smax: SMAX's "
+                    "fixed-map layout, each team in a clump on its own side of the map (JaxMARL's 3m, 2s3z, ...)")
     map_size: float = Field(32.0, ge=8, le=256, description="side of the square map")
     episode_limit: int = Field(100, ge=1, le=10_000, description="env steps before a draw")
     won_battle_bonus: float = Field(1.0, ge=0, description="reward for killing every enemy")
@@ -201,7 +221,8 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
                       weights: list[float] | None) -> dict[str, np.ndarray]:
     """The compositions as arrays for the compiled reset, padded to a power of two rows:
     log-weights, counts, per-unit type probabilities over SMAX's six types, exact ally types
-    (-1 = draw) and the probability of a surround start."""
+    in SMAX's type order (-1 = draw), the probability of a surround start and whether the
+    battle uses SMAX's fixed-map layout (clumps, types kept in slot order)."""
     rows = _pow2(len(compositions))
     w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
     table = {
@@ -211,6 +232,7 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
         "type_probs": np.full((rows, len(SMAX_UNIT_TYPES)), 1 / len(SMAX_UNIT_TYPES), np.float32),
         "fixed_types": np.full((rows, max_allies), -1, np.int32),
         "p_surround": np.zeros(rows, np.float32),
+        "smax_layout": np.zeros(rows, bool),
     }
     table["weights"][: len(w)] = np.log(w / w.sum())
     for c, comp in enumerate(compositions):
@@ -222,10 +244,11 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
         table["type_probs"][c] = probs / probs.sum()
         units = exact_units(args, comp)
         if units:
-            types = [SMAX_UNIT_TYPES.index(t) for t, n in sorted(units.items()) for _ in range(n)]
+            types = sorted(SMAX_UNIT_TYPES.index(t) for t, n in units.items() for _ in range(n))
             table["fixed_types"][c, : len(types)] = types
         mode = comp.start_positions or args.start_positions
-        table["p_surround"][c] = {"surround": 1.0, "reflect": 0.0}.get(mode, 0.5)
+        table["p_surround"][c] = {"surround": 1.0, "reflect": 0.0, "smax": 0.0}.get(mode, 0.5)
+        table["smax_layout"][c] = mode == "smax"
     return table
 
 

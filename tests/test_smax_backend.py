@@ -148,6 +148,63 @@ def test_surround_starts_one_team_in_the_centre() -> None:
     assert (centred_allies ^ centred_enemies).all() and spread.max() > 0.2
 
 
+def _map_positions(step: Step, size: float = 32.0) -> np.ndarray:
+    """[B, units, 2] positions in map units (the state holds them map-centred and scaled)."""
+    return (step.state[..., G["x"] : G["y"] + 1] + 0.5) * size
+
+
+def test_smax_starts_each_team_in_a_clump_on_its_own_side() -> None:
+    """JaxMARL's fixed maps: allies within +-2 of (8, 16) and enemies of (24, 16) on a 32 map;
+    the collision push afterwards moves a marine at most 3 neighbours x 0.375."""
+    three_m = Comp(allies=3, units={"marine": 3})
+    step = make([three_m, *MAX], seed=6, race="terran", start_positions="smax").reset()
+    xy, alive = _map_positions(step), step.state_mask
+    box = 2.0 + 3 * 0.375
+    allies, enemies = np.zeros_like(alive), np.zeros_like(alive)
+    allies[:, :4], enemies[:, 4:] = alive[:, :4], alive[:, 4:]
+    assert (np.abs(xy[allies] - [8.0, 16.0]) <= box).all()
+    assert (np.abs(xy[enemies] - [24.0, 16.0]) <= box).all()
+    assert ((xy[alive] > 0) & (xy[alive] < 32)).all()
+    # Uniform noise, not one point per team; 3v3 and 4v4 battles both drawn.
+    assert xy[allies].std(0).min() > 0.5 and set(step.composition) == {0, 1}
+    again = make([three_m, *MAX], seed=6, race="terran", start_positions="smax").reset()
+    other = make([three_m, *MAX], seed=7, race="terran", start_positions="smax").reset()
+    assert np.array_equal(again.state, step.state) and not np.array_equal(other.state, step.state)
+
+
+def test_smax_starts_keep_unit_types_in_slot_order() -> None:
+    """As JaxMARL's 2s3z lists its stalkers first, exact counts stay in SMAX's type order."""
+    comp = Comp(allies=4, units={"zealot": 3, "stalker": 1}, start_positions="smax")
+    step = make([comp], seed=2).reset()
+    types = step.state[..., TYPE_COLS].argmax(-1)
+    expected = [SMAX_UNIT_TYPES.index(t) for t in ("stalker", "zealot", "zealot", "zealot")] * 2
+    assert (types == expected).all()
+
+
+def test_smax_starts_override_per_composition() -> None:
+    """A composition's own `smax` starts beside the task's reflect starts, in one batch."""
+    clumped = Comp(allies=4, start_positions="smax")
+    step = make([clumped, Comp(allies=4, enemies=3)], seed=8, start_positions="reflect").reset()
+    xy = _map_positions(step)
+    is_clumped = step.composition == 0
+    assert is_clumped.any() and (~is_clumped).any()
+    spread = np.abs(xy[:, :4, 1] - 16.0).max(1)  # allies' distance from the middle row
+    assert (spread[is_clumped] <= 2.0 + 3 * 0.625).all() and spread[~is_clumped].max() > 4.0
+
+
+def test_smacv2_refuses_smax_starts() -> None:
+    """StarCraft II's 10gen maps have no fixed-map clumps: backend=smacv2 says so before running."""
+    from harness.errors import ConfigError
+    from scenarios.smacv2 import Smacv2Backend
+
+    with pytest.raises(ConfigError, match="SMAX-only") as info:
+        Smacv2Backend.check_task(SmaxArgs(race="terran"), {"train": [Comp(allies=3)],
+                                                            "test": [Comp(allies=3, start_positions="smax")]})
+    assert info.value.problems[0].path == ("test", 0, "start_positions")
+    with pytest.raises(ConfigError, match="SMAX-only"):
+        Smacv2Backend.check_task(SmaxArgs(start_positions="smax"), {"train": [Comp(allies=3)]})
+
+
 def test_won_battles_pay_damage_plus_bonus(mixed) -> None:
     """Reward = enemy health removed / enemy count, + 1 for a win: a win pays exactly 2."""
     _, steps, returns = mixed

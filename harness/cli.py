@@ -1,4 +1,4 @@
-"""`harness` command line: run, show, validate, list, status, report, new, tune.
+"""`harness` command line: run, show, validate, list, status, report, new, tune, bench.
 
 Every command takes `key=value` tokens; `suite=NAME|PATH` picks the suite and any other key
 overrides the suite file (`budget=smoke seeds=3 algorithms=[qmix,vdn] store=sqlite:///x.db`).
@@ -39,6 +39,9 @@ COMMANDS = {
     "tune": "Optuna search of an algorithm's tunable params on validation (never test) compositions: "
             "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 (executor=ray: what the cluster holds) worker=0 study=NAME storage=URL|PATH.journal]; "
             "add the word `show` to print the study instead",
+    "bench": "throughput as ratios measured in one run: harness rollout, acting and training steps/s over the raw "
+             "library's [only=smax,qmix seconds=3 rounds=3 threads=1 save=PATH.json compare=OLD.json "
+             "(new=NEW.json: compare two saved files)]",
 }
 
 EXAMPLES = """examples:
@@ -50,6 +53,8 @@ EXAMPLES = """examples:
   harness new algorithm myalg
   harness tune suite=matrix_games algorithm=me_qmix trials=20 budget=short
   harness tune show suite=matrix_games algorithm=me_qmix budget=short
+  harness bench only=mpe_spread,qmix
+  harness bench compare=runs/bench/OLD.json
 """
 
 
@@ -435,8 +440,145 @@ def _show_study(suite: Any, settings: Any) -> int:
     return 0
 
 
+BENCH_OPTIONS = ("only", "seconds", "rounds", "threads", "save", "compare", "new")
+MEASURING_OPTIONS = ("only", "seconds", "rounds", "threads", "save")
+
+
+def _bench_only(options: dict[str, Any]) -> list[str] | None:
+    from harness.config import COMMAND_LINE
+
+    if "only" not in options:
+        return None
+    raw = options["only"]
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    chosen = [str(n).strip() for n in items if str(n).strip()]
+    if not chosen:
+        raise ConfigError.single(("only",), "expected benchmark names, e.g. only=smax,qmix", found=str(raw),
+                                 file=COMMAND_LINE)
+    return chosen
+
+
+def _bench_positive(options: dict[str, Any], key: str, default: float, integer: bool) -> Any:
+    from harness.config import COMMAND_LINE
+
+    value = options.get(key, default)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or value <= 0 or (integer and not isinstance(value, int)):
+        raise ConfigError.single((key,), f"expected a positive {'integer' if integer else 'number'}",
+                                 found=str(value), file=COMMAND_LINE)
+    return value
+
+
+def _ratio_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:,.0f}"
+
+
+def _bench_table(results: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"harness bench, {results['created']} (each rate: the best of "
+                        f"{results['settings']['rounds']} interleaved turns)")
+    for column in ("name", "batch", "harness steps/s", "raw steps/s", "ratio"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for f in results["figures"].values():
+        table.add_row(f["name"], str(f["batch"]), f"{f['harness_steps_per_s']:,.0f}",
+                      f"{f['raw_steps_per_s']:,.0f}", _ratio_text(f["ratio"]))
+    return table
+
+
+def _bench_legend(results: dict[str, Any]) -> None:
+    """What each figure's two sides ran: the task and the raw loop, once per pair."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for f in results["figures"].values():
+        pairs.setdefault((f["task"], f["raw_loop"]), []).append(f["name"])
+    out.print("rollout: backend step, random policy; act: rollout with the algorithm acting; "
+              "train: rollout + update; raw: the library's own loop on the same task and batch",
+              style="dim", highlight=False)
+    for (task, raw), figures in pairs.items():
+        out.print(f"  {', '.join(figures)}: {task} vs {raw}", style="dim", highlight=False, markup=False)
+
+
+def _bench_compare(old: dict[str, Any], new: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from harness import bench
+
+    table = Table(title=f"harness bench: {new['created']} over {old['created']}")
+    for column in ("name", "old ratio", "new ratio", "ratio new/old", "harness steps/s new/old"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for row in bench.compare(old, new):
+        table.add_row(row["name"], _ratio_text(row["old_ratio"]), _ratio_text(row["new_ratio"]),
+                      _ratio_text(row["ratio_change"]), _ratio_text(row["harness_change"]))
+    out.print(table)
+    facts = ("cpu_count", "platform")
+    if any(old["machine"].get(k) != new["machine"].get(k) for k in facts):
+        err.print("[yellow]the two results come from different machines[/]: compare the ratios, not steps/s",
+                  highlight=False)
+
+
+def _bench_measure(options: dict[str, Any]) -> dict[str, Any] | None:
+    """Measure the selected figures, save them and print the table; None if none can run here."""
+    import datetime
+
+    from harness import bench
+
+    seconds = _bench_positive(options, "seconds", bench.SECONDS, integer=False)
+    rounds = _bench_positive(options, "rounds", bench.ROUNDS, integer=True)
+    threads = _bench_positive(options, "threads", 1, integer=True)
+    chosen, skipped = bench.select(_bench_only(options))
+    for name, why in skipped.items():
+        err.print(f"{name} skipped: {escape(why.splitlines()[0])}", highlight=False)
+    if not chosen:
+        err.print("[yellow]nothing to measure[/]: every selected benchmark needs a package missing here")
+        return None
+    with err.status("measuring") as status:
+
+        def progress(name: str, i: int, n: int) -> None:
+            status.update(f"measuring {name} ({i}/{n}, about {seconds:g} s each plus set-up)")
+
+        results = bench.run(chosen, float(seconds), rounds, threads, progress=progress)
+    results["skipped"] = skipped
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(str(options["save"])) if "save" in options else Path("runs") / "bench" / f"{stamp}.json"
+    bench.save(results, path)
+    out.print(_bench_table(results))
+    _bench_legend(results)
+    err.print(f"wrote {path}", highlight=False, markup=False)
+    return results
+
+
+def cmd_bench(tokens: list[str]) -> int:
+    from harness import bench
+    from harness.config import COMMAND_LINE
+
+    options, rest = _split_tokens(tokens, "bench", BENCH_OPTIONS)
+    if rest:
+        key = rest[0].partition("=")[0]
+        raise ConfigError.single((key,), f"unknown option; expected one of {', '.join(BENCH_OPTIONS)}",
+                                 found=key, choices=BENCH_OPTIONS, file=COMMAND_LINE)
+    if "new" in options:  # two saved files: nothing is measured
+        if "compare" not in options:
+            raise ConfigError.single(("compare",), "missing: new=NEW.json is compared with compare=OLD.json",
+                                     file=COMMAND_LINE)
+        measuring = [k for k in MEASURING_OPTIONS if k in options]
+        if measuring:
+            raise ConfigError.single((measuring[0],), "new=NEW.json compares two saved files and measures "
+                                     "nothing: leave this option out", file=COMMAND_LINE)
+        _bench_compare(bench.load(str(options["compare"])), bench.load(str(options["new"]), key="new"))
+        return 0
+    old = bench.load(str(options["compare"])) if "compare" in options else None  # a bad path fails now
+    results = _bench_measure(options)
+    if results is None:
+        return 1
+    if old is not None:
+        _bench_compare(old, results)
+    return 0
+
+
 HANDLERS = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list,
-            "status": cmd_status, "report": cmd_report, "new": cmd_new, "tune": cmd_tune}
+            "status": cmd_status, "report": cmd_report, "new": cmd_new, "tune": cmd_tune, "bench": cmd_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -189,9 +189,11 @@ def split_table(report: dict[str, Any], task: str, split: str) -> tuple[list[str
     metric, other = report["metric"], OTHER_METRIC[report["metric"]]
     rows = sorted((r for r in report["rows"] if r["task"] == task and r["split"] == split),
                   key=lambda r: (r["rank"] is None, r["rank"] or 0, -_mean_of(r, metric)))
-    header = ["rank", "algorithm", f"{metric} mean", f"{metric} IQM", other, "absolute (best checkpoint)", "runs"]
+    header = ["rank", "algorithm", f"{metric} mean", f"{metric} IQM", other, "absolute (best checkpoint)",
+              "wall s per run", "runs"]
     return header, [[rank_cell(r), r["algorithm"], fmt_estimate(r[metric]["mean"]), fmt_estimate(r[metric]["iqm"]),
-                     fmt_estimate(r[other]["mean"]), fmt_estimate(r["absolute"]["mean"]), runs_cell(r)] for r in rows]
+                     fmt_estimate(r[other]["mean"]), fmt_estimate(r["absolute"]["mean"]),
+                     fmt_estimate(r.get("wall_seconds", {}).get("mean")), runs_cell(r)] for r in rows]
 
 
 def _mean_of(row: dict[str, Any], metric: str) -> float:

@@ -133,6 +133,11 @@ def _per_run(est: stats.Estimate, x: np.ndarray) -> dict[str, Any]:
     return {**est.as_dict(), "n": int(np.isfinite(x).any(axis=1).sum())}
 
 
+def _wall_seconds(runs: list[RunRecord]) -> np.ndarray:
+    """[done runs, 1]: each run's wall time over all its attempts (training and evaluation)."""
+    return np.array([[np.nan if r.seconds is None else r.seconds] for r in runs], dtype=np.float64).reshape(-1, 1)
+
+
 def _column_table(runs: list[RunRecord], split: str, compositions: list[str], metric: str,
                   kind: str = "curve", step: int | None = None) -> np.ndarray:
     """[done runs, compositions]: each run's score on each composition of the split at
@@ -243,6 +248,7 @@ class Leaderboard:
                     for metric in (self.metric, OTHER_METRIC[self.metric]):
                         row[metric] = _estimates(_column_table(runs, split, names, metric), self.boot)
                     row["absolute"] = _estimates(_column_table(runs, split, names, self.metric, "absolute"), self.boot)
+                    row["wall_seconds"] = _estimates(_wall_seconds(runs), self.boot)
                     rows.append(row)
         return _rank(rows, self.metric)
 
@@ -528,7 +534,7 @@ def table(report: dict[str, Any]) -> Table:
     t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, "
                     f"mean [{report['confidence']:.0%} bootstrap CI over seeds]",
               caption="\n".join(f"Note: {n}" for n in report.get("notes", [])) or None, caption_justify="left")
-    for col in ("task", "split", "algorithm", metric, other.replace("_", " "), "runs"):
+    for col in ("task", "split", "algorithm", metric, other.replace("_", " "), "wall s per run", "runs"):
         t.add_column(col)
     previous_task = None
     for row in report["rows"]:
@@ -536,6 +542,7 @@ def table(report: dict[str, Any]) -> Table:
             t.add_section()
         previous_task = row["task"]
         cells = (row["task"], row["split"], row["algorithm"], fmt_estimate(row[metric]["mean"]),
-                 fmt_estimate(row[other]["mean"]), runs_cell(row))
+                 fmt_estimate(row[other]["mean"]), fmt_estimate(row.get("wall_seconds", {}).get("mean")),
+                 runs_cell(row))
         t.add_row(*(Text(c) for c in cells))  # Text: brackets in CIs are not rich markup
     return t

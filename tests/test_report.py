@@ -66,7 +66,7 @@ def board(tmp_path: Path):
             continue
         untrained = (spec.task, spec.algorithm, spec.seed) == ("climbing", "iql", 2)
         store.finish(RunResult(spec.run_id, "done", None, evals_for(spec), env_steps=200,
-                               grad_steps=0 if untrained else 10, seconds=1.0))
+                               grad_steps=0 if untrained else 10, seconds=10.0 + spec.seed))
     return path, store_url, suite, store
 
 
@@ -107,6 +107,9 @@ def test_report_writes_every_artefact_with_hand_checked_numbers(board, tmp_path)
     assert row["return"]["mean"]["n"] == 4  # runs, not runs x compositions
     row = next(r for r in doc["rows"] if (r["task"], r["split"], r["algorithm"]) == ("two_type", "train", "iql"))
     assert row["return"]["mean"]["n"] == 3 and row["missing"] == 1
+    # Wall time per run (10 + seed seconds), over the done runs only: seeds 0, 1, 2.
+    assert row["wall_seconds"]["mean"]["value"] == pytest.approx(11.0) and row["wall_seconds"]["mean"]["n"] == 3
+    assert "wall s per run" in (out / "README.md").read_text()
     # The generalization gap per run is train − test = (7.25 + s) − (8 + s) = −0.75 exactly.
     gap = next(g for g in doc["generalization_gap"] if (g["task"], g["algorithm"]) == ("two_type", "vdn"))
     assert gap["gap"]["value"] == pytest.approx(-0.75)

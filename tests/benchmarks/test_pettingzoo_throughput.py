@@ -1,24 +1,22 @@
 """PettingZoo backends: batched throughput over the raw library loop, as a ratio measured in one run.
 
-Both sides do the same work: the same env, the same number of env steps, random actions.
-The raw loop is the library's ParallelEnv stepped directly (a dict of sampled actions per
-step, a reset when the agents are gone); the backend runs a batch of those envs behind the
-harness contract (entity parsing, padding, masks). A ratio near 1 means the harness adds
-little; MPE's tiny steps make its parsing show most. In the default test run (benchmarks
-disabled) each side runs a few hundred steps as a smoke test; `tox -e bench` runs more.
+Both sides do the same work: the same env, the same batch, random actions. The raw loop is the
+library's ParallelEnvs stepped directly (a dict of sampled actions per step, a reset when the
+agents are gone); the backend runs a batch of those envs behind the harness contract (entity
+parsing, padding, masks). A ratio near 1 means the harness adds little; MPE's tiny steps make
+its parsing show most. mpe_spread's default engine is the harness's own numpy simple_spread,
+so its ratio is that engine's speed-up over the library (`mpe_spread@mpe2` is the mpe2 engine
+behind the same backend); the last test sets the two engines side by side at 1 and 8 envs.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
-from harness import registry
-from harness.api import Backend
+from harness import bench
 
 pytestmark = [
     pytest.mark.benchmark,
@@ -27,96 +25,50 @@ pytestmark = [
     ),  # Box2D's bindings
 ]
 
-NUM_ENVS = 8
+
+@pytest.mark.parametrize("name", ["mpe_spread", "mpe_spread@mpe2", "mpe_tag", "multiwalker", "pettingzoo"])
+def test_backend_over_raw_pettingzoo_ratio(measured: Callable[[str], dict[str, Any]], name: str) -> None:
+    measured(f"rollout/{name}")
 
 
-def _spread() -> Any:
-    from mpe2 import simple_spread_v3
-
-    return simple_spread_v3.parallel_env(N=3)
+# ---------------------------------------------------------------------------------------------
+# mpe_spread's engines: the numpy re-implementation against mpe2 behind the same backend
 
 
-def _tag() -> Any:
-    from mpe2 import simple_tag_v3
-
-    return simple_tag_v3.parallel_env(num_good=1, num_adversaries=3, num_obstacles=2)
-
-
-def _walkers() -> Any:
-    from pettingzoo.sisl.multiwalker.multiwalker import parallel_env
-
-    return parallel_env(n_walkers=3)
-
-
-# backend name -> (args, composition, the same env built straight from the library)
-CASES: dict[str, tuple[dict[str, Any], dict[str, Any], Callable[[], Any]]] = {
-    "mpe_spread": ({}, {"n_agents": 3}, _spread),
-    "mpe_tag": ({"prey_policy": "random"}, {}, _tag),
-    "multiwalker": ({}, {"n_walkers": 3}, _walkers),
-    "pettingzoo": ({"env": "mpe2.simple_spread_v3", "kwargs": {"N": 3}}, {}, _spread),
-}
+def _engine_rates(num_envs: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Env steps/s of each engine's backend and of the raw mpe2 loop, interleaved, best of rounds."""
+    tasks = {engine: bench.Task("mpe_spread", {"engine": engine}, {"n_agents": 3}, num_envs)
+             for engine in ("numpy", "mpe2")}
+    loops: dict[str, bench.Loop] = {engine: bench.RandomPolicyLoop(task.build()) for engine, task in tasks.items()}
+    _, args, composition = tasks["mpe2"].parsed()
+    loops["raw"] = bench.RAW_LOOPS["mpe_spread"].build(args, composition, num_envs)
+    try:
+        return bench.interleaved_rates(loops, seconds, rounds)
+    finally:
+        for loop in loops.values():
+            loop.close()
 
 
-def _raw_steps_per_second(make: Callable[[], Any], steps: int) -> float:
-    env = make()
-    for agent in env.possible_agents:
-        env.action_space(agent).seed(0)
-    env.reset(seed=0)
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step({a: env.action_space(a).sample() for a in env.agents})
-        if not env.agents:
-            env.reset()
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
-
-
-def _random_actions(env: Backend, step: Any, rng: np.random.Generator) -> np.ndarray:
-    if not env.spec.discrete:
-        return rng.uniform(-1, 1, size=(*step.agent_mask.shape, env.spec.n_actions)).astype(np.float32)
-    return np.where(step.avail_actions, rng.random(step.avail_actions.shape), -1).argmax(-1)
-
-
-def _backend(name: str) -> Backend:
-    args, comp, _ = CASES[name]
-    cls = registry.get_env(name)
-    parsed = cls.Args.model_validate(args)
-    return cls(parsed, [cls.Composition.model_validate(comp)], NUM_ENVS, seed=0)
-
-
-def _backend_steps_per_second(env: Backend, steps: int) -> float:
-    """Env steps (summed over the batch, finished envs not counted) per second."""
-    rng = np.random.default_rng(0)
-    env.reset()  # builds the envs outside the timing, as the raw loop builds its one env
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        step = env.reset()
-        while not step.done.all() and done < steps:
-            active = int((~step.done).sum())
-            step = env.step(_random_actions(env, step, rng))
-            done += active
-    return done / (time.perf_counter() - start)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_backend_over_raw_pettingzoo_ratio(benchmark: Any, name: str) -> None:
-    steps = 400 if benchmark.disabled else 5000
-    env = _backend(name)
-    raw = _raw_steps_per_second(CASES[name][2], steps)
-    batched = benchmark.pedantic(_backend_steps_per_second, args=(env, steps), rounds=1, iterations=1)
-    env.close()
-    ratio = batched / raw
+@pytest.mark.parametrize("num_envs", [1, 8])
+def test_spread_numpy_engine_over_mpe2(benchmark: Any, effort: dict[str, Any], num_envs: int) -> None:
+    if bench.FIGURES["rollout/mpe_spread@mpe2"].missing():
+        pytest.skip(bench.FIGURES["rollout/mpe_spread@mpe2"].missing())
+    rates = benchmark.pedantic(_engine_rates, args=(num_envs,), kwargs=effort, rounds=1, iterations=1)
+    over_engine, over_raw = rates["numpy"] / rates["mpe2"], rates["numpy"] / rates["raw"]
+    micros = num_envs / rates["numpy"] * 1e6
     benchmark.extra_info.update(
         {
-            "raw_env_steps_per_s": raw,
-            "backend_env_steps_per_s": batched,
-            "ratio": ratio,
-            "num_envs": NUM_ENVS,
-            "env_steps": steps,
+            **{f"{k}_env_steps_per_s": v for k, v in rates.items()},
+            "numpy_over_mpe2_engine": over_engine,
+            "numpy_over_raw_mpe2": over_raw,
+            "numpy_us_per_batch_step": micros,
+            "num_envs": num_envs,
         }
     )
     print(
-        f"\n{name}: backend {batched:,.0f} env steps/s, raw PettingZoo {raw:,.0f} steps/s, ratio {ratio:.3f}"
+        f"\nmpe_spread num_envs={num_envs}: numpy engine {rates['numpy']:,.0f} env steps/s "
+        f"({micros:.0f} us per batch step, resets included), mpe2 engine {rates['mpe2']:,.0f}, "
+        f"raw mpe2 {rates['raw']:,.0f}; numpy/mpe2 engine {over_engine:.1f}, numpy/raw mpe2 {over_raw:.1f}"
     )
-    assert batched > 0 and raw > 0
+    # Measured ~6x (one env) and ~30x (eight); far below that only if the engine lost its point.
+    assert over_engine > 2

@@ -1,0 +1,590 @@
+"""Throughput as ratios measured in one run: what `harness bench` and tests/benchmarks measure.
+
+A figure is two loops timed in turns in this process, each turn `seconds / (2 * rounds)` long,
+the best turn of each kept (other processes share the cores; a slow turn is their doing, not
+ours). Bare steps/s differ between machines and from one minute to the next; the ratio of two
+loops measured side by side is what carries over. Three kinds:
+
+- `rollout/<backend>`: the backend's own `step`, as the runner calls it (Step arrays in numpy),
+  under a uniformly random policy over the available actions, against the library's own loop
+  on the same game at the same batch (`RAW_LOOPS`). matrix has no library: its raw side is the
+  bare numpy payoff lookup.
+- `act/<algorithm>`: `harness.runner.rollout` with the algorithm acting (explore=True,
+  learn=False) against the raw loop of the same task: the cost of acting, without learning.
+- `train/<algorithm>`: rollouts with `update()` after each, as a run makes them, against the
+  same raw loop: the share of the library's speed a training run gets.
+
+Both sides count the same thing: env steps of running episodes (a harness env whose episode
+has ended waits for the batch's next reset and is not counted; raw envs reset one by one).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness import registry
+from harness.api import Backend, EnvSpec, Step
+from harness.config import COMMAND_LINE, build_config
+from harness.errors import ConfigError
+from harness.runner import rollout, versions
+
+SECONDS = 3.0  # measuring time per figure (both sides, every round), set-up excluded
+ROUNDS = 3
+FORMAT = "harness-bench/1"
+LIBRARIES = ("jax", "jaxmarl", "mpe2", "pettingzoo", "overcooked-ai")  # versions recorded when installed
+WARM_UP_ROLLOUTS = 20  # at most, until an off-policy learner's replay is big enough to update from
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops: one side of a figure each
+
+
+class Loop(abc.ABC):
+    """A loop advanced one unit of work at a time (a batch step, or a batch of episodes)."""
+
+    @abc.abstractmethod
+    def advance(self) -> int:
+        """Do one unit of work; return the env steps it took."""
+
+    def warm_up(self) -> None:
+        """Work done before any timing: compilation, lazy set-up, a learner's first batch."""
+        self.advance()
+
+    def settle(self) -> None:  # noqa: B027 - optional hook
+        """Wait for work queued asynchronously (JAX dispatch) before the clock stops."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the environments."""
+
+
+def random_actions(spec: EnvSpec, step: Step, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random actions among the available ones (discrete), or in [-1, 1] (continuous)."""
+    if not spec.discrete:
+        return rng.uniform(-1, 1, size=(*step.agent_mask.shape, spec.n_actions)).astype(np.float32)
+    return np.where(step.avail_actions, rng.random(step.avail_actions.shape), -1.0).argmax(-1)
+
+
+class RandomPolicyLoop(Loop):
+    """The backend's `step` under a random policy; one batch step per unit, resets as the runner does."""
+
+    def __init__(self, env: Backend, seed: int = 0) -> None:
+        self.env, self.rng = env, np.random.default_rng(seed)
+        self.step: Step | None = None
+
+    def advance(self) -> int:
+        if self.step is None or self.step.done.all():
+            self.step = self.env.reset()
+        active = int((~self.step.done).sum())
+        self.step = self.env.step(random_actions(self.env.spec, self.step, self.rng))
+        return active
+
+    def warm_up(self) -> None:
+        # A whole batch of episodes: SMAX compiles its reset, step and end-of-episode paths.
+        self.advance()
+        while self.step is not None and not self.step.done.all():
+            self.advance()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class ActingLoop(Loop):
+    """`harness.runner.rollout` with the algorithm acting: one batch of episodes per unit."""
+
+    def __init__(self, env: Backend, algorithm: Any) -> None:
+        self.env, self.algorithm = env, algorithm
+
+    def advance(self) -> int:
+        return int(rollout(self.env, self.algorithm, explore=True, seed=None, learn=False)["env_steps"])
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class TrainingLoop(ActingLoop):
+    """A run's training loop: a batch of episodes observed, then `update()`."""
+
+    def advance(self) -> int:
+        out = rollout(self.env, self.algorithm, explore=True, seed=None, learn=True)
+        self.algorithm.update()
+        return int(out["env_steps"])
+
+    def warm_up(self) -> None:
+        # Off-policy learners update only once their replay holds a batch; timing the rollouts
+        # before that would leave the learning out of the figure.
+        for _ in range(WARM_UP_ROLLOUTS):
+            self.advance()
+            if getattr(self.algorithm, "grad_steps", 0) > 0:
+                return
+
+
+class PettingZooLoop(Loop):
+    """The library's ParallelEnvs stepped directly with sampled actions, each reset when its agents
+    are gone. A Python loop over the envs: that is how the library runs a batch."""
+
+    def __init__(self, make: Callable[[], Any], num_envs: int, seed: int = 0) -> None:
+        self.envs = [make() for _ in range(num_envs)]
+        for i, env in enumerate(self.envs):
+            for agent in env.possible_agents:
+                env.action_space(agent).seed(seed + i)
+            env.reset(seed=seed + i)
+
+    def advance(self) -> int:
+        for env in self.envs:
+            env.step({agent: env.action_space(agent).sample() for agent in env.agents})
+            if not env.agents:
+                env.reset()
+        return len(self.envs)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class PayoffLoop(Loop):
+    """A matrix game with nothing around it: random joint actions looked up in the payoff table."""
+
+    def __init__(self, table: np.ndarray, episode_length: int, num_envs: int, seed: int = 0) -> None:
+        self.table, self.episode_length, self.num_envs = table, episode_length, num_envs
+        self.rng = np.random.default_rng(seed)
+        self.returns = np.zeros(num_envs, dtype=np.float32)
+        self.t = 0
+
+    def advance(self) -> int:
+        actions = self.rng.integers(0, self.table.shape[0], size=(self.num_envs, self.table.ndim))
+        self.returns += self.table[tuple(actions.T)]
+        self.t += 1
+        if self.t == self.episode_length:
+            self.t, self.returns[:] = 0, 0.0
+        return self.num_envs
+
+
+class OvercookedLoop(Loop):
+    """overcooked-ai's own OvercookedEnv, one per batch slot, random joint actions."""
+
+    def __init__(self, layout: str, horizon: int, num_envs: int, seed: int = 0) -> None:
+        from scenarios.overcooked import LAYOUTS, _overcooked
+
+        names = _overcooked()  # also restores the NumPy 2 alias overcooked_env needs at import
+        from overcooked_ai_py.mdp.overcooked_env import OvercookedEnv
+
+        mdp = names.OvercookedGridworld.from_layout_name(LAYOUTS[layout])
+        self.envs = [OvercookedEnv.from_mdp(mdp, horizon=horizon, info_level=0) for _ in range(num_envs)]
+        self.actions = names.Action.INDEX_TO_ACTION
+        self.rng = np.random.default_rng(seed)
+        for env in self.envs:
+            env.reset()
+
+    def advance(self) -> int:
+        picks = self.rng.integers(0, len(self.actions), size=(len(self.envs), 2))
+        for env, (a, b) in zip(self.envs, picks, strict=True):
+            _, _, done, _ = env.step((self.actions[a], self.actions[b]))
+            if done:
+                env.reset()
+        return len(self.envs)
+
+
+class JittedSmaxLoop(Loop):
+    """JaxMARL's SMAX transition (`step_env`: no auto-reset, whose reset-every-step would slow this
+    side down) vmapped over the batch and jitted, random actions drawn inside the compiled
+    function, nothing copied to the host: the fastest SMAX there is at this batch. Every env
+    counts at every call, a finished battle too (no reset to wait for): an upper bound."""
+
+    def __init__(self, allies: int, enemies: int, num_envs: int, seed: int = 0) -> None:
+        import jax
+
+        from scenarios.smax import quiet_stdout
+
+        with quiet_stdout():
+            from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
+        env = HeuristicEnemySMAX(num_allies=allies, num_enemies=enemies, smacv2_position_generation=True,
+                                 smacv2_unit_type_generation=True)
+        agents, n_actions = list(env.agents), env.action_space(env.agents[0]).n  # type: ignore[attr-defined]
+
+        def one(key: Any, state: Any) -> tuple[Any, Any, Any]:
+            key, k_act, k_step = jax.random.split(key, 3)
+            acts = jax.random.randint(k_act, (len(agents),), 0, n_actions)
+            obs, state, _, _, _ = env.step_env(k_step, state, {a: acts[i] for i, a in enumerate(agents)})
+            return key, state, obs
+
+        self.jax, self.num_envs = jax, num_envs
+        self.step = jax.jit(jax.vmap(one))
+        self.keys = jax.random.split(jax.random.PRNGKey(seed), num_envs)
+        _, states = jax.jit(jax.vmap(env.reset))(self.keys)
+        # reset leaves a field weakly typed that step returns strongly typed: made strong here,
+        # the first step's program is the one every later step runs (one compilation, not two).
+        self.states = jax.tree_util.tree_map(lambda x: jax.numpy.array(x, dtype=x.dtype), states)
+        self.obs: Any = None
+
+    def advance(self) -> int:
+        self.keys, self.states, self.obs = self.step(self.keys, self.states)
+        return self.num_envs
+
+    def settle(self) -> None:
+        self.jax.block_until_ready(self.obs)
+
+    def warm_up(self) -> None:
+        self.advance()  # compiles
+        self.settle()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks and the raw loop of each backend
+
+
+@dataclass(frozen=True)
+class Task:
+    """One environment setting: backend name, its `args`, one composition (None: the backend's
+    default) and the batch size."""
+
+    env: str
+    args: Mapping[str, Any]
+    composition: Mapping[str, Any] | None
+    num_envs: int
+
+    def parsed(self) -> tuple[Any, Any, Any]:
+        """The backend class, its parsed args and composition."""
+        cls = registry.get_env(self.env)
+        args = cls.Args.model_validate(dict(self.args))
+        if self.composition is None:
+            return cls, args, cls.default_compositions(args)[0]
+        return cls, args, cls.Composition.model_validate(dict(self.composition))
+
+    def build(self, seed: int = 0, training: bool = False) -> Backend:
+        cls, args, composition = self.parsed()
+        return cls(args, [composition], self.num_envs, seed, training=training)
+
+    def label(self) -> str:
+        cls, args, composition = self.parsed()
+        changed = args.model_dump(exclude_defaults=True)
+        settings = f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else ""
+        return f"{self.env}{settings} {cls.composition_name(args, composition)}"
+
+
+def _spread(args: Any, composition: Any, num_envs: int) -> Loop:
+    from mpe2 import simple_spread_v3
+
+    return PettingZooLoop(lambda: simple_spread_v3.parallel_env(
+        N=composition.n_agents, local_ratio=args.local_ratio, max_cycles=args.max_cycles,
+        continuous_actions=args.continuous_actions), num_envs)
+
+
+def _tag(args: Any, composition: Any, num_envs: int) -> Loop:
+    from mpe2 import simple_tag_v3
+
+    return PettingZooLoop(lambda: simple_tag_v3.parallel_env(
+        num_good=composition.n_prey, num_adversaries=composition.n_predators,
+        num_obstacles=composition.n_obstacles, max_cycles=args.max_cycles,
+        continuous_actions=args.continuous_actions), num_envs)
+
+
+def _multiwalker(args: Any, composition: Any, num_envs: int) -> Loop:
+    from scenarios.multiwalker import MODULE
+    from scenarios.pettingzoo_generic import quiet_import
+
+    module = quiet_import(MODULE)
+    settings = {**args.model_dump(), "n_walkers": composition.n_walkers}
+    # The game the backend plays: its shared reward and end on a fall.
+    return PettingZooLoop(lambda: module.parallel_env(shared_reward=True, terminate_on_fall=True, **settings),
+                          num_envs)
+
+
+def _pettingzoo(args: Any, composition: Any, num_envs: int) -> Loop:
+    from scenarios.pettingzoo_generic import resolve_factory
+
+    factory = resolve_factory(args.env)
+    return PettingZooLoop(lambda: factory(**{**args.kwargs, **composition.kwargs}), num_envs)
+
+
+def _matrix(args: Any, composition: Any, num_envs: int) -> Loop:
+    tables = args.tables()
+    table = tables[composition.key()] if isinstance(tables, dict) else tables
+    return PayoffLoop(table, args.episode_length, num_envs)
+
+
+def _overcooked_loop(args: Any, composition: Any, num_envs: int) -> Loop:
+    return OvercookedLoop(composition.layout, args.horizon, num_envs)
+
+
+def _smax(args: Any, composition: Any, num_envs: int) -> Loop:
+    return JittedSmaxLoop(composition.allies, composition.enemies, num_envs)
+
+
+@dataclass(frozen=True)
+class RawLoop:
+    what: str  # the raw side, in words (printed under the table and saved with the figure)
+    module: str | None  # what it imports beyond the backend's own requirements
+    build: Callable[[Any, Any, int], Loop]  # (args, composition, num_envs) -> the loop
+
+
+RAW_LOOPS: dict[str, RawLoop] = {
+    "matrix": RawLoop("numpy payoff lookup", None, _matrix),
+    "mpe_spread": RawLoop("mpe2 simple_spread_v3 parallel_env loop", "mpe2", _spread),
+    "mpe_tag": RawLoop("mpe2 simple_tag_v3 parallel_env loop", "mpe2", _tag),
+    "multiwalker": RawLoop("PettingZoo multiwalker parallel_env loop", None, _multiwalker),
+    "pettingzoo": RawLoop("the module's parallel_env loop", None, _pettingzoo),
+    "overcooked": RawLoop("overcooked-ai OvercookedEnv loop", None, _overcooked_loop),
+    "smax": RawLoop("JaxMARL SMAX step_env, jitted and vmapped", None, _smax),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+@dataclass(frozen=True)
+class Figure:
+    kind: str  # rollout, act or train
+    subject: str  # the backend (rollout) or algorithm (act, train)
+    task: Task
+    tags: frozenset[str] = field(default_factory=frozenset)  # more names that select it
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.subject}"
+
+    def missing(self) -> str | None:
+        """Why this figure cannot be measured here (a package missing), else None."""
+        cls, args, _ = self.task.parsed()
+        problem = cls.missing_requirements(args)
+        module = RAW_LOOPS[self.task.env].module
+        if problem is None and module is not None:
+            problem = _import_problem(module)
+        return problem
+
+    def sides(self) -> dict[str, Loop]:
+        """The harness loop and the raw loop (the caller closes both)."""
+        env = self.task.build(training=self.kind == "train")
+        try:
+            harness = self._harness(env)
+            _, args, composition = self.task.parsed()
+            raw = RAW_LOOPS[self.task.env].build(args, composition, self.task.num_envs)
+        except BaseException:
+            env.close()
+            raise
+        return {"harness": harness, "raw": raw}
+
+    def _harness(self, env: Backend) -> Loop:
+        if self.kind == "rollout":
+            return RandomPolicyLoop(env)
+        cls = registry.get_algorithm(self.subject)
+        algorithm = cls(env.spec, build_config(cls, {}), 0, torch.device("cpu"))
+        return (TrainingLoop if self.kind == "train" else ActingLoop)(env, algorithm)
+
+
+def _import_problem(module: str) -> str | None:
+    from scenarios.pettingzoo_generic import quiet_import
+
+    try:
+        quiet_import(module)
+    except ImportError as exc:
+        return f"the raw loop needs {module}: pip install -e '.[all]' -c constraints.txt ({exc})"
+    return None
+
+
+def _rollout_figure(subject: str, task: Task) -> Figure:
+    return Figure("rollout", subject, task, frozenset({subject, task.env}))
+
+
+SPREAD = Task("mpe_spread", {}, {"n_agents": 3}, 16)  # zero_shot_mpe's spread task
+SPREAD_CONTINUOUS = Task("mpe_spread", {"continuous_actions": True}, {"n_agents": 3}, 16)
+# One of each algorithm family, on the smallest real task its actions fit.
+FAMILIES: dict[str, Task] = {
+    "qmix": SPREAD,  # value decomposition
+    "mappo": SPREAD,  # on-policy PPO
+    "maddpg": SPREAD_CONTINUOUS,  # off-policy actor-critic
+    "mipi": SPREAD,  # a seed method
+}
+
+FIGURES: dict[str, Figure] = {
+    f.name: f
+    for f in [
+        _rollout_figure("matrix", Task("matrix", {"game": "climbing", "episode_length": 10}, None, 32)),
+        _rollout_figure("mpe_spread", SPREAD),
+        _rollout_figure("mpe_spread@mpe2", Task("mpe_spread", {"engine": "mpe2"}, {"n_agents": 3}, 16)),
+        _rollout_figure("mpe_tag", Task("mpe_tag", {"prey_policy": "random"}, None, 8)),
+        _rollout_figure("multiwalker", Task("multiwalker", {}, {"n_walkers": 3}, 8)),
+        _rollout_figure("pettingzoo", Task("pettingzoo", {"env": "mpe2.simple_spread_v3", "kwargs": {"N": 3}},
+                                           None, 8)),
+        _rollout_figure("overcooked", Task("overcooked", {"horizon": 100}, {"layout": "cramped_room"}, 8)),
+        _rollout_figure("smax", Task("smax", {"race": "protoss"}, {"allies": 5}, 32)),
+        *(Figure(kind, algorithm, task, frozenset({algorithm}))
+          for algorithm, task in FAMILIES.items() for kind in ("act", "train")),
+    ]
+}
+
+
+def names() -> list[str]:
+    """Every name `select` accepts: figure names, backends and algorithms."""
+    return sorted({*FIGURES, *(tag for f in FIGURES.values() for tag in f.tags)})
+
+
+def _subjects(kind: str) -> list[str]:
+    return [f.subject for f in FIGURES.values() if f.kind == kind]
+
+
+def select(only: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The figures to measure, in table order, and those skipped here with the reason.
+
+    `only` names figures (`train/qmix`), backends (`smax`: its rollout figures) or algorithms
+    (`qmix`: its act and train figures); None is every figure."""
+    unknown = [n for n in only or () if n not in names()]
+    if unknown:
+        backends, algorithms = ", ".join(_subjects("rollout")), ", ".join(_subjects("train"))
+        figures = "rollout/NAME, act/NAME, train/NAME"
+        expected = f"a backend ({backends}), an algorithm ({algorithms}) or a figure ({figures})"
+        raise ConfigError.single(("only",), f"unknown benchmark; expected {expected}", found=unknown[0],
+                                 choices=names(), file=COMMAND_LINE)
+    chosen = [n for n, f in FIGURES.items() if only is None or n in only or f.tags & set(only)]
+    skipped = {n: problem for n in chosen if (problem := FIGURES[n].missing()) is not None}
+    return [n for n in chosen if n not in skipped], skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch uses `threads` threads inside, the previous number after. One by default: on
+    machines with few cores torch's pool and JAX's (SMAX) otherwise fight over the same cores,
+    and the figure would measure that fight (as it would the spinning of an oversubscribed
+    pool), not the harness."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def timed_rate(loop: Loop, seconds: float) -> float:
+    """Env steps per second of `loop` over at least `seconds` (whole units of work)."""
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        steps += loop.advance()
+    loop.settle()
+    return steps / (time.perf_counter() - start)
+
+
+def interleaved_rates(loops: Mapping[str, Loop], seconds: float, rounds: int) -> dict[str, float]:
+    """Best-of-`rounds` steps/s of each loop, timed in turns: a burst of load from elsewhere
+    slows one turn, not one side."""
+    for loop in loops.values():
+        loop.warm_up()
+    turn = seconds / (rounds * len(loops))
+    best = dict.fromkeys(loops, 0.0)
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            best[name] = max(best[name], timed_rate(loop, turn))
+    return best
+
+
+def measure(name: str, seconds: float = SECONDS, rounds: int = ROUNDS, threads: int = 1) -> dict[str, Any]:
+    """One figure: the harness and raw rates, their ratio, and what was measured."""
+    figure = FIGURES[name]
+    with torch_threads(threads):
+        loops: dict[str, Loop] = {}
+        try:
+            loops = figure.sides()
+            rates = interleaved_rates(loops, seconds, rounds)
+        finally:
+            for loop in loops.values():
+                loop.close()
+    return {
+        "name": name, "kind": figure.kind, "subject": figure.subject, "task": figure.task.label(),
+        "batch": figure.task.num_envs, "raw_loop": RAW_LOOPS[figure.task.env].what,
+        "harness_steps_per_s": rates["harness"], "raw_steps_per_s": rates["raw"],
+        "ratio": rates["harness"] / rates["raw"],
+    }
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """What the figures depend on besides the code: cores, threads, versions."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(affinity(0)) if affinity else os.cpu_count(),
+        "torch_threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "platform": platform.platform(),
+        "versions": {**versions(), **_library_versions()},
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    found = {}
+    for library in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[library] = metadata.version(library)
+    return found
+
+
+def run(chosen: Sequence[str], seconds: float = SECONDS, rounds: int = ROUNDS, threads: int = 1,
+        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Measure `chosen` figures (names from `select`) one after the other; the results as saved."""
+    figures = {}
+    for i, name in enumerate(chosen):
+        if progress is not None:
+            progress(name, i + 1, len(chosen))
+        figures[name] = measure(name, seconds, rounds, threads)
+    return {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": {"seconds": seconds, "rounds": rounds, "threads": threads},
+        "machine": machine(threads),
+        "figures": figures,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved results
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def load(path: str | Path, key: str = "compare") -> dict[str, Any]:
+    """Results saved by `harness bench` (ConfigError at `key` if the file is not one)."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError.single((key,), f"cannot read a harness bench JSON file ({exc})", found=str(path),
+                                 file=COMMAND_LINE) from None
+    if not isinstance(results, dict) or results.get("format") != FORMAT:
+        raise ConfigError.single((key,), f"not a results file of harness bench (format {FORMAT})",
+                                 found=str(path), file=COMMAND_LINE)
+    return results
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per figure in either file: both ratios and new/old of the ratio and of the harness rate
+    (None where a figure is in one file only)."""
+    rows = []
+    for name in [*new["figures"], *(n for n in old["figures"] if n not in new["figures"])]:
+        was, now = old["figures"].get(name), new["figures"].get(name)
+        both = was is not None and now is not None
+        rows.append({
+            "name": name,
+            "old_ratio": was and was["ratio"],
+            "new_ratio": now and now["ratio"],
+            "ratio_change": now["ratio"] / was["ratio"] if both else None,
+            "harness_change": now["harness_steps_per_s"] / was["harness_steps_per_s"] if both else None,
+        })
+    return rows

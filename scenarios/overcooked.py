@@ -245,8 +245,8 @@ class Partner(Strict):
     (One model rather than a union, so a typo is reported against every valid key.)"""
 
     kind: Literal["self", "random", "stay", "checkpoint"] = "self"
-    algorithm: str | None = Field(None, description="checkpoint: the algorithm that trained it (e.g. qmix)")
-    path: str | None = Field(None, description="checkpoint: the file (e.g. runs/checkpoints/SUITE/RUN_ID/best.pt)")
+    algorithm: str | None = Field(default=None, description="checkpoint: the algorithm that trained it (e.g. qmix)")
+    path: str | None = Field(default=None, description="checkpoint: the file (e.g. runs/checkpoints/SUITE/RUN_ID/best.pt)")
     params: dict[str, Any] = Field(default_factory=dict, description="checkpoint: config overrides it was trained with")
 
     @model_validator(mode="after")
@@ -343,6 +343,7 @@ def load_partner(partner: Partner, spec: EnvSpec) -> Any:
     """The partner's algorithm, ready to `act`. Buffers are sized by `episode_limit`, which a
     partner never needs, so it is built with a one-step limit (weights do not depend on it)."""
     _check_checkpoint_partner(partner, ("partner",))
+    assert partner.path is not None  # the check above refuses a checkpoint partner without one
     resolved = Path(partner.path).resolve()
     return _load_partner(partner.algorithm, str(resolved), json.dumps(partner.params, sort_keys=True),
                          resolved.stat().st_mtime_ns, dataclasses.replace(spec, episode_limit=1))
@@ -524,7 +525,7 @@ class OvercookedBackend(PythonBatchBackend):
     def composition_name(cls, args: OvercookedArgs, composition: OvercookedComposition) -> str:
         partner = composition.partner
         name = composition.layout
-        if partner.kind == "checkpoint":
+        if partner.kind == "checkpoint" and partner.path is not None:
             path = Path(partner.path)
             name += f"+{partner.algorithm}:{path.parent.name + '/' if path.parent.name else ''}{path.name}"
         elif partner.kind != "self":

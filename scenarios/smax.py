@@ -106,12 +106,12 @@ class SmaxComposition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allies: int = Field(ge=1, description="units the algorithm controls")
-    enemies: int | None = Field(None, ge=1, description="enemy units (default: as many as allies)")
-    units: dict[str, int] | None = Field(None, description="exact ally unit counts per type")
-    mix: list[int] | None = Field(None, min_length=2, max_length=2,
+    enemies: int | None = Field(default=None, ge=1, description="enemy units (default: as many as allies)")
+    units: dict[str, int] | None = Field(default=None, description="exact ally unit counts per type")
+    mix: list[int] | None = Field(default=None, min_length=2, max_length=2,
                                   description="exact counts of the race's first and second unit type")
-    type_probs: dict[str, float] | None = Field(None, description="per-unit type probabilities")
-    start_positions: StartPositions | None = Field(None, description="override the task's start positions")
+    type_probs: dict[str, float] | None = Field(default=None, description="per-unit type probabilities")
+    start_positions: StartPositions | None = Field(default=None, description="override the task's start positions")
 
     @model_validator(mode="after")
     def _consistent(self) -> SmaxComposition:

@@ -43,7 +43,6 @@ predator at once (with `end_on_capture` the episode also ends there).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -60,7 +59,7 @@ from scenarios.pettingzoo_generic import (
     quiet_import,
     requirement_problem,
 )
-from scenarios.python_batch import Frame
+from scenarios.python_batch import EpisodeDraws, Frame
 
 MAX_TEAM = 32  # mpe2's physics is O(entities^2) Python; larger teams would crawl
 POS, VEL = 2, 2
@@ -351,7 +350,7 @@ def composition_rows(n: int, max_agents: int, discrete: bool) -> dict[str, np.nd
     }
 
 
-class NumpySpreadBackend(MPESpreadBackend):
+class NumpySpreadBackend(EpisodeDraws, MPESpreadBackend):
     """`engine: numpy`: every slot's world in one `SpreadWorlds` batch, stepped in numpy.
 
     It draws compositions and per-episode seeds from `self.rng` exactly as the mpe2 engine
@@ -363,11 +362,7 @@ class NumpySpreadBackend(MPESpreadBackend):
 
     def __init__(self, args: SpreadArgs, compositions: list[SpreadComposition], num_envs: int, seed: int,
                  weights: list[float] | None = None, training: bool = False) -> None:
-        self.args, self.compositions, self.num_envs, self.training = args, compositions, num_envs, training
-        self.spec = self.describe(args, compositions)
-        w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
-        self.probs = w / w.sum()
-        self.rng = np.random.default_rng(seed)
+        super().__init__(args, compositions, num_envs, seed, weights, training)
         self.worlds = SpreadWorlds(num_envs, self.spec.max_agents)
         self.team_sizes = np.array([c.n_agents for c in compositions], dtype=np.int64)
         per_composition = [composition_rows(c.n_agents, self.spec.max_agents, self.spec.discrete)
@@ -380,10 +375,7 @@ class NumpySpreadBackend(MPESpreadBackend):
 
     # ---- batched contract ----------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> Step:
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
-        env_seeds = self.rng.integers(0, 2**31 - 1, size=self.num_envs)
+        self.comp, env_seeds = self.draw_episodes(seed)
         sizes = self.team_sizes[self.comp]
         self.worlds.reset(sizes, env_seeds)
         self._rows = self._batch_rows()
@@ -469,14 +461,6 @@ class NumpySpreadBackend(MPESpreadBackend):
         fresh = {f.name: getattr(last, f.name).copy() for f in dataclasses.fields(Step)}
         fresh["reward"] = np.zeros(self.num_envs, dtype=np.float32)
         return Step(**fresh)
-
-    # ---- checkpoints: the PythonBatchBackend's format, so both engines read each other's --------
-    def rng_state(self) -> str:
-        return json.dumps({"rng": self.rng.bit_generator.state, "extra": {}})
-
-    def set_rng_state(self, state: str) -> None:
-        if state:
-            self.rng.bit_generator.state = json.loads(state)["rng"]
 
 
 # ---------------------------------------------------------------------------------------------

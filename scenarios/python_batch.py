@@ -53,8 +53,10 @@ def _pad_into(dst: np.ndarray, src: np.ndarray) -> None:
     dst[tuple(slice(0, s) for s in src.shape)] = src
 
 
-class PythonBatchBackend(Backend):
-    """Batched view of B independent Python environments (see the module docstring)."""
+class EpisodeDraws(Backend):
+    """What batches of per-episode-seeded environments share: the composition weights, the
+    generator that draws every slot's composition and episode seed at a reset, and that
+    generator's checkpoint JSON (plus whatever `extra_state` a subclass adds)."""
 
     def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
                  weights: list[float] | None = None, training: bool = False) -> None:
@@ -63,6 +65,36 @@ class PythonBatchBackend(Backend):
         w = np.ones(len(compositions)) if weights is None else np.asarray(weights, dtype=np.float64)
         self.probs = w / w.sum()
         self.rng = np.random.default_rng(seed)
+
+    def draw_episodes(self, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each slot's composition index and episode seed for a reset (`seed` restarts the draws)."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
+        return comp, self.rng.integers(0, 2**31 - 1, size=self.num_envs)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def rng_state(self) -> str:
+        return json.dumps({"rng": self.rng.bit_generator.state, "extra": self.extra_state()})
+
+    def set_rng_state(self, state: str) -> None:
+        if state:
+            saved = json.loads(state)
+            self.rng.bit_generator.state = saved["rng"]
+            self.set_extra_state(saved.get("extra", {}))
+
+
+class PythonBatchBackend(EpisodeDraws):
+    """Batched view of B independent Python environments (see the module docstring)."""
+
+    def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
+                 weights: list[float] | None = None, training: bool = False) -> None:
+        super().__init__(args, compositions, num_envs, seed, weights, training)
         self._envs: dict[tuple[int, int], Any] = {}
         self.comp = np.zeros(num_envs, dtype=np.int64)
         self.finished = np.ones(num_envs, dtype=bool)
@@ -93,10 +125,7 @@ class PythonBatchBackend(Backend):
         return self._envs[key]
 
     def reset(self, seed: int | None = None) -> Step:
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
-        env_seeds = self.rng.integers(0, 2**31 - 1, size=self.num_envs)
+        self.comp, env_seeds = self.draw_episodes(seed)
         self.frames = [self.reset_env(self._env(b), int(self.comp[b]), int(env_seeds[b])) for b in range(self.num_envs)]
         self.finished[:] = False
         self.won[:] = False
@@ -153,18 +182,3 @@ class PythonBatchBackend(Backend):
             self.close_env(env)
         self._envs.clear()
 
-    # ---- checkpoints: the slot-drawing rng plus whatever the subclass adds --------------------
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        return None
-
-    def rng_state(self) -> str:
-        return json.dumps({"rng": self.rng.bit_generator.state, "extra": self.extra_state()})
-
-    def set_rng_state(self, state: str) -> None:
-        if state:
-            saved = json.loads(state)
-            self.rng.bit_generator.state = saved["rng"]
-            self.set_extra_state(saved.get("extra", {}))

@@ -4,7 +4,10 @@ A `PythonBatchBackend` holds B slots; at each `reset` every slot draws a composi
 an environment instance for it (instances are kept per slot and composition, so a layout or
 team size is built once), and returns one `Frame` per slot. The base class pads the frames
 to the backend's `EnvSpec` and stacks them into a `Step`; after a slot's episode ends it
-keeps reporting done with zero reward, as the batched contract requires.
+keeps reporting done with zero reward, as the batched contract requires, or, with
+auto-reset on, starts its next episode at the following `step` (drawing its composition
+and seed as `reset` does). The slots' Python environments cannot be saved, so checkpoints
+of continuous rollouts on these backends restart their episodes.
 
 A subclass implements three hooks:
 - `make_env(composition_index)` -> an environment object (anything);
@@ -56,6 +59,8 @@ def _pad_into(dst: np.ndarray, src: np.ndarray) -> None:
 class PythonBatchBackend(Backend):
     """Batched view of B independent Python environments (see the module docstring)."""
 
+    supports_autoreset = True
+
     def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
                  weights: list[float] | None = None, training: bool = False) -> None:
         self.args, self.compositions, self.num_envs, self.training = args, compositions, num_envs, training
@@ -95,19 +100,29 @@ class PythonBatchBackend(Backend):
     def reset(self, seed: int | None = None) -> Step:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
-        env_seeds = self.rng.integers(0, 2**31 - 1, size=self.num_envs)
-        self.frames = [self.reset_env(self._env(b), int(self.comp[b]), int(env_seeds[b])) for b in range(self.num_envs)]
-        self.finished[:] = False
-        self.won[:] = False
-        self.terminated[:] = False
+        self.reset_slots(np.ones(self.num_envs, dtype=bool))
         return self._stack(np.zeros(self.num_envs, dtype=np.float32))
+
+    def reset_slots(self, slots: np.ndarray) -> None:
+        """New episodes in the slots `slots` ([B] bool); compositions and seeds are drawn for
+        them in slot order (all slots: exactly `reset`'s draws)."""
+        chosen = np.flatnonzero(slots)
+        self.comp[chosen] = self.rng.choice(len(self.probs), size=len(chosen), p=self.probs)
+        env_seeds = self.rng.integers(0, 2**31 - 1, size=len(chosen))
+        for b, seed in zip(chosen.tolist(), env_seeds.tolist(), strict=True):
+            self.frames[b] = self.reset_env(self._env(b), int(self.comp[b]), int(seed))
+        self.finished[chosen] = False
+        self.won[chosen] = False
+        self.terminated[chosen] = False
 
     def step(self, actions: np.ndarray) -> Step:
         actions = np.asarray(actions)
         reward = np.zeros(self.num_envs, dtype=np.float32)
+        restarting = self.finished.copy() if self.autoreset else np.zeros(self.num_envs, dtype=bool)
+        if restarting.any():
+            self.reset_slots(restarting)
         for b in range(self.num_envs):
-            if self.finished[b]:
+            if self.finished[b] or restarting[b]:
                 continue
             frame = self.frames[b]
             assert frame is not None

@@ -12,9 +12,11 @@ by all agents, so the same weights act in teams of any size.
 - Losses, per agent and step over real entries only (filled steps, present agents): the
   clipped surrogate minus an entropy bonus, and a clipped value loss on normalised returns;
   GAE(gamma, lambda) on denormalised values (`algorithms.common.on_policy`).
-- On-policy storage: `observe` collects the runner's synchronous episode batch; `update`
-  trains on exactly the episodes collected since the previous `update` for `epochs` passes,
-  then discards them.
+- On-policy storage: `observe` collects the runner's episodes; `update` trains on exactly
+  the episodes completed since the previous `update` for `epochs` passes, then discards
+  them. In continuous rollouts an episode may be in flight at an update: it is trained on
+  at the next one, with the log-probabilities of the actions as they were sampled (stored
+  with each step), so the PPO ratio is taken against the policy that really acted.
 
 Budget: on-policy methods are charged the same environment steps as off-policy ones (the
 runner counts every active env step of the training rollouts, whatever the algorithm does
@@ -36,12 +38,20 @@ from torch import nn
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext, unroll_gru
 from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
+from algorithms.common.replay import Field
 from algorithms.common.torch_utils import make_generator, masked_average, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
 from harness.registry import register_algorithm
 
 # Slices of the observation-slot axis (T+1 slots per T steps): the slot each step acts in.
 NOW = slice(0, -1)
+
+# Stored with every step: log pi of the sampled action under the acting policy, and that
+# policy's version (the learner's gradient steps when it acted).
+BEHAVIOUR_FIELDS = {
+    "behaviour_log_pi": Field(("T", "A"), np.float32),
+    "policy_version": Field(("T",), np.int64),
+}
 
 
 @dataclass
@@ -293,8 +303,9 @@ class PPO:
             [*self.actor_params, *self.critic.parameters()], lr=config.lr, eps=config.optim_eps
         )
         self.generator = make_generator(seed)
-        self.store = RolloutStore(env_spec)
+        self.store = RolloutStore(env_spec, BEHAVIOUR_FIELDS)
         self.grad_steps = 0
+        self.behaviour_log_pi: np.ndarray | None = None  # of the last exploring `act`, for `observe`
 
     def _build_actor(self) -> RecurrentAgent:
         cfg, spec = self.cfg, self.spec
@@ -321,10 +332,20 @@ class PPO:
             actions = self.policy.act(outputs, x.avail_actions, explore, self.generator)
             present = x.agent_mask.view(*x.agent_mask.shape, *([1] * (actions.dim() - 2)))
             actions = torch.where(present, actions, torch.zeros_like(actions))
+            if explore:
+                log_pi, _ = self.policy.log_prob_entropy(outputs, actions, x.avail_actions)
+                self.behaviour_log_pi = log_pi.cpu().numpy()
         return actions.cpu().numpy(), memory
 
     def observe(self, transition: Transition) -> None:
-        self.store.observe(transition)
+        batch_agents = transition.actions.shape[:2]
+        log_pi = self.behaviour_log_pi
+        if log_pi is None or log_pi.shape != batch_agents:
+            # Not the actions of the last `act`: unknown. Only episodes in flight across an
+            # update read them (continuous rollouts, where the runner always acts first).
+            log_pi = np.full(batch_agents, np.nan, np.float32)
+        version = np.full(batch_agents[0], self.grad_steps, np.int64)
+        self.store.observe(transition, {"behaviour_log_pi": log_pi, "policy_version": version})
 
     # ---------------------------------------------------------------- learning
 
@@ -349,14 +370,21 @@ class PPO:
         """Everything the losses hold fixed: old log-probabilities and values, advantages and
         value targets; updates the value normaliser with the new returns.
 
-        The old log-probabilities and values are recomputed here rather than stored while
-        acting: the episodes were collected by the current parameters, which have not changed
-        since, so this is exact (and keeps `act` to the actor alone).
+        The old log-probabilities are recomputed here: an episode collected by the current
+        parameters, which have not changed since, gets exactly the probabilities it was
+        sampled with. An episode that was in flight at an earlier update (continuous
+        rollouts) was sampled partly by older parameters, and its later steps from recurrent
+        states those built: it takes the log-probabilities stored while acting instead, so
+        the ratio pi / pi_old is still against the policy that acted. Old values are the
+        current critic's either way (they only anchor the value clip).
         """
         cfg = self.cfg
         present = batch["agent_mask"]
         mask = batch["filled"].unsqueeze(-1) & present[:, NOW]  # [B, T, A]: real agent-steps
         log_pi_old, _ = self.policy_terms(batch)
+        stale = batch["policy_version"][:, 0] < self.grad_steps  # [B]: began before the last update
+        if bool(stale.any()):
+            log_pi_old = torch.where(stale[:, None, None], batch["behaviour_log_pi"], log_pi_old)
         values = self._to_returns(self.critic(batch))  # [B, T+1, A], return units
         advantages, returns = generalised_advantages(
             batch["reward"], batch["terminated"], batch["filled"], values, present, cfg.gamma, cfg.gae_lambda

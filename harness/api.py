@@ -16,9 +16,12 @@ N state entities, U discrete actions):
     composition    int64   [B]           index of the team composition each env is playing
 
 Episodes are synchronous across the batch: `reset` starts B episodes; an env whose episode
-has ended keeps returning done=True with zero reward until the next `reset`. Team sizes may
-differ between compositions: arrays are padded to the largest composition the backend was
-built with, and the masks say what is real.
+has ended keeps returning done=True with zero reward until the next `reset`. A backend that
+`supports_autoreset` can instead play episodes back to back (`enable_autoreset`, used by the
+runner's continuous rollouts): `step` then starts a new episode in every env that was
+already done when it was called (see `Backend.enable_autoreset`). Team sizes may differ
+between compositions: arrays are padded to the largest composition the backend was built
+with, and the masks say what is real.
 """
 
 from __future__ import annotations
@@ -108,12 +111,19 @@ class Transition:
 
     `active[b]` is False for envs whose episode had already ended before this step: their
     entries are padding and must not be learned from.
+
+    `first` is None in synchronous batches (every episode starts at the batch's first
+    transition). Continuous rollouts (auto-resetting backends) set it: `first[b]` says that
+    `step` row b is the first observation of an episode, so episodes start and end at any
+    transition; an inactive row is then the env's reset step (its `next` row is the new
+    episode's first observation, which the following transition carries with first=True).
     """
 
     step: Step  # what the agents saw when acting
     actions: np.ndarray  # [B, A] int64 (discrete) or [B, A, D] float32 (continuous)
     next: Step  # what the environment returned
     active: np.ndarray  # [B] bool
+    first: np.ndarray | None = None  # [B] bool, continuous rollouts only
 
 
 class Backend(abc.ABC):
@@ -150,6 +160,10 @@ class Backend(abc.ABC):
     family: ClassVar[str | None] = None
     # Printed under every results table of a suite that uses this backend.
     leaderboard_note: ClassVar[str | None] = None
+    # Whether `step` can reset finished envs itself (see `enable_autoreset`): what
+    # `rollout: continuous` needs.
+    supports_autoreset: ClassVar[bool] = False
+    autoreset: bool = False  # this instance's mode, switched on by `enable_autoreset`
     spec: EnvSpec
 
     @classmethod
@@ -182,6 +196,27 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (processes, devices)."""
+
+    def enable_autoreset(self) -> None:
+        """Next-step auto-reset from now on: `step` resets every env that was done when it was
+        called instead of stepping it, and returns as its row the new episode's first
+        observation (reward 0, done, terminated and won False, its new composition). Envs not
+        done step as usual. A done row thus still carries the final observation (a truncated
+        episode bootstraps from it), and the caller never needs `reset` mid-training."""
+        if not self.supports_autoreset:
+            raise ValueError(f"backend {type(self).__name__} cannot reset finished environments itself "
+                             "(supports_autoreset is False)")
+        self.autoreset = True
+
+    def env_state(self) -> dict[str, np.ndarray] | None:
+        """Everything the batch needs to go on stepping its episodes in flight (numpy arrays),
+        for checkpoints of continuous rollouts; the random state is `rng_state`'s. None: this
+        backend cannot save it (a resumed run then starts new episodes)."""
+        return None
+
+    def load_env_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `env_state` returned (after `set_rng_state`)."""
+        raise NotImplementedError(f"backend {type(self).__name__} cannot restore its episodes in flight")
 
     def rng_state(self) -> str:
         """The backend's random state as text, for checkpoints (default: a numpy `self.rng`)."""
@@ -219,11 +254,16 @@ class Algorithm(Protocol):
     - `Config`: a dataclass whose defaults reproduce the algorithm's paper; fields made with
       `tunable(...)` are searched by `harness tune`.
     - `act(step, memory, explore)`: actions for the whole batch in one forward pass.
-      `memory` is None at the start of an episode (the algorithm creates its recurrent
-      state) and whatever `act` returned afterwards.
+      `memory` is None at the start of a batch of episodes (the algorithm creates its
+      recurrent state) and whatever `act` returned afterwards (see `reset_memory`).
     - `observe(transition)`: feed one batched step to the algorithm's own storage.
-    - `update()`: called by the runner after each batch of episodes ends; returns scalar
-      metrics (losses...). Returning {} means "nothing to learn from yet".
+    - `update()`: called by the runner after each batch of episodes ends (continuous
+      rollouts: after every `rollout_steps` batched steps, with episodes in flight); returns
+      scalar metrics (losses...). Returning {} means "nothing to learn from yet".
+    - optional `reset_memory(memory, rows)`: continuous rollouts call it after a step that
+      started new episodes in the envs `rows` ([B] bool); it returns the memory with those
+      rows as at an episode start. Without it the runner zeroes, in every tensor of the
+      memory whose first dimension is B, those rows (right for zero initial states).
     - `state_dict()` / `load_state_dict()`: everything needed to resume (networks, optimiser,
       schedules, buffer), made only of tensors, numbers, strings, lists and dicts so
       `torch.load(weights_only=True)` can read it back.

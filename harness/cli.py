@@ -152,6 +152,7 @@ def cmd_show(tokens: list[str]) -> int:
         "tasks": {
             t.name: {
                 "env": t.env, "args": t.args.model_dump(exclude_defaults=True), "num_envs": t.num_envs,
+                **({"rollout": t.rollout, "rollout_steps": t.rollout_steps} if t.rollout != "episodes" else {}),
                 "budget": t.budget,
                 "compositions": {s: [c.name for c in comps] for s, comps in t.splits.items()},
                 "params": {a: p for a, p in t.params.items() if p},

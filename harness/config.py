@@ -90,6 +90,12 @@ class TaskModel(Strict):
     env: str = Field(description="environment backend name (harness list envs)")
     args: dict[str, Any] = Field(default_factory=dict)
     num_envs: int = Field(8, gt=0, le=4096, description="parallel environments for training")
+    rollout: Literal["episodes", "continuous"] = Field(
+        "episodes", description="training rollouts: episodes (synchronous batches, all envs reset together) or "
+        "continuous (each env starts its next episode as soon as one ends; needs a backend with auto-reset)")
+    rollout_steps: int | None = Field(
+        None, gt=0, le=1_000_000, description="rollout: continuous only: batched env steps between updates "
+        "(default: the env's episode_limit)")
     train: list[dict[str, Any]] | None = None
     validation: list[dict[str, Any]] | None = None
     test: list[dict[str, Any]] | None = None
@@ -176,6 +182,8 @@ class Task:
     budget: dict[str, int]
     params: dict[str, dict[str, Any]]  # algorithm -> resolved config overrides (the task's algorithms only)
     skipped: dict[str, str] = field(default_factory=dict)  # suite algorithm -> why it does not run here
+    rollout: str = "episodes"  # or "continuous"
+    rollout_steps: int | None = None  # continuous: batched steps per round (None: the episode limit)
     # Reporting only, so not part of `config_dict` (changing them must not change run ids).
     description: str = ""
     reference: dict[str, float] | None = None  # {"random": r, "best": b} in the suite's metric
@@ -186,12 +194,18 @@ class Task:
 
     def config_dict(self) -> dict[str, Any]:
         """Plain, JSON-able description of the task (part of every run id)."""
-        return {
+        config = {
             "env": self.env,
             "args": self.args.model_dump(),
             "num_envs": self.num_envs,
             "splits": {s: [c.as_dict() for c in comps] for s, comps in self.splits.items()},
         }
+        # Only when not the default, so the run ids of synchronous runs stay what they were.
+        if self.rollout != "episodes":
+            config["rollout"] = self.rollout
+            if self.rollout_steps is not None:
+                config["rollout_steps"] = self.rollout_steps
+        return config
 
 
 @dataclass(frozen=True)
@@ -594,10 +608,21 @@ class _Resolver:
         except ConfigError as exc:
             raise self.relocate(exc, prefix) from None
         discrete = backend.describe(args, [c.spec for comps in splits.values() for c in comps]).discrete
+        self.check_rollout(task, env, backend, prefix)
         chosen, skipped = self.task_algorithms(task, tname, algorithms, discrete)
         params = {a: self.params(a, model, task, tname, algorithms[a]) for a in chosen}
         reference = task.reference.model_dump() if task.reference else None
-        return Task(tname, env, args, task.num_envs, splits, budget, params, skipped, task.description, reference)
+        return Task(tname, env, args, task.num_envs, splits, budget, params, skipped, task.rollout,
+                    task.rollout_steps, task.description, reference)
+
+    def check_rollout(self, task: TaskModel, env: str, backend: Any, prefix: tuple[Any, ...]) -> None:
+        """`rollout: continuous` needs a backend that resets its envs one by one."""
+        if task.rollout == "continuous" and not getattr(backend, "supports_autoreset", False):
+            raise self.error([Problem(prefix + ("rollout",), f"backend {env} cannot reset its environments one by "
+                                      "one (no auto-reset); expected episodes", task.rollout, True)])
+        if task.rollout == "episodes" and task.rollout_steps is not None:
+            raise self.error([Problem(prefix + ("rollout_steps",), "only applies to rollout: continuous; "
+                                      "remove it or set rollout: continuous", task.rollout_steps, True)])
 
     def backend_name(self, env: str, swap: str | None, prefix: tuple[Any, ...]) -> str:
         """`backend=NAME` replaces the env of every task whose backend is of NAME's family."""

@@ -3,7 +3,14 @@
 The runner owns the environment, the budget, evaluation, checkpoints, logging and seeding;
 the algorithm only acts, observes and updates. Runs are resumable: the checkpoint holds the
 algorithm (networks, optimiser, buffer), the training env's random state, the evaluation
-rows so far and the best checkpoint's score.
+rows so far and the best checkpoint's score; with `rollout: continuous`, also the episodes in
+flight (the backend's batch state, the current Step and the algorithm's memory) where the
+backend can save them.
+
+Training plays either synchronous batches of episodes (`rollout`, the default: all envs
+reset together, the batch steps until every episode is over) or continuous rounds
+(`ContinuousRollout`: auto-resetting envs, a fixed number of batched steps per round).
+Evaluation is always synchronous, with fixed seeds.
 """
 
 from __future__ import annotations
@@ -178,6 +185,105 @@ def rollout(env: Backend | ActionPadded, algorithm: Any, explore: bool, seed: in
     return {"returns": returns, "won": step.won.copy(), "composition": step.composition.copy(), "env_steps": np.array(env_steps)}
 
 
+def _map_memory(memory: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`leaf` applied to everything inside the tuples, lists and dicts of a memory."""
+    if isinstance(memory, dict):
+        return {k: _map_memory(v, leaf) for k, v in memory.items()}
+    if isinstance(memory, tuple) and hasattr(memory, "_fields"):  # a NamedTuple
+        return type(memory)(*(_map_memory(v, leaf) for v in memory))
+    if isinstance(memory, list | tuple):
+        return type(memory)(_map_memory(v, leaf) for v in memory)
+    return leaf(memory)
+
+
+def reset_memory_rows(memory: Any, rows: np.ndarray) -> Any:
+    """`memory` with rows `rows` ([B] bool) zeroed in every tensor or array whose first
+    dimension is B (the default of `reset_memory`: every algorithm here starts its
+    recurrent state at zero)."""
+
+    def reset(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == len(rows):
+            keep = torch.from_numpy(~rows).to(x.device).view(-1, *([1] * (x.dim() - 1)))
+            with torch.inference_mode(x.is_inference()):  # act made it there: keep it cheap
+                return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if isinstance(x, np.ndarray) and x.ndim and x.shape[0] == len(rows):
+            return np.where(rows.reshape(-1, *([1] * (x.ndim - 1))), np.zeros((), x.dtype), x)
+        return x
+
+    return _map_memory(memory, reset)
+
+
+class ContinuousRollout:
+    """Training episodes played back to back (`rollout: continuous`): the backend resets each
+    env as soon as its episode has ended (`Backend.enable_autoreset`), so the batch never
+    idles while its longest episode finishes; each env spends one step per episode on its
+    reset. The current Step, the algorithm's memory and which envs have just started an
+    episode carry over from one round of `steps` batched steps to the next.
+    """
+
+    def __init__(self, env: Backend | ActionPadded, algorithm: Any, steps: int) -> None:
+        env.enable_autoreset()
+        self.env, self.algorithm, self.steps = env, algorithm, steps
+        self.reset_memory: Callable[[Any, np.ndarray], Any] = getattr(algorithm, "reset_memory", reset_memory_rows)
+        self.step: Step | None = None
+        self.memory: Any = None
+        self.first = np.zeros(0, dtype=bool)  # rows of `step` that are first observations
+        self.lengths = np.zeros(0, dtype=np.int64)  # steps taken in each env's current episode
+
+    def _start(self) -> None:
+        self.step = self.env.reset(None)
+        self.memory = None
+        self.first = np.ones(self.step.batch_size, dtype=bool)
+        self.lengths = np.zeros(self.step.batch_size, dtype=np.int64)
+
+    def run(self) -> int:
+        """One round: `steps` batched steps, each acted, stepped and observed; returns the
+        active env steps (envs that were not done when the step began)."""
+        if self.step is None:
+            self._start()
+        limit = self.env.spec.episode_limit
+        env_steps = 0
+        for _ in range(self.steps):
+            step = self.step
+            assert step is not None
+            active = ~step.done
+            actions, memory = self.algorithm.act(step, self.memory, True)
+            nxt = self.env.step(actions)
+            self.algorithm.observe(Transition(step=step, actions=actions, next=nxt, active=active, first=self.first))
+            restarted = ~active  # done before the step: the step began their next episode
+            self.memory = self.reset_memory(memory, restarted) if restarted.any() else memory
+            self.lengths = np.where(active, self.lengths + 1, 0)
+            if ((self.lengths >= limit) & ~nxt.done).any():
+                raise RunFailed(f"environment did not end its episodes within episode_limit={limit}")
+            self.first, self.step = restarted, nxt
+            env_steps += int(active.sum())
+        return env_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episodes in flight, or {} when the backend cannot save its own part (a resumed
+        run then starts new episodes, and the algorithm's collectors drop the unfinished ones)."""
+        env_state = self.env.env_state() if self.step is not None else None
+        if env_state is None or self.step is None:
+            return {}
+        return {
+            "env": {k: torch.from_numpy(np.array(v)) for k, v in env_state.items()},
+            "step": {f.name: torch.from_numpy(np.array(getattr(self.step, f.name))) for f in dataclasses.fields(Step)},
+            "memory": self.memory,
+            "first": torch.from_numpy(self.first.copy()),
+            "lengths": torch.from_numpy(self.lengths.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Go on with the saved episodes (call after the backend's `set_rng_state`)."""
+        if not state:
+            self.step = None
+            return
+        self.env.load_env_state({k: v.numpy() for k, v in state["env"].items()})
+        self.step = Step(**{k: v.numpy() for k, v in state["step"].items()})
+        self.memory = _map_memory(state["memory"], lambda x: x.to(device) if isinstance(x, torch.Tensor) else x)
+        self.first, self.lengths = state["first"].numpy(), state["lengths"].numpy()
+
+
 class Evaluator:
     """Greedy evaluation on every composition of every split, with fixed evaluation seeds."""
 
@@ -310,8 +416,13 @@ class Run:
         envs = TaskEnvs.from_spec(spec)
         env_spec = envs.spec
         cls = registry.get_algorithm(spec.algorithm)
-        algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, resolve_device(spec.device))
+        device = resolve_device(spec.device)
+        algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, device)
         train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)
+        continuous = None
+        if spec.task_config.get("rollout", "episodes") == "continuous":
+            steps = spec.task_config.get("rollout_steps") or train_env.spec.episode_limit
+            continuous = ContinuousRollout(train_env, algorithm, steps)
         evaluator = Evaluator(envs, spec.seed)
         log = MetricsLog(self.dir)
         last_path, best_path = self.dir / "last.pt", self.dir / "best.pt"
@@ -325,12 +436,17 @@ class Run:
             progress["env_steps"], evals, best = saved["env_steps"], saved["evals"], saved["best"]
             self.prior_seconds = saved["seconds"]
             torch.set_rng_state(saved["torch_rng"])
+            if continuous is not None:
+                continuous.load_state_dict(saved.get("continuous", {}), device)
 
         def checkpoint() -> None:
             progress["grad_steps"] = int(getattr(algorithm, "grad_steps", 0))
-            _save(last_path, {"algorithm": algorithm.state_dict(), "env_rng": train_env.rng_state(), "best": best,
-                              "env_steps": progress["env_steps"], "evals": evals, "seconds": self.elapsed(),
-                              "torch_rng": torch.get_rng_state()})
+            payload = {"algorithm": algorithm.state_dict(), "env_rng": train_env.rng_state(), "best": best,
+                       "env_steps": progress["env_steps"], "evals": evals, "seconds": self.elapsed(),
+                       "torch_rng": torch.get_rng_state()}
+            if continuous is not None:  # checkpoints fall between rounds, with episodes in flight
+                payload["continuous"] = continuous.state_dict()
+            _save(last_path, payload)
 
         def evaluate() -> None:
             rows = evaluator.evaluate(algorithm, budget["eval_episodes"], progress["env_steps"], "curve")
@@ -352,8 +468,11 @@ class Run:
             while progress["env_steps"] < budget["env_steps"]:
                 if stop_requested():
                     raise StopRequested
-                out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
-                progress["env_steps"] += int(out["env_steps"])
+                if continuous is not None:
+                    progress["env_steps"] += continuous.run()
+                else:
+                    out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
+                    progress["env_steps"] += int(out["env_steps"])
                 for key, value in algorithm.update().items():
                     if not math.isfinite(value):
                         raise RunFailed(f"non-finite {key} ({value}) at env step {progress['env_steps']}")
@@ -379,7 +498,7 @@ class Run:
             # never resumed: drop it, keep best.pt (policy only) and the metrics.
             last_path.unlink(missing_ok=True)
         except StopRequested:
-            checkpoint()  # at a rollout boundary, so the saved state is consistent
+            checkpoint()  # at a rollout (or round) boundary, so the saved state is consistent
             raise
         finally:
             log.close()

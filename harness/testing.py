@@ -2,9 +2,11 @@
 that `harness new algorithm` scaffolds).
 
 They run the real matrix backend: a repeated climbing game (so recurrent state matters) and
-MIPI's two-type game (two compositions in one batch). Algorithms with continuous actions
-(`action_spaces` containing "continuous") are also checked on a real continuous task: short
-episodes of cooperative navigation (`mpe_spread` with continuous actions, two agents).
+MIPI's two-type game (two compositions in one batch), in synchronous batches of episodes and
+in continuous rollouts (auto-reset, episodes in flight across updates). Algorithms with
+continuous actions (`action_spaces` containing "continuous") are also checked on a real
+continuous task: short episodes of cooperative navigation (`mpe_spread` with continuous
+actions, two agents).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from harness import registry
 from harness.api import EnvSpec, Step
 from harness.config import build_config
-from harness.runner import rollout
+from harness.runner import ContinuousRollout, rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend, MatrixComposition
 
 TASKS = {
@@ -59,18 +61,41 @@ def _build(cls: type, spec: EnvSpec, seed: int, params: dict[str, Any]) -> Any:
     return cls(spec, build_config(cls, params), seed, torch.device("cpu"))
 
 
+def _checked_update(algorithm: Any) -> dict[str, float]:
+    out = algorithm.update()
+    for key, value in out.items():
+        assert isinstance(value, float | int), (
+            f"update() metric {key} is {type(value).__name__}, not a number"
+        )
+        assert math.isfinite(value), f"update() metric {key} is {value}"
+    return dict(out)
+
+
 def _train(algorithm: Any, env: Any, rounds: int) -> list[dict[str, float]]:
     metrics = []
     for _ in range(rounds):
         rollout(env, algorithm, explore=True, seed=None, learn=True)
-        out = algorithm.update()
-        for key, value in out.items():
-            assert isinstance(value, float | int), (
-                f"update() metric {key} is {type(value).__name__}, not a number"
-            )
-            assert math.isfinite(value), f"update() metric {key} is {value}"
-        metrics.append(dict(out))
+        metrics.append(_checked_update(algorithm))
     return metrics
+
+
+def _check_continuous_rollouts(cls: Any, params: dict[str, Any], rounds: int) -> None:
+    """Continuous rollouts train too: finite metrics, some learning, same numbers for the
+    same seed. Rounds one step longer than an episode leave episodes in flight at updates."""
+    args, comps, spec = _task("repeated_climbing")
+
+    def train() -> tuple[Any, list[dict[str, float]]]:
+        algorithm = _build(cls, spec, 7, params)
+        continuous = ContinuousRollout(MatrixBackend(args, comps, 8, seed=1), algorithm, spec.episode_limit + 1)
+        metrics = []
+        for _ in range(rounds):
+            continuous.run()
+            metrics.append(_checked_update(algorithm))
+        return algorithm, metrics
+
+    (algorithm, metrics), (_, again) = train(), train()
+    _check_learning(cls, algorithm, metrics, rounds, "repeated_climbing with continuous rollouts")
+    assert metrics == again, f"{cls.name}: two continuous-rollout runs with the same seed differ"
 
 
 def _greedy(algorithm: Any, env: Any, seed: int) -> np.ndarray:
@@ -182,3 +207,4 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
             return MatrixBackend(args, comps, 8, seed=seed)
 
         _check_reload_and_determinism(cls, spec, params, algorithm, make_env, env, rounds)
+    _check_continuous_rollouts(cls, params, rounds)

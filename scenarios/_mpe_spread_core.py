@@ -105,10 +105,23 @@ class SpreadWorlds:
             drawn = world_rng(seed).uniform(-1.0, 1.0, size=(2 * size, 2))
             self.entities[b, :size] = drawn[:size]
             self.entities[b, n : n + size] = drawn[size:]
+        self._pair()
+        self._measure()
+
+    def restore(self, entities: np.ndarray, velocity: np.ndarray, present: np.ndarray) -> None:
+        """Put back worlds saved mid-episode (`entities`, `velocity` and `present` are all the
+        state there is; the rest is measured from them)."""
+        self.entities, self.velocity = entities.astype(np.float64), velocity.astype(np.float64)
+        self.present = present.astype(bool)
+        self.padded = not self.present.all()
+        self._pair()
+        self._measure()
+
+    def _pair(self) -> None:
+        n = self.max_agents
         paired = self.present[:, :, None] & self.present[:, None, :] & ~np.eye(n, dtype=bool)
         self._unpaired = np.where(paired, 0.0, np.inf)
         self._absent = np.where(self.present, 0.0, np.inf)[:, :, None]
-        self._measure()
 
     def set_positions(self, agents: np.ndarray, landmarks: np.ndarray) -> None:
         """Place agents and landmarks ([B, max_agents, 2] each; padding rows stay at the origin)."""

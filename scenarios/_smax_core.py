@@ -15,6 +15,8 @@ from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMA
 
 from scenarios.smax import N_MOVES, SMAX_START_NOISE, SmaxArgs
 
+RESTART_CHUNK = 4  # envs whose next battle a step draws at once (as many chunks as needed)
+
 
 class SmaxCore:
     """Batched reset / step of an SMAX battle sized for `max_allies` v `max_enemies`."""
@@ -36,6 +38,10 @@ class SmaxCore:
         # Agent i's entity order: itself, the other allies in slot order, then the enemies.
         order = [[i] + [j for j in range(self.n_units) if j != i] for i in range(max_allies)]
         self.view_order = jnp.asarray(np.array(order, np.int32))
+        # Every field SMAX's reset sets but the positions, types, health and liveness that
+        # `_new_battle` draws itself is the same for every key: one reset, made here, gives
+        # them to every battle, and the compiled reset and step skip SMAX's own draws.
+        self.blank = self.env.reset(jax.random.PRNGKey(0))[1]
         self.reset = jax.jit(self._reset, static_argnums=(2,))
         self.step = jax.jit(self._step)
 
@@ -93,7 +99,7 @@ class SmaxCore:
         return centres + noise
 
     def _new_battle(self, key: jax.Array, table: dict[str, jax.Array]) -> tuple[Any, jax.Array]:
-        k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, k_env = jax.random.split(key, 7)
+        k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, _ = jax.random.split(key, 7)
         comp = jax.random.categorical(k_comp, table["weights"])
         n, m = table["allies"][comp], table["enemies"][comp]
         smax_layout = table["smax_layout"][comp]
@@ -105,7 +111,7 @@ class SmaxCore:
         positions = jnp.clip(positions, 0.5, self.args.map_size - 0.5)
         slot = jnp.arange(self.n_units)
         alive = jnp.where(slot < self.a, slot < n, slot - self.a < m)
-        _, state = self.env.reset(k_env)
+        state = self.blank
         inner = state.state.replace(
             unit_types=types,
             unit_positions=positions,
@@ -217,7 +223,10 @@ class SmaxCore:
         new = jax.tree.map(lambda old, fresh: jnp.where(done, old, fresh), state, new)
         return new, key, jnp.where(done, 0.0, reward), finished | done
 
-    def _step(self, batch_state: dict, actions: jax.Array) -> tuple[dict, dict]:
+    def _step(self, batch_state: dict, actions: jax.Array, table: dict[str, Any],
+              autoreset: jax.Array) -> tuple[dict, dict]:
+        """One batched step; with `autoreset` (a traced bool: one program serves both modes),
+        envs that were done start a new battle instead, drawn from their own keys."""
         states, keys, done = batch_state["env"], batch_state["key"], batch_state["done"]
         new, keys, reward, finished = jax.vmap(self._step_one)(keys, states, actions, done, batch_state["n_enemies"])
         inner = new.state
@@ -227,6 +236,38 @@ class SmaxCore:
         won = finished & enemies_dead & ~allies_dead
         terminated = finished & (enemies_dead | allies_dead)
         new_state = {**batch_state, "env": new, "key": keys, "done": finished}
-        out = jax.vmap(self._outputs)(inner, batch_state["comp"], reward, finished, terminated, won)
+        restart = done & autoreset
+        # A real branch (outside the vmap): steps where no env restarts draw no battles.
+        new_state = jax.lax.cond(restart.any(), self._restart, lambda s, _r, _t: s, new_state, restart, table)
+        fresh = ~restart
+        out = jax.vmap(self._outputs)(new_state["env"].state, new_state["comp"], jnp.where(fresh, reward, 0.0),
+                                      finished & fresh, terminated & fresh, won & fresh)
         return new_state, out
 
+    def _restart(self, batch_state: dict, restart: jax.Array, table: dict[str, Any]) -> dict:
+        """`batch_state` with a new battle in every env where `restart` ([B] bool) holds, each
+        drawn from the env's own key. Battles are drawn for `RESTART_CHUNK` envs at a time
+        (usually one chunk: few envs end at once), not for the whole batch."""
+        batch = restart.shape[0]
+        split = jax.vmap(jax.random.split)(batch_state["key"])  # [B, 2, key]
+        keys, battle_keys = split[:, 0], split[:, 1]
+
+        def draw(carry: tuple[jax.Array, Any, jax.Array]) -> tuple[jax.Array, Any, jax.Array]:
+            waiting, envs, comps = carry
+            # The next chunk of waiting envs; unused places hold `batch`, dropped by the scatters.
+            rows = jnp.nonzero(waiting, size=RESTART_CHUNK, fill_value=batch)[0]
+            chunk_keys = battle_keys[jnp.minimum(rows, batch - 1)]
+            battles, drawn = jax.vmap(self._new_battle, in_axes=(0, None))(chunk_keys, table)
+            envs = jax.tree.map(lambda old, new: old.at[rows].set(new, mode="drop"), envs, battles)
+            return waiting.at[rows].set(False, mode="drop"), envs, comps.at[rows].set(drawn, mode="drop")
+
+        _, envs, comps = jax.lax.while_loop(lambda carry: carry[0].any(), draw,
+                                            (restart, batch_state["env"], batch_state["comp"]))
+        return {
+            **batch_state,
+            "env": envs,
+            "key": jnp.where(restart[:, None], keys, batch_state["key"]),
+            "comp": comps,
+            "n_enemies": table["enemies"][comps],
+            "done": batch_state["done"] & ~restart,
+        }

@@ -165,6 +165,8 @@ class MatrixComposition(BaseModel):
 class MatrixBackend(Backend):
     Args = MatrixArgs
     Composition = MatrixComposition
+    # Every env's episode lasts `episode_length` steps, so they all end, and restart, together.
+    supports_autoreset = True
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod
@@ -298,6 +300,8 @@ class MatrixBackend(Backend):
 
     def step(self, actions: np.ndarray) -> Step:
         if self.t >= self.args.episode_length:  # episode over: padding until the next reset
+            if self.autoreset:
+                return self.reset()
             return self._observe(np.zeros(self.num_envs, dtype=np.float32), done=True)
         actions = np.asarray(actions, dtype=np.int64)
         if actions.shape != (self.num_envs, self.spec.max_agents):
@@ -310,3 +314,13 @@ class MatrixBackend(Backend):
         self.last_actions = actions.copy()  # the caller may reuse its array
         self.t += 1
         return self._observe(reward, done=self.t >= self.args.episode_length)
+
+    # ---- continuous rollouts: the episodes in flight ------------------------------------------
+    def env_state(self) -> dict[str, np.ndarray]:
+        return {"comp": self.comp, "t": np.array(self.t), "last_actions": self.last_actions,
+                "ep_return": self.ep_return, "all_optimal": self.all_optimal}
+
+    def load_env_state(self, state: dict[str, np.ndarray]) -> None:
+        self.comp, self.t = state["comp"].copy(), int(state["t"])
+        self.last_actions, self.ep_return = state["last_actions"].copy(), state["ep_return"].copy()
+        self.all_optimal = state["all_optimal"].copy()

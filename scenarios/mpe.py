@@ -224,6 +224,7 @@ class MPESpreadBackend(MPELayout, Backend):
 
     Args = SpreadArgs
     Composition = SpreadComposition
+    supports_autoreset = True  # both engines
     OBS_KINDS = 3  # self, agent, landmark
     STATE_KINDS = 2  # agent, landmark
 
@@ -357,7 +358,8 @@ class NumpySpreadBackend(EpisodeDraws, MPESpreadBackend):
     (`PythonBatchBackend.reset`) does and saves that generator in the same JSON, so the two
     engines give the same Steps for a seed and a checkpoint of one resumes on the other.
     Episodes never end early (simple_spread has no terminal state), so every slot of a batch
-    is at the same step and the batch ends at once, after max_cycles steps.
+    is at the same step and the batch ends at once, after max_cycles steps (and with
+    auto-reset, starts its next episodes at once, as `reset` would).
     """
 
     def __init__(self, args: SpreadArgs, compositions: list[SpreadComposition], num_envs: int, seed: int,
@@ -375,7 +377,8 @@ class NumpySpreadBackend(EpisodeDraws, MPESpreadBackend):
 
     # ---- batched contract ----------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> Step:
-        self.comp, env_seeds = self.draw_episodes(seed)
+        self.restart_draws(seed)
+        self.comp, env_seeds = self.draw_episodes(self.num_envs)
         sizes = self.team_sizes[self.comp]
         self.worlds.reset(sizes, env_seeds)
         self._rows = self._batch_rows()
@@ -388,7 +391,7 @@ class NumpySpreadBackend(EpisodeDraws, MPESpreadBackend):
         if self._last is None:
             raise RuntimeError("mpe_spread: call reset() before step()")
         if self.t >= self.args.max_cycles:  # the batch has ended: done, zero reward, until reset
-            return self._after_end(self._last)
+            return self.reset() if self.autoreset else self._after_end(self._last)
         self.worlds.step(self._control(actions))
         self.t += 1
         per_agent = self.worlds.rewards(self.args.local_ratio)
@@ -461,6 +464,22 @@ class NumpySpreadBackend(EpisodeDraws, MPESpreadBackend):
         fresh = {f.name: getattr(last, f.name).copy() for f in dataclasses.fields(Step)}
         fresh["reward"] = np.zeros(self.num_envs, dtype=np.float32)
         return Step(**fresh)
+
+    # ---- episodes in flight (continuous rollouts) ----------------------------------------------
+    def env_state(self) -> dict[str, np.ndarray]:
+        """The worlds mid-episode (continuous rollouts; the mpe2 engine cannot save its own)."""
+        if self._last is None:
+            raise RuntimeError("mpe_spread: call reset() before env_state()")
+        worlds, last = self.worlds, self._last
+        return {"entities": worlds.entities, "velocity": worlds.velocity, "present": worlds.present,
+                "comp": self.comp, "t": np.array(self.t),
+                **{f"last_{f.name}": getattr(last, f.name) for f in dataclasses.fields(Step)}}
+
+    def load_env_state(self, state: dict[str, np.ndarray]) -> None:
+        self.comp, self.t = state["comp"].copy(), int(state["t"])
+        self.worlds.restore(state["entities"], state["velocity"], state["present"])
+        self._rows = self._batch_rows()
+        self._last = Step(**{f.name: state[f"last_{f.name}"].copy() for f in dataclasses.fields(Step)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -564,6 +564,13 @@ class OvercookedBackend(PythonBatchBackend):
         self.partner_memory.clear()  # recurrent partners start every episode afresh
         return super().reset(seed)
 
+    def reset_slots(self, slots: np.ndarray) -> None:
+        super().reset_slots(slots)
+        from harness.runner import reset_memory_rows  # the runner imports torch: not at startup
+
+        # Auto-reset: the partners of the slots starting over start afresh too.
+        self.partner_memory = {c: reset_memory_rows(m, slots) for c, m in self.partner_memory.items()}
+
     def step(self, actions: np.ndarray) -> Step:
         actions = np.asarray(actions)
         expected = (self.num_envs, self.spec.max_agents)

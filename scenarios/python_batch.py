@@ -4,7 +4,10 @@ A `PythonBatchBackend` holds B slots; at each `reset` every slot draws a composi
 an environment instance for it (instances are kept per slot and composition, so a layout or
 team size is built once), and returns one `Frame` per slot. The base class pads the frames
 to the backend's `EnvSpec` and stacks them into a `Step`; after a slot's episode ends it
-keeps reporting done with zero reward, as the batched contract requires.
+keeps reporting done with zero reward, as the batched contract requires, or, with
+auto-reset on, starts its next episode at the following `step` (drawing its composition
+and seed as `reset` does). The slots' Python environments cannot be saved, so checkpoints
+of continuous rollouts on these backends restart their episodes.
 
 A subclass implements three hooks:
 - `make_env(composition_index)` -> an environment object (anything);
@@ -66,12 +69,15 @@ class EpisodeDraws(Backend):
         self.probs = w / w.sum()
         self.rng = np.random.default_rng(seed)
 
-    def draw_episodes(self, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Each slot's composition index and episode seed for a reset (`seed` restarts the draws)."""
+    def restart_draws(self, seed: int | None) -> None:
+        """A reset's `seed`: the draws start over from it (None: they go on)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
-        return comp, self.rng.integers(0, 2**31 - 1, size=self.num_envs)
+
+    def draw_episodes(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Composition indices and episode seeds of `count` new episodes, in slot order."""
+        comp = self.rng.choice(len(self.probs), size=count, p=self.probs).astype(np.int64)
+        return comp, self.rng.integers(0, 2**31 - 1, size=count)
 
     def extra_state(self) -> dict[str, Any]:
         return {}
@@ -91,6 +97,8 @@ class EpisodeDraws(Backend):
 
 class PythonBatchBackend(EpisodeDraws):
     """Batched view of B independent Python environments (see the module docstring)."""
+
+    supports_autoreset = True  # `reset_slots` restarts the done slots one by one
 
     def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
                  weights: list[float] | None = None, training: bool = False) -> None:
@@ -125,18 +133,29 @@ class PythonBatchBackend(EpisodeDraws):
         return self._envs[key]
 
     def reset(self, seed: int | None = None) -> Step:
-        self.comp, env_seeds = self.draw_episodes(seed)
-        self.frames = [self.reset_env(self._env(b), int(self.comp[b]), int(env_seeds[b])) for b in range(self.num_envs)]
-        self.finished[:] = False
-        self.won[:] = False
-        self.terminated[:] = False
+        self.restart_draws(seed)
+        self.reset_slots(np.ones(self.num_envs, dtype=bool))
         return self._stack(np.zeros(self.num_envs, dtype=np.float32))
+
+    def reset_slots(self, slots: np.ndarray) -> None:
+        """New episodes in the slots `slots` ([B] bool); compositions and seeds are drawn for
+        them in slot order (all slots: exactly `reset`'s draws)."""
+        chosen = np.flatnonzero(slots)
+        self.comp[chosen], env_seeds = self.draw_episodes(len(chosen))
+        for b, seed in zip(chosen.tolist(), env_seeds.tolist(), strict=True):
+            self.frames[b] = self.reset_env(self._env(b), int(self.comp[b]), int(seed))
+        self.finished[chosen] = False
+        self.won[chosen] = False
+        self.terminated[chosen] = False
 
     def step(self, actions: np.ndarray) -> Step:
         actions = np.asarray(actions)
         reward = np.zeros(self.num_envs, dtype=np.float32)
+        restarting = self.finished.copy() if self.autoreset else np.zeros(self.num_envs, dtype=bool)
+        if restarting.any():
+            self.reset_slots(restarting)
         for b in range(self.num_envs):
-            if self.finished[b]:
+            if self.finished[b] or restarting[b]:
                 continue
             frame = self.frames[b]
             assert frame is not None

@@ -17,7 +17,9 @@ keeps SMAX's units, combat rules and heuristic enemy AI, and replaces three thin
 
 One compiled program serves every composition of a backend instance: the arrays are sized
 for the largest composition, and the units a smaller team lacks start dead (dead SMAX
-units cannot act, be seen, be shot or collide). Programs are cached per shape in this
+units cannot act, be seen, be shot or collide). With auto-reset on (continuous rollouts),
+the compiled step itself draws the next battle of every env that was done, from that env's
+own key, for a few envs at a time. Programs are cached per shape in this
 process, and on disk by JAX's persistent compilation cache across processes.
 
 Agents pick among `5 + max_enemies` discrete actions: 4 moves, stop, attack enemy slot k.
@@ -259,6 +261,7 @@ class SmaxBackend(Backend):
     Args = SmaxArgs
     Composition = SmaxComposition
     family = "sc2"  # `backend=smacv2` swaps these tasks onto StarCraft II
+    supports_autoreset = True  # inside the compiled step: a done env draws its next battle from its own key
     leaderboard_note = ("SMAX (JaxMARL's JAX reimplementation of SMAC combat) numbers are not comparable with "
                         "SMACv2 (StarCraft II) numbers: units, timing and the enemy AI are simplified.")
 
@@ -304,7 +307,7 @@ class SmaxBackend(Backend):
         # of two (at least MIN_BATCH: small batches cost as much per step as 16 envs do) and the
         # composition table to a power of two rows (the extra rows have zero weight).
         self.padded = max(MIN_BATCH, _pow2(num_envs))
-        self.table = composition_table(args, compositions, a, weights)
+        self.table = jax.device_put(composition_table(args, compositions, a, weights))  # read by every step
         self.key = jax.random.PRNGKey(seed)
         self.state: Any = None
 
@@ -322,7 +325,7 @@ class SmaxBackend(Backend):
             raise ValueError(f"actions must have shape {(self.num_envs, self.spec.max_agents)}, got {actions.shape}")
         if self.padded > self.num_envs:
             actions = np.concatenate([actions, np.full((self.padded - self.num_envs, actions.shape[1]), STOP, np.int32)])
-        self.state, out = self.core.step(self.state, actions)
+        self.state, out = self.core.step(self.state, actions, self.table, np.bool_(self.autoreset))
         return self._to_step(out)
 
     def _to_step(self, out: Any) -> Step:
@@ -342,6 +345,23 @@ class SmaxBackend(Backend):
 
         if state:
             self.key = jnp.asarray(json.loads(state), dtype=jnp.uint32)
+
+    def env_state(self) -> dict[str, np.ndarray]:
+        """The batch of battles in flight (every leaf of the compiled state, in tree order)."""
+        import jax
+
+        if self.state is None:
+            raise RuntimeError("smax: call reset() before env_state()")
+        return {f"{i:03d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(self.state))}
+
+    def load_env_state(self, state: dict[str, np.ndarray]) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        # The tree's shape is the compiled reset's (a throwaway key: `self.key` is untouched).
+        template = self.core.reset(jax.random.PRNGKey(0), self.table, self.padded)[1]
+        leaves = [jnp.asarray(state[k]) for k in sorted(state)]
+        self.state = jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 
 @contextlib.contextmanager

@@ -7,24 +7,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from algorithms.common.replay import EpisodeCollector, EpisodeReplay
+from algorithms.common.replay import EpisodeCollector, EpisodeReplay, Field, episode_schema, spec_limits
 from harness.api import EnvSpec, Transition
 
 
 class RolloutStore:
     """The episodes collected since the last `clear()`, in an `EpisodeReplay` that grows.
 
-    The runner's synchronous batches arrive through an `EpisodeCollector`, as for off-policy
-    learners; the difference is the capacity: it is made room for before every new batch
-    (the number of parallel envs is only known then), so no episode is ever overwritten.
+    Transitions arrive through an `EpisodeCollector`, as for off-policy learners; the
+    difference is the capacity: it is made room for before episodes are stored, so no
+    episode is ever overwritten. Synchronous batches reserve room for the whole batch when
+    it starts (the number of parallel envs is only known then); continuous rollouts, where
+    episodes end at any step, grow it by doubling. Episodes in flight stay in the collector
+    across `clear()`: they are stored when they end.
+
+    `extra_fields`: per-step fields beyond the standard ones (given to `observe` each step).
     """
 
-    def __init__(self, spec: EnvSpec) -> None:
+    def __init__(self, spec: EnvSpec, extra_fields: dict[str, Field] | None = None) -> None:
         self.spec = spec
-        self.replay = EpisodeReplay.for_spec(spec, 0)
+        self.schema = {**episode_schema(spec), **(extra_fields or {})}
+        self.replay = EpisodeReplay(self.schema, 0, spec_limits(spec))
         self.collector = EpisodeCollector(self.replay)
 
     def __len__(self) -> int:
@@ -42,15 +49,20 @@ class RolloutStore:
         """Make the replay hold at least `episodes` episodes, keeping what it holds."""
         if episodes <= self.replay.capacity:
             return
-        bigger = EpisodeReplay.for_spec(self.spec, episodes)
+        bigger = EpisodeReplay(self.schema, episodes, spec_limits(self.spec))
         bigger.load_state_dict(self.replay.state_dict())
         bigger.ptr = bigger.size  # never wrapped: the next batch goes after the stored episodes
         self.replay = self.collector.replay = bigger
 
-    def observe(self, transition: Transition) -> None:
-        if self.collector.t == 0:  # a new batch of episodes starts
-            self.reserve(len(self.replay) + transition.step.batch_size)
-        self.collector.observe(transition)
+    def observe(self, transition: Transition, extras: dict[str, np.ndarray] | None = None) -> None:
+        if transition.first is None:
+            if self.collector.t == 0:  # a new batch of episodes starts
+                self.reserve(len(self.replay) + transition.step.batch_size)
+        else:
+            ending = int((transition.active & transition.next.done).sum())
+            if len(self.replay) + ending > self.replay.capacity:
+                self.reserve(max(len(self.replay) + ending, 2 * self.replay.capacity))
+        self.collector.observe(transition, extras)
 
     def episodes_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Every stored episode, trimmed to the batch's largest extents, on `device`."""

@@ -147,17 +147,28 @@ class EpisodeReplay:
         self.size, self.ptr = n, int(state["ptr"])
         self.extents[:n] = state["extents"].numpy()
         for name, arr in self.data.items():
+            if name not in state["data"]:  # a field added since the checkpoint: left zero
+                continue
             saved = state["data"][name].numpy()
             arr[tuple(slice(0, s) for s in saved.shape)] = saved
 
 
 class EpisodeCollector:
-    """Turns the runner's synchronous `Transition`s into episodes for an `EpisodeReplay`.
+    """Turns the runner's `Transition`s into episodes for an `EpisodeReplay`.
 
-    The runner resets all B envs together and steps until every env is done; envs that
-    finished early report active=False and are stored as unfilled padding. The batch is
-    committed when every env is done (or the episode limit is reached, which stores the
-    unfinished episodes as truncated: they keep their final observation and bootstrap).
+    Synchronous batches (`Transition.first` None): the runner resets all B envs together and
+    steps until every env is done; envs that finished early report active=False and are
+    stored as unfilled padding. The batch is committed, in env order, when every env is done
+    (or the episode limit is reached, which stores the unfinished episodes as truncated:
+    they keep their final observation and bootstrap).
+
+    Continuous rollouts (`first` set): every env has its own step index. An active row is
+    written at its env's index (a `first` row starts the env's episode at slot 0); an
+    episode is committed as soon as it ends, together with the others ending at that step;
+    inactive rows (reset steps) carry nothing. Episodes in flight stay in `buffers`.
+
+    `extras`: per-step fields of the replay's schema beyond the standard ones ([B, ...]
+    arrays given with each transition, e.g. behaviour log-probabilities).
     """
 
     def __init__(self, replay: EpisodeReplay) -> None:
@@ -166,18 +177,24 @@ class EpisodeCollector:
         self.episodes = 0  # finished episodes
         self.env_steps = 0  # active env steps
         self.buffers: dict[str, np.ndarray] = {}
-        self.t = 0
+        self.t = 0  # synchronous batches: the batch's step index
+        self.lengths = np.zeros(0, np.int64)  # continuous rollouts: each env's step index
 
-    def _put(self, name: str, slot: int, value: np.ndarray) -> None:
+    def _buffer(self, name: str, batch: int, entry_shape: tuple[int, ...]) -> np.ndarray:
         buf = self.buffers.get(name)
         if buf is None:
             f = self.replay.schema[name]
             slots = self.max_steps + int(f.per_slot)
-            buf = self.buffers[name] = np.zeros((value.shape[0], slots, *value.shape[1:]), f.dtype)
-        buf[:, slot] = value
+            buf = self.buffers[name] = np.zeros((batch, slots, *entry_shape), f.dtype)
+        return buf
 
-    def observe(self, tr: Transition) -> bool:
-        """Record one batched step; True when it completed (and stored) the batch of episodes."""
+    def _put(self, name: str, slot: int, value: np.ndarray) -> None:
+        self._buffer(name, value.shape[0], value.shape[1:])[:, slot] = value
+
+    def observe(self, tr: Transition, extras: dict[str, np.ndarray] | None = None) -> bool:
+        """Record one batched step; True when it stored episodes in the replay."""
+        if tr.first is not None:
+            return self._observe_continuous(tr, extras or {})
         if self.t == 0:
             for name in STEP_FIELDS:
                 self._put(name, 0, getattr(tr.step, name))
@@ -187,6 +204,8 @@ class EpisodeCollector:
         self._put("reward", self.t, tr.next.reward)
         self._put("terminated", self.t, tr.next.terminated & tr.active)
         self._put("filled", self.t, tr.active)
+        for name, value in (extras or {}).items():
+            self._put(name, self.t, value)
         self.episodes += int((tr.next.done & tr.active).sum())
         self.env_steps += int(tr.active.sum())
         self.t += 1
@@ -202,14 +221,62 @@ class EpisodeCollector:
             self.replay.add(batch, batch["filled"].sum(1))
         self.buffers, self.t = {}, 0
 
+    # ---- continuous rollouts ----------------------------------------------------------------
+
+    def _put_rows(self, name: str, rows: np.ndarray, slots: np.ndarray | int, value: np.ndarray,
+                  batch: int) -> None:
+        self._buffer(name, batch, value.shape[1:])[rows, slots] = value
+
+    def _start_episodes(self, tr: Transition, rows: np.ndarray, batch: int) -> None:
+        """Slot 0 of the envs `rows`: their `step` rows, first observations of new episodes."""
+        for buf in self.buffers.values():
+            buf[rows] = 0  # the env's previous episode would read as data beyond this one's end
+        self.lengths[rows] = 0
+        for name in STEP_FIELDS:
+            self._put_rows(name, rows, 0, getattr(tr.step, name)[rows], batch)
+
+    def _observe_continuous(self, tr: Transition, extras: dict[str, np.ndarray]) -> bool:
+        batch = tr.active.shape[0]
+        if self.lengths.shape != (batch,):
+            self.lengths = np.zeros(batch, np.int64)
+        rows = np.flatnonzero(tr.active)
+        starting = rows[tr.first[rows]]
+        if starting.size:
+            self._start_episodes(tr, starting, batch)
+        t = self.lengths[rows]
+        if t.size and t.max() >= self.max_steps:
+            raise ValueError(f"an episode ran past the replay's {self.max_steps} steps (the spec's episode_limit)")
+        for name in STEP_FIELDS:
+            self._put_rows(name, rows, t + 1, getattr(tr.next, name)[rows], batch)
+        per_step = {"actions": tr.actions, "reward": tr.next.reward, "terminated": tr.next.terminated,
+                    "filled": tr.active, **extras}
+        for name, value in per_step.items():
+            self._put_rows(name, rows, t, np.asarray(value)[rows], batch)
+        self.lengths[rows] += 1
+        self.env_steps += int(rows.size)
+        ended = rows[tr.next.done[rows]]
+        self.episodes += int(ended.size)
+        if ended.size:
+            self._commit(ended)
+        return bool(ended.size)
+
+    def _commit(self, envs: np.ndarray) -> None:
+        """Store the finished episodes of `envs` (cut to the longest of them)."""
+        lengths = self.lengths[envs]
+        longest = int(lengths.max())
+        batch = {n: b[envs, : longest + int(self.replay.schema[n].per_slot)] for n, b in self.buffers.items()}
+        self.replay.add(batch, lengths)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "episodes": self.episodes,
             "env_steps": self.env_steps,
             "t": self.t,
+            "lengths": torch.from_numpy(self.lengths),
             "buffers": {n: torch.from_numpy(b) for n, b in self.buffers.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episodes, self.env_steps, self.t = int(state["episodes"]), int(state["env_steps"]), int(state["t"])
+        self.lengths = state["lengths"].numpy().copy() if "lengths" in state else np.zeros(0, np.int64)
         self.buffers = {n: b.numpy().copy() for n, b in state["buffers"].items()}

@@ -275,39 +275,16 @@ class Task:
         return f"{self.env}{settings} {cls.composition_name(args, composition)}"
 
 
-def _spread(args: Any, composition: Any, num_envs: int) -> Loop:
-    from mpe2 import simple_spread_v3
+def _library_envs(backend: str, **arg_updates: Any) -> Callable[[Any, Any, int], Loop]:
+    """The raw loop of a PettingZoo-driven backend: the very ParallelEnv its `build` makes (same
+    game, same settings), stepped by the library alone. `arg_updates` pick a backend variant
+    that drives the library (mpe_spread's default engine is the harness's own)."""
 
-    return PettingZooLoop(lambda: simple_spread_v3.parallel_env(
-        N=composition.n_agents, local_ratio=args.local_ratio, max_cycles=args.max_cycles,
-        continuous_actions=args.continuous_actions), num_envs)
+    def loop(args: Any, composition: Any, num_envs: int) -> Loop:
+        library = registry.get_env(backend)(args.model_copy(update=arg_updates), [composition], 1, 0)
+        return PettingZooLoop(lambda: library.build(0), num_envs)
 
-
-def _tag(args: Any, composition: Any, num_envs: int) -> Loop:
-    from mpe2 import simple_tag_v3
-
-    return PettingZooLoop(lambda: simple_tag_v3.parallel_env(
-        num_good=composition.n_prey, num_adversaries=composition.n_predators,
-        num_obstacles=composition.n_obstacles, max_cycles=args.max_cycles,
-        continuous_actions=args.continuous_actions), num_envs)
-
-
-def _multiwalker(args: Any, composition: Any, num_envs: int) -> Loop:
-    from scenarios.multiwalker import MODULE
-    from scenarios.pettingzoo_generic import quiet_import
-
-    module = quiet_import(MODULE)
-    settings = {**args.model_dump(), "n_walkers": composition.n_walkers}
-    # The game the backend plays: its shared reward and end on a fall.
-    return PettingZooLoop(lambda: module.parallel_env(shared_reward=True, terminate_on_fall=True, **settings),
-                          num_envs)
-
-
-def _pettingzoo(args: Any, composition: Any, num_envs: int) -> Loop:
-    from scenarios.pettingzoo_generic import resolve_factory
-
-    factory = resolve_factory(args.env)
-    return PettingZooLoop(lambda: factory(**{**args.kwargs, **composition.kwargs}), num_envs)
+    return loop
 
 
 def _matrix(args: Any, composition: Any, num_envs: int) -> Loop:
@@ -333,10 +310,11 @@ class RawLoop:
 
 RAW_LOOPS: dict[str, RawLoop] = {
     "matrix": RawLoop("numpy payoff lookup", None, _matrix),
-    "mpe_spread": RawLoop("mpe2 simple_spread_v3 parallel_env loop", "mpe2", _spread),
-    "mpe_tag": RawLoop("mpe2 simple_tag_v3 parallel_env loop", "mpe2", _tag),
-    "multiwalker": RawLoop("PettingZoo multiwalker parallel_env loop", None, _multiwalker),
-    "pettingzoo": RawLoop("the module's parallel_env loop", None, _pettingzoo),
+    "mpe_spread": RawLoop("mpe2 simple_spread_v3 parallel_env loop", "mpe2",
+                          _library_envs("mpe_spread", engine="mpe2")),
+    "mpe_tag": RawLoop("mpe2 simple_tag_v3 parallel_env loop", "mpe2", _library_envs("mpe_tag")),
+    "multiwalker": RawLoop("PettingZoo multiwalker parallel_env loop", None, _library_envs("multiwalker")),
+    "pettingzoo": RawLoop("the module's parallel_env loop", None, _library_envs("pettingzoo")),
     "overcooked": RawLoop("overcooked-ai OvercookedEnv loop", None, _overcooked_loop),
     "smax": RawLoop("JaxMARL SMAX step_env, jitted and vmapped", None, _smax),
 }

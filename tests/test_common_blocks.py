@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from algorithms.common.exploration import (
     LinearSchedule,
@@ -18,7 +19,7 @@ from algorithms.common.exploration import (
     random_available,
 )
 from algorithms.common.mixers import AttentionQMixer, FlatQMixer, SumMixer
-from algorithms.common.networks import EntityAttention, EntityEncoder, FlatEncoder, RecurrentAgent
+from algorithms.common.networks import EntityAttention, EntityEncoder, FlatEncoder, RecurrentAgent, unroll_gru
 from algorithms.common.replay import EpisodeReplay, Field
 from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
 from algorithms.common.torch_utils import make_generator, seeded
@@ -124,6 +125,33 @@ def test_unroll_matches_stepwise_forward_with_the_same_gradients(everyone_presen
                                         torch.autograd.grad(torch.stack(stepwise, 1).square().sum(), params),
                                         strict=True):
         torch.testing.assert_close(unrolled_grad, step_grad, atol=1e-5, rtol=1e-4)
+
+
+def stepwise_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The definition `unroll_gru` must match: step the cell, zero the state of absent agents."""
+    h, states = x.new_zeros(x.shape[0], x.shape[2], cell.hidden_size), []
+    for t in range(x.shape[1]):
+        h = torch.where(present[:, t, :, None], cell(x[:, t].flatten(0, 1), h.flatten(0, 1)).view_as(h), 0.0)
+        states.append(h)
+    return torch.stack(states, 1)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), shape=st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 4)),
+       density=st.sampled_from([0.0, 0.3, 0.8, 1.0]))
+def test_packed_runs_of_presence_match_the_stepwise_gru(seed, shape, density):
+    gen = torch.Generator().manual_seed(seed)
+    cell = nn.GRUCell(3, 5)
+    x = torch.randn(*shape, 3, generator=gen, requires_grad=True)
+    present = torch.rand(*shape, generator=gen) < density  # gaps: agents leave and come back
+    expected, got = stepwise_gru(cell, x, present), unroll_gru(cell, x, present)
+    torch.testing.assert_close(got, expected)
+    if not present.any():  # nothing to compute: zeros, with no gradient path at all
+        return
+    params = [x, *cell.parameters()]
+    for g1, g2 in zip(torch.autograd.grad(got.square().sum(), params, allow_unused=True),
+                      torch.autograd.grad(expected.square().sum(), params), strict=True):
+        torch.testing.assert_close(torch.zeros_like(g2) if g1 is None else g1, g2, atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ action selection

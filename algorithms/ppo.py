@@ -36,7 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
-from algorithms.common.networks import EntityEncoder, RecurrentAgent, StateContext, unroll_gru
+from algorithms.common.networks import (
+    EntityEncoder,
+    FlatEncoder,
+    RecurrentAgent,
+    StateContext,
+    slot_one_hots,
+    unroll_gru,
+)
 from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
 from algorithms.common.replay import Field
 from algorithms.common.torch_utils import make_generator, masked_average, seeded, step_tensors
@@ -73,7 +80,7 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     epochs: int = 4
-    minibatches: int = 1  # episodes are split into this many mini-batches per epoch
+    minibatches: int = 1  # lanes of episodes (`pack_episodes`) are split into this many mini-batches per epoch
     grad_norm_clip: float = 10.0  # applied to the actor and the critic separately
     optim_eps: float = 1e-5
     value_clip: bool = True  # max((V - R)^2, (V_old + clip(V - V_old, +-clip) - R)^2)
@@ -83,9 +90,17 @@ class PPOConfig:
     advantage_norm: bool = True
     policy_head_gain: float = 0.01  # near-uniform initial policies (Gaussian: means near 0)
     log_std_init: float = -0.5  # continuous actions: initial log-std of z (std 0.61) [R]
-    attn_embed: int = 128
+    attn_embed: int = 128  # the entity embedding (the first layer's width with agent_encoder: flat)
     attn_heads: int = 4
     rnn_hidden: int = 64
+    # "flat": an MLP layer on the concatenated entity rows (and, for MAPPO's critic, on the
+    # concatenated state rows) instead of attention, as PyMARL's and JaxMARL's PPO agents read
+    # their inputs: much cheaper, but bound to the task's largest team (see `FlatEncoder`).
+    agent_encoder: Literal["attention", "flat"] = "attention"
+    # PyMARL's `obs_agent_id` for the actor and critic: the agent's slot index, one-hot (MAPPO's
+    # attention critic needs none: agent i reads its own state row). Off by default: slot
+    # indices mean nothing across team compositions.
+    agent_id: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -190,6 +205,13 @@ class CategoricalPolicy(nn.Module):
             return sample_categorical(logits, avail, generator)
         return masked_argmax(logits, avail)
 
+    def sample(
+        self, logits: torch.Tensor, avail: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A draw from pi and its log pi(u), from one log-softmax (acting needs no entropy)."""
+        actions = sample_categorical(logits, avail, generator)
+        return actions, taken(self.log_probs(logits, avail), actions)
+
     def log_prob_entropy(
         self, logits: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +244,13 @@ class SquashedGaussianPolicy(nn.Module):
         noise = torch.randn(mean.shape, generator=generator).to(mean.device)
         return torch.tanh(mean + noise * self.log_std.exp())
 
+    def sample(
+        self, mean: torch.Tensor, avail: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A draw and its log-probability (of z, as `log_prob_entropy` computes it)."""
+        actions = self.act(mean, avail, True, generator)
+        return actions, self.log_prob_entropy(mean, actions, avail)[0]
+
     def log_prob_entropy(
         self, mean: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,12 +267,20 @@ def unroll_values(rnn: nn.GRUCell, head: nn.Linear, x: torch.Tensor, present: to
     return torch.where(present, head(unroll_gru(rnn, x, present)).squeeze(-1), 0.0)
 
 
+def agent_network(spec: EnvSpec, cfg: PPOConfig, outputs: int) -> RecurrentAgent:
+    """The actor's architecture (encoder, agent ids, GRU) with `outputs` outputs."""
+    flat = spec.max_entities if cfg.agent_encoder == "flat" else None
+    ids = spec.max_agents if cfg.agent_id else None
+    return RecurrentAgent(spec.obs_features, outputs, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden,
+                          flat_entities=flat, agent_ids=ids)
+
+
 class HistoryCritic(nn.Module):
-    """IPPO's V(tau_i): an agent network of its own (entity attention, GRU) with one output."""
+    """IPPO's V(tau_i): an agent network of its own (the actor's architecture) with one output."""
 
     def __init__(self, spec: EnvSpec, cfg: PPOConfig) -> None:
         super().__init__()
-        self.net = RecurrentAgent(spec.obs_features, 1, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+        self.net = agent_network(spec, cfg, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Values of every observation slot [B, T+1, A] (zero for absent agents)."""
@@ -274,6 +311,35 @@ class StateCritic(nn.Module):
         rows, _ = self.context(batch["state"], batch["state_mask"], present.shape[-1])
         if self.local is not None:
             rows = torch.cat([rows, self.local(batch["obs"], batch["obs_mask"])], dim=-1)
+        return unroll_values(self.rnn, self.head, F.relu(self.fc(rows)), present)
+
+
+class FlatStateCritic(nn.Module):
+    """MAPPO's V(S, i) with `agent_encoder: flat`, as Yu et al. feed it on SMAC: an MLP layer on
+    the concatenated state rows, joined (with `local_obs`) by one on agent i's concatenated
+    observation rows and (with `agent_id`) by i's one-hot slot index, then a GRU over the
+    episode. Without either, every agent gets the same V(S). Bound to the task's largest
+    state, like every flat network.
+    """
+
+    def __init__(self, spec: EnvSpec, cfg: PPOConfig, local_obs: bool) -> None:
+        super().__init__()
+        embed, hidden = cfg.attn_embed, cfg.rnn_hidden
+        self.state = FlatEncoder(spec.state_features, spec.max_state_entities, embed)
+        self.local = FlatEncoder(spec.obs_features, spec.max_entities, embed) if local_obs else None
+        self.ids = spec.max_agents if cfg.agent_id else 0
+        self.fc = nn.Linear(embed * (2 if local_obs else 1) + self.ids, hidden)
+        self.rnn = nn.GRUCell(hidden, hidden)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Values of every observation slot [B, T+1, A] (zero for absent agents)."""
+        present = batch["agent_mask"]
+        rows = self.state(batch["state"], batch["state_mask"]).unsqueeze(-2).expand(*present.shape, -1)
+        if self.local is not None:
+            rows = torch.cat([rows, self.local(batch["obs"], batch["obs_mask"])], dim=-1)
+        if self.ids:
+            rows = torch.cat([rows, slot_one_hots(rows, self.ids)], dim=-1)
         return unroll_values(self.rnn, self.head, F.relu(self.fc(rows)), present)
 
 
@@ -308,8 +374,8 @@ class PPO:
         self.behaviour_log_pi: np.ndarray | None = None  # of the last exploring `act`, for `observe`
 
     def _build_actor(self) -> RecurrentAgent:
-        cfg, spec = self.cfg, self.spec
-        actor = RecurrentAgent(spec.obs_features, spec.n_actions, cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden)
+        cfg = self.cfg
+        actor = agent_network(self.spec, cfg, self.spec.n_actions)
         nn.init.orthogonal_(actor.head.weight, gain=cfg.policy_head_gain)
         nn.init.zeros_(actor.head.bias)
         return actor
@@ -329,12 +395,13 @@ class PPO:
             if memory is None:
                 memory = self.actor.initial_state(x.agent_mask.shape[0], x.agent_mask.shape[1], self.device)
             outputs, memory = self.actor(x.obs, x.obs_mask, x.agent_mask, memory)
-            actions = self.policy.act(outputs, x.avail_actions, explore, self.generator)
+            if explore:
+                actions, log_pi = self.policy.sample(outputs, x.avail_actions, self.generator)
+                self.behaviour_log_pi = log_pi.cpu().numpy()
+            else:
+                actions = self.policy.act(outputs, x.avail_actions, False, self.generator)
             present = x.agent_mask.view(*x.agent_mask.shape, *([1] * (actions.dim() - 2)))
             actions = torch.where(present, actions, torch.zeros_like(actions))
-            if explore:
-                log_pi, _ = self.policy.log_prob_entropy(outputs, actions, x.avail_actions)
-                self.behaviour_log_pi = log_pi.cpu().numpy()
         return actions.cpu().numpy(), memory
 
     def observe(self, transition: Transition) -> None:
@@ -382,9 +449,9 @@ class PPO:
         present = batch["agent_mask"]
         mask = batch["filled"].unsqueeze(-1) & present[:, NOW]  # [B, T, A]: real agent-steps
         log_pi_old, _ = self.policy_terms(batch)
-        stale = batch["policy_version"][:, 0] < self.grad_steps  # [B]: began before the last update
+        stale = batch["episode_version"] < self.grad_steps  # [B, T]: its episode began before the last update
         if bool(stale.any()):
-            log_pi_old = torch.where(stale[:, None, None], batch["behaviour_log_pi"], log_pi_old)
+            log_pi_old = torch.where(stale.unsqueeze(-1), batch["behaviour_log_pi"], log_pi_old)
         values = self._to_returns(self.critic(batch))  # [B, T+1, A], return units
         advantages, returns = generalised_advantages(
             batch["reward"], batch["terminated"], batch["filled"], values, present, cfg.gamma, cfg.gae_lambda
@@ -432,13 +499,13 @@ class PPO:
         }
         return actor_loss, critic_loss, report
 
-    def _minibatches(self, episodes: int) -> list[torch.Tensor]:
-        """Episode indices of each mini-batch of one epoch (whole episodes: the GRUs unroll
-        from t = 0). More mini-batches than episodes gives one episode each."""
+    def _minibatches(self, lanes: int) -> list[torch.Tensor]:
+        """Lane indices of each mini-batch of one epoch (whole lanes, so whole episodes: the
+        GRUs unroll from each episode's start). More mini-batches than lanes gives one each."""
         if self.cfg.minibatches == 1:
-            return [torch.arange(episodes)]
-        order = torch.randperm(episodes, generator=self.generator)
-        return list(order.tensor_split(min(self.cfg.minibatches, episodes)))
+            return [torch.arange(lanes)]
+        order = torch.randperm(lanes, generator=self.generator)
+        return list(order.tensor_split(min(self.cfg.minibatches, lanes)))
 
     def _train_step(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
         actor_loss, critic_loss, report = self.losses(data)
@@ -454,13 +521,13 @@ class PPO:
         """`epochs` passes over the episodes collected since the last update, then drop them."""
         if len(self.store) == 0:
             return {}
-        batch = self.store.episodes_batch(self.device)
+        episodes = len(self.store)
+        batch = self.store.packed_batch(self.device)
         self.store.clear()
         data, stats = self.prepare(batch)
-        episodes = batch["reward"].shape[0]
         reports = []
         for _ in range(self.cfg.epochs):
-            for idx in self._minibatches(episodes):
+            for idx in self._minibatches(batch["reward"].shape[0]):
                 idx = idx.to(self.device)
                 reports.append(self._train_step({k: v[idx] for k, v in data.items()}))
         averaged = {k: float(np.mean([r[k] for r in reports])) for k in reports[0]}
@@ -517,4 +584,6 @@ class MAPPO(PPO):
 
     def _build_critic(self) -> nn.Module:
         assert isinstance(self.cfg, MAPPOConfig)
+        if self.cfg.agent_encoder == "flat":
+            return FlatStateCritic(self.spec, self.cfg, self.cfg.critic_local_obs)
         return StateCritic(self.spec, self.cfg, self.cfg.critic_local_obs)

@@ -21,7 +21,14 @@ from test_value_decomposition import (
     scramble_after_episode_end,
 )
 
-from algorithms.common.on_policy import RolloutStore, ValueNormalizer, generalised_advantages
+from algorithms.common.networks import FlatEncoder
+from algorithms.common.on_policy import (
+    RolloutStore,
+    ValueNormalizer,
+    generalised_advantages,
+    lane_layout,
+    pack_episodes,
+)
 from algorithms.ppo import IPPO, MAPPO, MAPPOConfig, PPOConfig, SquashedGaussianPolicy, clipped_surrogate
 from harness import registry
 from harness.api import Step, Transition, tunable_fields
@@ -57,10 +64,10 @@ def parameters(alg) -> list[torch.Tensor]:
     return [p.detach().clone() for m in (alg.actor, alg.policy, alg.critic) for p in m.parameters()]
 
 
-def collected(alg, seed: int, rounds: int = 3, keep_last: bool = True) -> dict[str, torch.Tensor]:
-    """Train for `rounds` batches of random episodes (so the value normaliser has statistics),
-    then collect one more batch without updating and return it."""
-    env = episodes(seed, not alg.spec.discrete, b=6)
+def collected(alg, seed: int, rounds: int = 3, b: int = 6) -> dict[str, torch.Tensor]:
+    """Train for `rounds` batches of `b` random episodes (so the value normaliser has
+    statistics), then collect one more batch without updating and return it."""
+    env = episodes(seed, not alg.spec.discrete, b=b)
     for _ in range(rounds):
         run_round(alg, env)
     step, memory = env.reset(), None
@@ -318,6 +325,60 @@ def test_absent_agents_and_padding_do_not_change_the_loss(cls, continuous) -> No
     absent_step = absent[:, :-1].view(*absent[:, :-1].shape, *([1] * (batch["actions"].dim() - 3)))
     junk["actions"] = torch.where(absent_step, U - 1, batch["actions"])
     assert_same_loss(alg, batch, junk)
+
+
+FLAT = {"agent_encoder": "flat", "agent_id": True}
+
+
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=60))
+@PROPS
+def test_lanes_hold_every_episode_whole_without_overlap(lengths: list[int]) -> None:
+    layout = lane_layout(np.array(lengths))
+    spans = np.array(lengths) + 2  # T+1 observation slots and a separator
+    if layout is None:  # packing would save no lane: every pair of episodes overflows a lane
+        assert len(lengths) == 1 or np.sort(spans)[:2].sum() > spans.max()
+        return
+    lanes, offsets, length = layout
+    assert length == spans.max() and lanes.max() + 1 < len(lengths)
+    assert (offsets >= 0).all() and (offsets + spans <= length).all()
+    for lane in np.unique(lanes):
+        mine = np.argsort(offsets[lanes == lane])
+        starts, ends = offsets[lanes == lane][mine], (offsets + spans)[lanes == lane][mine]
+        assert (starts[1:] >= ends[:-1]).all()
+    # First fit decreasing needs at most 11/9 of the lanes an optimal packing does, plus one.
+    assert lanes.max() + 1 <= 11 / 9 * np.ceil(spans.sum() / length) + 1
+
+
+@pytest.mark.parametrize("options", [{}, FLAT], ids=["attention", "flat"])
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_packing_episodes_into_lanes_does_not_change_the_loss(cls, continuous, options) -> None:
+    alg = build(cls, continuous=continuous, **options)
+    batch = collected(alg, 3, b=16)
+    per_slot = {name for name, f in alg.store.schema.items() if f.per_slot}
+    packed = pack_episodes(batch, per_slot, torch.device("cpu"))
+    assert packed["reward"].shape[0] < batch["reward"].shape[0]  # episodes really share lanes
+    assert int(packed["filled"].sum()) == int(batch["filled"].sum())
+    assert_same_loss(alg, batch, packed)
+
+
+def test_equal_length_episodes_are_left_as_they_are() -> None:
+    batch = {"filled": torch.ones(4, 5, dtype=torch.bool), "obs": torch.randn(4, 6, 2)}
+    packed = pack_episodes(batch, {"obs"}, torch.device("cpu"))
+    assert all(torch.equal(packed[k], batch[k]) for k in batch)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_flat_networks_with_agent_ids(cls) -> None:
+    alg = build(cls, **FLAT)
+    encoders = [m for m in (*alg.actor.modules(), *alg.critic.modules()) if isinstance(m, FlatEncoder)]
+    assert len(encoders) == (2 if cls is IPPO else 3)  # MAPPO's critic reads state and own observation
+    assert alg.actor.agent_ids == SPEC.max_agents
+    _, metrics = run_round(alg, RandomEpisodes(2))
+    assert metrics and all(np.isfinite(v) for v in metrics.values())
+    # Flat networks are sized for the spec's largest team and say so on a bigger one.
+    with pytest.raises(ValueError, match="at most"):
+        run_round(alg, RandomEpisodes(1, a=6, e=9, n=10))
 
 
 @pytest.mark.parametrize("continuous", [False, True])

@@ -65,11 +65,20 @@ class RolloutStore:
         self.collector.observe(transition, extras)
 
     def episodes_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Every stored episode, trimmed to the batch's largest extents, on `device`."""
+        """Every stored episode, trimmed to the batch's largest extents, on `device`; with a
+        `policy_version`, also `episode_version`: each step's copy of the version its episode
+        began with."""
         # `sample` with all episodes: the order is irrelevant here (a fixed throwaway generator
         # leaves the learner's own random stream untouched).
         batch = self.replay.sample(len(self.replay), torch.Generator().manual_seed(0))
+        if "policy_version" in batch:
+            batch["episode_version"] = batch["policy_version"][:, :1].expand_as(batch["policy_version"])
         return {name: x.to(device) for name, x in batch.items()}
+
+    def packed_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """`episodes_batch` laid end to end in lanes (`pack_episodes`)."""
+        per_slot = {name for name, f in self.schema.items() if f.per_slot}
+        return pack_episodes(self.episodes_batch(torch.device("cpu")), per_slot, device)
 
     def clear(self) -> None:
         self.replay.clear()
@@ -85,6 +94,68 @@ class RolloutStore:
         self.reserve(int(state["capacity"]))
         self.replay.load_state_dict(state["replay"])
         self.collector.load_state_dict(state["collector"])
+
+
+def lane_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Where `pack_episodes` puts each episode: (lane, offset) per episode and the lane length
+    in observation slots, or None when packing would not save any lane.
+
+    An episode of T steps takes T+1 observation slots and one separator slot. Lanes are as
+    long as the longest episode needs, so none is ever split, and they are filled first fit
+    decreasing: longest episodes first, each into the first lane with room (within 11/9 of
+    the fewest lanes possible). Which lane an episode lands in changes nothing it computes.
+    """
+    spans = lengths + 2
+    length = int(spans.max())
+    free = np.full(len(spans), length, np.int64)  # room left in each lane (at most one per episode)
+    lanes, offsets = np.zeros(len(spans), np.int64), np.zeros(len(spans), np.int64)
+    for i in np.argsort(-spans, kind="stable").tolist():  # once per update, over episodes: no hot path
+        lane = int(np.argmax(free >= spans[i]))
+        lanes[i], offsets[i] = lane, length - free[lane]
+        free[lane] -= spans[i]
+    used = int(lanes.max()) + 1
+    if used >= len(spans):
+        return None
+    return lanes, offsets, length
+
+
+def pack_episodes(
+    batch: dict[str, torch.Tensor], per_slot: set[str], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Padded episodes [B, T(+1), ...] -> lanes [K, L(-1), ...] with several episodes back to
+    back in each lane, so short episodes next to a long one cost no padding.
+
+    Each episode is followed by one empty slot: no agent present, no step filled. That is all
+    the consumers of an episode batch need to keep episodes apart: a recurrent unroll zeroes
+    an absent agent's state (so the next episode starts from zero), generalised advantages
+    stop at unfilled steps and bootstrap a truncated episode from its own final slot, and
+    losses average over filled steps of present agents. Fields in `per_slot` are per
+    observation slot (L per lane); the others per step (L - 1 per lane, step t acting in slot
+    t). Returns the batch unchanged when packing saves no lane (e.g. equal-length episodes).
+    Gathers on the CPU (where the replay is), then moves the lanes to `device`.
+    """
+    filled = batch["filled"]
+    lengths = filled.sum(1).numpy()
+    layout = lane_layout(lengths)
+    if layout is None:
+        return {name: x.to(device) for name, x in batch.items()}
+    lanes, offsets, length = layout
+    episodes, steps = filled.shape
+    # Source row of every lane position in the flattened [B * (T+1)] slots; -1 = empty.
+    positions = np.arange(length)
+    t = positions[None, :] - offsets[:, None]  # [B, L]: episode e's slot index at each position
+    slot_source = np.full((lanes.max() + 1, length), -1, np.int64)
+    step_source = np.full((lanes.max() + 1, length - 1), -1, np.int64)
+    for source, limit, width in ((slot_source, lengths + 1, steps + 1), (step_source, lengths, steps)):
+        rows, cols = np.nonzero((t >= 0) & (t < limit[:, None]))  # (episode, position) pairs
+        source[lanes[rows], cols] = rows * width + t[rows, cols]
+    out = {}
+    for name, x in batch.items():
+        source = slot_source if name in per_slot else step_source
+        flat = x.flatten(0, 1)
+        flat = torch.cat([flat, flat.new_zeros((1, *flat.shape[1:]))])  # row -1: the empty slot
+        out[name] = flat[torch.from_numpy(source)].to(device)
+    return out
 
 
 def generalised_advantages(

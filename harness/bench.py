@@ -8,14 +8,17 @@ loops measured side by side is what carries over. Three kinds:
 - `rollout/<backend>`: the backend's own `step`, as the runner calls it (Step arrays in numpy),
   under a uniformly random policy over the available actions, against the library's own loop
   on the same game at the same batch (`RAW_LOOPS`). matrix has no library: its raw side is the
-  bare numpy payoff lookup.
+  bare numpy payoff lookup. `rollout/smax_3m` plays continuous episodes (`rollout: continuous`:
+  the backend restarts each finished env inside its step) on JaxMARL's map 3m, against
+  JaxMARL's own 3m.
 - `act/<algorithm>`: `harness.runner.rollout` with the algorithm acting (explore=True,
   learn=False) against the raw loop of the same task: the cost of acting, without learning.
 - `train/<algorithm>`: rollouts with `update()` after each, as a run makes them, against the
   same raw loop: the share of the library's speed a training run gets.
 
 Both sides count the same thing: env steps of running episodes (a harness env whose episode
-has ended waits for the batch's next reset and is not counted; raw envs reset one by one).
+has ended waits for the batch's next reset, or in continuous episodes spends one step on its
+restart, and is not counted then; raw envs reset one by one).
 """
 
 from __future__ import annotations
@@ -79,24 +82,30 @@ def random_actions(spec: EnvSpec, step: Step, rng: np.random.Generator) -> np.nd
 
 
 class RandomPolicyLoop(Loop):
-    """The backend's `step` under a random policy; one batch step per unit, resets as the runner does."""
+    """The backend's `step` under a random policy; one batch step per unit, resets as the runner
+    does: the whole batch once every episode is over, or (`continuous`, a backend that
+    auto-resets) never after the first, each env starting its next episode as its last ends."""
 
-    def __init__(self, env: Backend, seed: int = 0) -> None:
-        self.env, self.rng = env, np.random.default_rng(seed)
+    def __init__(self, env: Backend, seed: int = 0, continuous: bool = False) -> None:
+        self.env, self.rng, self.continuous = env, np.random.default_rng(seed), continuous
+        if continuous:
+            env.enable_autoreset()
         self.step: Step | None = None
 
     def advance(self) -> int:
-        if self.step is None or self.step.done.all():
+        if self.step is None or (self.step.done.all() and not self.continuous):
             self.step = self.env.reset()
-        active = int((~self.step.done).sum())
+        active = int((~self.step.done).sum())  # a continuous env's reset step is not an env step
         self.step = self.env.step(random_actions(self.env.spec, self.step, self.rng))
         return active
 
     def warm_up(self) -> None:
-        # A whole batch of episodes: SMAX compiles its reset, step and end-of-episode paths.
-        self.advance()
-        while self.step is not None and not self.step.done.all():
+        # A whole batch of episodes (continuous: as many steps, restarts included): SMAX
+        # compiles its reset, step and end-of-episode paths.
+        for _ in range(self.env.spec.episode_limit + 1):
             self.advance()
+            if self.step is not None and self.step.done.all():
+                return
 
     def close(self) -> None:
         self.env.close()
@@ -200,19 +209,27 @@ class OvercookedLoop(Loop):
 
 class JittedSmaxLoop(Loop):
     """JaxMARL's SMAX transition (`step_env`: no auto-reset, whose reset-every-step would slow this
-    side down) vmapped over the batch and jitted, random actions drawn inside the compiled
-    function, nothing copied to the host: the fastest SMAX there is at this batch. Every env
-    counts at every call, a finished battle too (no reset to wait for): an upper bound."""
+    side down) vmapped over the batch and `jax.jit`ted, random actions drawn inside the compiled
+    function, nothing copied to the host: JaxMARL's SMAX as fast as its users run it (the
+    harness compiles its own SMAX with a faster random hash, see `scenarios._jax_programs`).
+    Every env counts at every call, a finished battle too (no reset to wait for): an upper bound.
 
-    def __init__(self, allies: int, enemies: int, num_envs: int, seed: int = 0) -> None:
+    Teams and start positions: SMACv2's generation for `allies` v `enemies`, or JaxMARL's
+    named map `map_name` (3m: its fixed teams and clumped starts; the sizes come from the map)."""
+
+    def __init__(self, allies: int, enemies: int, num_envs: int, seed: int = 0, map_name: str | None = None) -> None:
         import jax
 
         from scenarios.smax import quiet_stdout
 
         with quiet_stdout():
+            from jaxmarl.environments.smax import map_name_to_scenario
             from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
-        env = HeuristicEnemySMAX(num_allies=allies, num_enemies=enemies, smacv2_position_generation=True,
-                                 smacv2_unit_type_generation=True)
+        if map_name is not None:
+            env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name))
+        else:
+            env = HeuristicEnemySMAX(num_allies=allies, num_enemies=enemies, smacv2_position_generation=True,
+                                     smacv2_unit_type_generation=True)
         agents, n_actions = list(env.agents), env.action_space(env.agents[0]).n  # type: ignore[attr-defined]
 
         def one(key: Any, state: Any) -> tuple[Any, Any, Any]:
@@ -301,6 +318,15 @@ def _smax(args: Any, composition: Any, num_envs: int) -> Loop:
     return JittedSmaxLoop(composition.allies, composition.enemies, num_envs)
 
 
+def _smax_map(map_name: str) -> Callable[[Any, Any, int], Loop]:
+    """The raw loop on one of JaxMARL's named SMAX maps (the task must play the same map)."""
+
+    def loop(args: Any, composition: Any, num_envs: int) -> Loop:
+        return JittedSmaxLoop(composition.allies, composition.enemies, num_envs, map_name=map_name)
+
+    return loop
+
+
 @dataclass(frozen=True)
 class RawLoop:
     what: str  # the raw side, in words (printed under the table and saved with the figure)
@@ -330,16 +356,26 @@ class Figure:
     subject: str  # the backend (rollout) or algorithm (act, train)
     task: Task
     tags: frozenset[str] = field(default_factory=frozenset)  # more names that select it
+    continuous: bool = False  # rollout figures: episodes back to back (the backend auto-resets)
+    raw: RawLoop | None = None  # the raw side, when not the backend's `RAW_LOOPS` entry
 
     @property
     def name(self) -> str:
         return f"{self.kind}/{self.subject}"
 
+    @property
+    def raw_loop(self) -> RawLoop:
+        return self.raw or RAW_LOOPS[self.task.env]
+
+    def label(self) -> str:
+        """The task in words, and how its episodes are played when not synchronously."""
+        return self.task.label() + (", continuous episodes" if self.continuous else "")
+
     def missing(self) -> str | None:
         """Why this figure cannot be measured here (a package missing), else None."""
         cls, args, _ = self.task.parsed()
         problem = cls.missing_requirements(args)
-        module = RAW_LOOPS[self.task.env].module
+        module = self.raw_loop.module
         if problem is None and module is not None:
             problem = _import_problem(module)
         return problem
@@ -350,7 +386,7 @@ class Figure:
         try:
             harness = self._harness(env)
             _, args, composition = self.task.parsed()
-            raw = RAW_LOOPS[self.task.env].build(args, composition, self.task.num_envs)
+            raw = self.raw_loop.build(args, composition, self.task.num_envs)
         except BaseException:
             env.close()
             raise
@@ -358,7 +394,7 @@ class Figure:
 
     def _harness(self, env: Backend) -> Loop:
         if self.kind == "rollout":
-            return RandomPolicyLoop(env)
+            return RandomPolicyLoop(env, continuous=self.continuous)
         cls = registry.get_algorithm(self.subject)
         algorithm = cls(env.spec, build_config(cls, {}), 0, torch.device("cpu"))
         return (TrainingLoop if self.kind == "train" else ActingLoop)(env, algorithm)
@@ -374,12 +410,14 @@ def _import_problem(module: str) -> str | None:
     return None
 
 
-def _rollout_figure(subject: str, task: Task) -> Figure:
-    return Figure("rollout", subject, task, frozenset({subject, task.env}))
+def _rollout_figure(subject: str, task: Task, **options: Any) -> Figure:
+    return Figure("rollout", subject, task, frozenset({subject, task.env}), **options)
 
 
 SPREAD = Task("mpe_spread", {}, {"n_agents": 3}, 16)  # zero_shot_mpe's spread task
 SPREAD_CONTINUOUS = Task("mpe_spread", {"continuous_actions": True}, {"n_agents": 3}, 16)
+# JaxMARL's map 3m as an SMAX task (the smax backend's docstring lists the fixed maps).
+SMAX_3M = Task("smax", {"race": "terran", "start_positions": "smax"}, {"allies": 3, "units": {"marine": 3}}, 32)
 # One of each algorithm family, on the smallest real task its actions fit.
 FAMILIES: dict[str, Task] = {
     "qmix": SPREAD,  # value decomposition
@@ -400,6 +438,9 @@ FIGURES: dict[str, Figure] = {
                                            None, 8)),
         _rollout_figure("overcooked", Task("overcooked", {"horizon": 100}, {"layout": "cramped_room"}, 8)),
         _rollout_figure("smax", Task("smax", {"race": "protoss"}, {"allies": 5}, 32)),
+        _rollout_figure("smax_3m", SMAX_3M, continuous=True,
+                        raw=RawLoop("JaxMARL SMAX step_env on its map 3m (HeuristicEnemySMAX scenario 3m), "
+                                    "jitted and vmapped", None, _smax_map("3m"))),
         *(Figure(kind, algorithm, task, frozenset({algorithm}))
           for algorithm, task in FAMILIES.items() for kind in ("act", "train")),
     ]
@@ -484,8 +525,8 @@ def measure(name: str, seconds: float = SECONDS, rounds: int = ROUNDS, threads: 
             for loop in loops.values():
                 loop.close()
     return {
-        "name": name, "kind": figure.kind, "subject": figure.subject, "task": figure.task.label(),
-        "batch": figure.task.num_envs, "raw_loop": RAW_LOOPS[figure.task.env].what,
+        "name": name, "kind": figure.kind, "subject": figure.subject, "task": figure.label(),
+        "batch": figure.task.num_envs, "raw_loop": figure.raw_loop.what,
         "harness_steps_per_s": rates["harness"], "raw_steps_per_s": rates["raw"],
         "ratio": rates["harness"] / rates["raw"],
     }

@@ -310,13 +310,20 @@ class SmaxBackend(Backend):
         self.table = jax.device_put(composition_table(args, compositions, a, weights))  # read by every step
         self.key = jax.random.PRNGKey(seed)
         self.state: Any = None
+        # The step's autoreset argument, both values on the device once (not copied over every step).
+        self.autoreset_flags = jax.device_put((np.bool_(False), np.bool_(True)))
+
+    @functools.cached_property
+    def programs(self) -> tuple[Any, Any]:
+        """The compiled reset and step of this batch (see `SmaxCore.programs`)."""
+        return self.core.programs(self.padded, self.table)
 
     def reset(self, seed: int | None = None) -> Step:
         import jax
 
         if seed is not None:
             self.key = jax.random.PRNGKey(seed)
-        self.key, self.state, out = self.core.reset(self.key, self.table, self.padded)
+        self.key, self.state, out = self.programs[0](self.key, self.table)
         return self._to_step(out)
 
     def step(self, actions: np.ndarray) -> Step:
@@ -325,17 +332,11 @@ class SmaxBackend(Backend):
             raise ValueError(f"actions must have shape {(self.num_envs, self.spec.max_agents)}, got {actions.shape}")
         if self.padded > self.num_envs:
             actions = np.concatenate([actions, np.full((self.padded - self.num_envs, actions.shape[1]), STOP, np.int32)])
-        self.state, out = self.core.step(self.state, actions, self.table, np.bool_(self.autoreset))
+        self.state, out = self.programs[1](self.state, actions, self.table, self.autoreset_flags[self.autoreset])
         return self._to_step(out)
 
-    def _to_step(self, out: Any) -> Step:
-        import jax
-
-        arrays = jax.device_get(out)
-        b = self.num_envs
-        fields = {k: np.array(v[:b]) for k, v in arrays.items()}  # writable copies (JAX's are read-only)
-        fields["composition"] = fields["composition"].astype(np.int64)
-        return Step(**fields)
+    def _to_step(self, packed: dict[str, Any]) -> Step:
+        return Step(**self.core.to_host(packed, self.padded, self.num_envs))
 
     def rng_state(self) -> str:
         return json.dumps(np.asarray(self.key).tolist())
@@ -358,9 +359,10 @@ class SmaxBackend(Backend):
         import jax
         import jax.numpy as jnp
 
-        # The tree's shape is the compiled reset's (a throwaway key: `self.key` is untouched).
-        template = self.core.reset(jax.random.PRNGKey(0), self.table, self.padded)[1]
-        leaves = [jnp.asarray(state[k]) for k in sorted(state)]
+        # The compiled step takes exactly the dtypes it was compiled for.
+        template = self.core.state_template(self.padded, self.table)
+        leaves = [jnp.asarray(state[k], dtype=like.dtype) for k, like in zip(sorted(state), jax.tree.leaves(template),
+                                                                            strict=True)]
         self.state = jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 

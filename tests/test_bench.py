@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from harness import bench
@@ -112,6 +113,30 @@ def test_names_select_figures_in_table_order() -> None:
     assert bench.select(["train/qmix", "matrix"])[0] == ["rollout/matrix", "train/qmix"]
     spread = bench.select(["mpe_spread"])[0]
     assert spread == ["rollout/mpe_spread", "rollout/mpe_spread@mpe2"] or not spread  # mpe2 missing: both skipped
+    smax = bench.select(["smax"])[0]
+    assert smax == ["rollout/smax", "rollout/smax_3m"] or not smax  # jaxmarl missing: both skipped
+
+
+@pytest.mark.parametrize(("continuous", "counted"), [(False, [4] * 8), (True, [4, 4, 4, 0, 4, 4, 4, 0])])
+def test_rollout_loops_count_only_steps_of_running_episodes(continuous: bool, counted: list[int]) -> None:
+    """3-step episodes in 4 envs: synchronous, the batch resets once all are over; continuous,
+    each env spends a step on its restart (inside `step`), which is not an env step."""
+    env = bench.Task("matrix", {"game": "climbing", "episode_length": 3}, None, 4).build()
+    loop = bench.RandomPolicyLoop(env, continuous=continuous)
+    assert env.autoreset == continuous
+    assert [loop.advance() for _ in range(8)] == counted
+
+
+def test_the_smax_3m_figure_plays_jaxmarls_3m_on_both_sides() -> None:
+    figure = bench.FIGURES["rollout/smax_3m"]
+    if figure.missing():
+        pytest.skip(figure.missing())
+    assert figure.continuous and "3m" in figure.raw_loop.what and "continuous" in figure.label()
+    raw = figure.raw_loop.build(*figure.task.parsed()[1:], 4)
+    assert isinstance(raw, bench.JittedSmaxLoop)
+    units = raw.states.state  # JaxMARL's own reset on map 3m: 3 v 3 marines
+    assert np.asarray(units.unit_types).tolist() == [[0] * 6] * 4
+    assert np.asarray(units.unit_alive).all()
 
 
 class Sleeper(bench.Loop):

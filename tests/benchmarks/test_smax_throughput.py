@@ -5,6 +5,9 @@ function, nothing copied to the host (`harness.bench.JittedSmaxLoop`). Backend: 
 as the runner calls it, random available actions chosen in numpy, every Step array copied to
 numpy. Only env steps of running episodes count for the backend (an env whose battle ended
 waits for the batch's next reset), so the ratio is the share of raw speed a learner gets.
+
+`rollout/smax_3m`: JaxMARL's map 3m on both sides, the backend playing continuous episodes
+(finished battles restart inside its step; each restart step is not counted).
 """
 
 from __future__ import annotations
@@ -19,3 +22,7 @@ pytestmark = pytest.mark.benchmark
 
 def test_smax_backend_vs_raw_jitted_smax(measured: Callable[[str], dict[str, Any]]) -> None:
     measured("rollout/smax")
+
+
+def test_smax_3m_continuous_vs_raw_jitted_3m(measured: Callable[[str], dict[str, Any]]) -> None:
+    measured("rollout/smax_3m")

@@ -19,7 +19,13 @@ from algorithms.common.exploration import (
     random_available,
 )
 from algorithms.common.mixers import AttentionQMixer, FlatQMixer, SumMixer
-from algorithms.common.networks import EntityAttention, EntityEncoder, FlatEncoder, RecurrentAgent, unroll_gru
+from algorithms.common.networks import (
+    EntityAttention,
+    EntityEncoder,
+    FlatEncoder,
+    RecurrentAgent,
+    unroll_gru,
+)
 from algorithms.common.replay import EpisodeReplay, Field
 from algorithms.common.targets import hard_update, soft_update, td_lambda_targets
 from algorithms.common.torch_utils import make_generator, seeded
@@ -127,9 +133,10 @@ def test_unroll_matches_stepwise_forward_with_the_same_gradients(everyone_presen
         torch.testing.assert_close(unrolled_grad, step_grad, atol=1e-5, rtol=1e-4)
 
 
-def stepwise_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """The definition `unroll_gru` must match: step the cell, zero the state of absent agents."""
-    h, states = x.new_zeros(x.shape[0], x.shape[2], cell.hidden_size), []
+def stepwise_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The definition `unroll_gru` must match: step the cell from h0 (default zero), zero the
+    state of absent agents."""
+    h, states = x.new_zeros(x.shape[0], x.shape[2], cell.hidden_size) if h0 is None else h0, []
     for t in range(x.shape[1]):
         h = torch.where(present[:, t, :, None], cell(x[:, t].flatten(0, 1), h.flatten(0, 1)).view_as(h), 0.0)
         states.append(h)
@@ -138,20 +145,35 @@ def stepwise_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> to
 
 @PROPS
 @given(seed=st.integers(0, 10_000), shape=st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 4)),
-       density=st.sampled_from([0.0, 0.3, 0.8, 1.0]))
-def test_packed_runs_of_presence_match_the_stepwise_gru(seed, shape, density):
+       density=st.sampled_from([0.0, 0.3, 0.8, 1.0]), from_h0=st.booleans())
+def test_packed_runs_of_presence_match_the_stepwise_gru(seed, shape, density, from_h0):
     gen = torch.Generator().manual_seed(seed)
     cell = nn.GRUCell(3, 5)
     x = torch.randn(*shape, 3, generator=gen, requires_grad=True)
     present = torch.rand(*shape, generator=gen) < density  # gaps: agents leave and come back
-    expected, got = stepwise_gru(cell, x, present), unroll_gru(cell, x, present)
+    h0 = torch.randn(shape[0], shape[2], 5, generator=gen, requires_grad=True) if from_h0 else None
+    expected, got = stepwise_gru(cell, x, present, h0), unroll_gru(cell, x, present, h0)
     torch.testing.assert_close(got, expected)
     if not present.any():  # nothing to compute: zeros, with no gradient path at all
         return
-    params = [x, *cell.parameters()]
+    params = [x, *cell.parameters(), *([h0] if from_h0 else [])]
     for g1, g2 in zip(torch.autograd.grad(got.square().sum(), params, allow_unused=True),
-                      torch.autograd.grad(expected.square().sum(), params), strict=True):
-        torch.testing.assert_close(torch.zeros_like(g2) if g1 is None else g1, g2, atol=1e-5, rtol=1e-4)
+                      torch.autograd.grad(expected.square().sum(), params, allow_unused=True), strict=True):
+        zero = torch.zeros_like(g1 if g2 is None else g2)
+        torch.testing.assert_close(zero if g1 is None else g1, zero if g2 is None else g2, atol=1e-5, rtol=1e-4)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), cut=st.integers(1, 7), density=st.sampled_from([0.5, 0.9, 1.0]))
+def test_a_sequence_cut_in_two_goes_on_from_the_state_it_was_cut_at(seed, cut, density):
+    gen = torch.Generator().manual_seed(seed)
+    cell = nn.GRUCell(3, 5)
+    x = torch.randn(3, 8, 2, 3, generator=gen)
+    present = torch.rand(3, 8, 2, generator=gen) < density
+    with torch.no_grad():
+        whole = unroll_gru(cell, x, present)
+        rest = unroll_gru(cell, x[:, cut:], present[:, cut:], whole[:, cut - 1])
+    torch.testing.assert_close(rest, whole[:, cut:])
 
 
 # ------------------------------------------------------------------ action selection

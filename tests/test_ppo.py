@@ -107,14 +107,14 @@ def test_registered_names_defaults_and_tunables() -> None:
     assert (cfg.lr, cfg.entropy_coef, cfg.epochs, cfg.minibatches, cfg.clip) == (5e-4, 0.01, 4, 1, 0.2)
     assert (cfg.gae_lambda, cfg.gamma, cfg.grad_norm_clip) == (0.95, 0.99, 10.0)
     assert cfg.value_norm and cfg.advantage_norm and cfg.value_clip and cfg.critic_local_obs
-    assert (cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden) == (128, 4, 64)
+    assert (cfg.attn_embed, cfg.attn_heads, cfg.rnn_hidden, cfg.chunk_length) == (128, 4, 64, 0)
     assert set(tunable_fields(PPOConfig)) == set(tunable_fields(MAPPOConfig)) == {"lr", "entropy_coef", "clip"}
 
 
 @pytest.mark.parametrize(
     "bad",
     [{"clip": 0.0}, {"epochs": 0}, {"minibatches": 0}, {"gae_lambda": 1.5}, {"gamma": -0.1},
-     {"entropy_coef": -0.01}, {"lr": 0.0}, {"attn_embed": 10, "attn_heads": 4}],
+     {"entropy_coef": -0.01}, {"lr": 0.0}, {"chunk_length": -1}, {"attn_embed": 10, "attn_heads": 4}],
 )
 def test_bad_configuration_is_refused_with_the_field_named(bad) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -360,6 +360,45 @@ def test_packing_episodes_into_lanes_does_not_change_the_loss(cls, continuous, o
     assert packed["reward"].shape[0] < batch["reward"].shape[0]  # episodes really share lanes
     assert int(packed["filled"].sum()) == int(batch["filled"].sum())
     assert_same_loss(alg, batch, packed)
+
+
+@pytest.mark.parametrize("chunk_length", [1, 2, 5])
+@pytest.mark.parametrize("options", [{}, FLAT], ids=["attention", "flat"])
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_chunks_from_the_whole_unrolls_states_give_the_same_loss(cls, continuous, options, chunk_length) -> None:
+    whole = build(cls, continuous=continuous, **options)
+    batch = collected(whole, 3, b=16)
+    chunked = copy.deepcopy(whole)
+    chunked.cfg = dataclasses.replace(whole.cfg, chunk_length=chunk_length)
+    per_slot = {name for name, f in whole.store.schema.items() if f.per_slot}
+    packed = pack_episodes(batch, per_slot, torch.device("cpu"))
+    data, _ = copy.deepcopy(chunked).prepare(packed)  # (prepare updates the value normaliser)
+    assert data["reward"].shape[1] == chunk_length and data["obs"].shape[1] == chunk_length + 1
+    assert int(data["filled"].sum()) == int(batch["filled"].sum()) and data["filled"].any(1).all()
+    a1, c1, s1 = prepared_loss(whole, packed)
+    a2, c2, s2 = prepared_loss(chunked, packed)
+    torch.testing.assert_close(a2, a1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c2, c1, atol=1e-5, rtol=1e-5)
+    assert s2 == pytest.approx(s1, abs=1e-5)
+    # Without the initial states, every chunk would restart its GRUs from zero.
+    with torch.no_grad():
+        values = chunked.critic(data)
+        data.pop("critic_h0")
+        assert not torch.allclose(chunked.critic(data), values, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_chunked_training_updates_and_stays_deterministic(cls) -> None:
+    runs = []
+    for _ in range(2):
+        alg = build(cls, chunk_length=3, minibatches=2)
+        _, metrics = run_round(alg, RandomEpisodes(4, b=6))
+        runs.append((metrics, parameters(alg)))
+    assert runs[0][0] and all(np.isfinite(v) for v in runs[0][0].values())
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(p, q) for p, q in zip(runs[0][1], runs[1][1], strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(runs[0][1], parameters(build(cls)), strict=True))
 
 
 def test_equal_length_episodes_are_left_as_they_are() -> None:

@@ -98,53 +98,59 @@ class FlatEncoder(nn.Module):
         return F.relu(self.embed(F.pad(rows, (0, 0, 0, missing)).flatten(-2)))
 
 
-def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """A GRU cell over time from a zero state: inputs x [B, T, A, H_in], agent mask [B, T, A]
-    -> states [B, T, A, H]; an absent agent's state is zero, and it starts again from zero
-    when it is next present.
+def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """A GRU cell over time: inputs x [B, T, A, H_in], agent mask [B, T, A] -> states
+    [B, T, A, H]; an absent agent's state is zero, and it starts again from zero when it is
+    next present. An agent present at step 0 starts from `h0` [B, A, H] (default zero), as a
+    sequence cut out of a longer one goes on from the state it was cut at.
 
     So every maximal run of steps in which an agent is present is a GRU sequence of its own,
-    from a zero state, and nothing else is computed: ATen's multi-step GRU walks those runs
-    as one packed batch in C++ (`_packed_gru`), with the cell's own weights. Stepping the cell
-    from Python costs one round of dispatch per step and op, the larger part of a small
-    network's time; padding and absent agents would cost compute too.
+    and nothing else is computed: ATen's multi-step GRU walks those runs as one packed batch
+    in C++ (`_packed_gru`), with the cell's own weights. Stepping the cell from Python costs
+    one round of dispatch per step and op, the larger part of a small network's time;
+    padding and absent agents would cost compute too.
     """
     if bool(present.all()):
-        return _fused_gru(cell, x)
+        return _fused_gru(cell, x, h0)
     if not bool(present.any()):
         return x.new_zeros(*present.shape, cell.hidden_size)
-    return _packed_gru(cell, x, present)
+    return _packed_gru(cell, x, present, h0)
 
 
 def _gru_weights(cell: nn.GRUCell) -> list[torch.Tensor]:
     return [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
 
 
-def _fused_gru(cell: nn.GRUCell, x: torch.Tensor) -> torch.Tensor:
+def _fused_gru(cell: nn.GRUCell, x: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
     """`unroll_gru` when every agent is present throughout: one sequence per agent."""
     batch, _, agents, _ = x.shape
     rows = x.transpose(1, 2).flatten(0, 1)  # [B*A, T, H_in]: one sequence per agent
-    h0 = rows.new_zeros(1, batch * agents, cell.hidden_size)
+    start = rows.new_zeros(1, batch * agents, cell.hidden_size) if h0 is None else h0.reshape(1, batch * agents, -1)
     # torch.gru(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-    states, _ = torch.gru(rows, h0, _gru_weights(cell), True, 1, 0.0, torch.is_grad_enabled(), False, True)
+    states, _ = torch.gru(rows, start, _gru_weights(cell), True, 1, 0.0, torch.is_grad_enabled(), False, True)
     return states.unflatten(0, (batch, agents)).transpose(1, 2)
 
 
-def _packed_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+def _packed_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
     """`unroll_gru` over the runs of presence, packed as `nn.utils.rnn.PackedSequence` packs
     sequences: time-major, longest run first, `batch_sizes[k]` runs still going at step k."""
-    order, batch_sizes = _run_packing(present)
+    order, batch_sizes, starts = _run_packing(present)
     data = x.flatten(0, 2).index_select(0, order)  # [N, H_in], N = present agent-steps
-    h0 = x.new_zeros(1, int(batch_sizes[0]), cell.hidden_size)
+    if h0 is None:
+        start = x.new_zeros(1, int(batch_sizes[0]), cell.hidden_size)
+    else:  # runs that begin at step 0 go on from h0; the others (gap before them) from zero
+        rows = torch.cat([h0.flatten(0, 1), h0.new_zeros(1, h0.shape[-1])])
+        start = rows[starts].unsqueeze(0)
     # torch.gru(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
-    states, _ = torch.gru(data, batch_sizes, h0, _gru_weights(cell), True, 1, 0.0, torch.is_grad_enabled(), False)
+    states, _ = torch.gru(data, batch_sizes, start, _gru_weights(cell), True, 1, 0.0, torch.is_grad_enabled(), False)
     out = x.new_zeros(present.numel(), cell.hidden_size).index_copy(0, order, states)
     return out.view(*present.shape, cell.hidden_size)
 
 
-def _run_packing(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_packing(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a mask [B, T, A]: the flat [B*T*A] index of every present agent-step in packed
-    order, and the packed batch sizes (a CPU int64 tensor, as ATen wants them)."""
+    order, the packed batch sizes (a CPU int64 tensor, as ATen wants them) and, per run in
+    packed order, the flat [B*A] index of its agent when the run begins at step 0, else -1."""
     mask = present.detach().cpu().numpy()
     batch, steps, agents = mask.shape
     columns = mask.transpose(0, 2, 1).reshape(-1, steps)  # one row per (b, a) time series
@@ -165,7 +171,10 @@ def _run_packing(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = (b * steps + t) * agents + a
     order = np.empty_like(flat)
     order[packed_at] = flat
-    return torch.from_numpy(order).to(present.device), torch.from_numpy(batch_sizes)
+    run_agent = np.full(len(lengths), -1, np.int64)  # [runs] in packed order
+    run_agent[rank] = np.where(t[first] == 0, b[first] * agents + a[first], -1)
+    return (torch.from_numpy(order).to(present.device), torch.from_numpy(batch_sizes),
+            torch.from_numpy(run_agent).to(present.device))
 
 
 class RecurrentAgent(nn.Module):
@@ -230,14 +239,18 @@ class RecurrentAgent(nn.Module):
         """One step for a batch of envs: obs [B, A, E, F] -> outputs [B, A, n_outputs], new h."""
         return self.recur(self.encode(obs, obs_mask), h, agent_mask)
 
-    def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
-        """Recurrent states of whole episodes from a zero state: obs [B, T, A, E, F] -> [B, T, A, H]."""
+    def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
+                      h0: torch.Tensor | None = None) -> torch.Tensor:
+        """Recurrent states of whole episodes from a zero state (or of sequences from `h0`
+        [B, A, H], see `unroll_gru`): obs [B, T, A, E, F] -> [B, T, A, H]."""
         # One batched encoder pass; only the GRU walks the time axis.
-        return unroll_gru(self.rnn, self.encode(obs, obs_mask), agent_mask)
+        return unroll_gru(self.rnn, self.encode(obs, obs_mask), agent_mask, h0)
 
-    def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
-        """Whole episodes from a zero state: obs [B, T, A, E, F] -> outputs [B, T, A, n_outputs]."""
-        return self.output(self.unroll_hidden(obs, obs_mask, agent_mask), agent_mask)
+    def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
+               h0: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole episodes from a zero state (or sequences from `h0`): obs [B, T, A, E, F] ->
+        outputs [B, T, A, n_outputs]."""
+        return self.output(self.unroll_hidden(obs, obs_mask, agent_mask, h0), agent_mask)
 
 
 def slot_one_hots(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -158,6 +158,43 @@ def pack_episodes(
     return out
 
 
+def cut_into_chunks(
+    data: dict[str, torch.Tensor], per_slot: set[str], length: int, states: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Lanes of `T` steps [K, T(+1), ...] -> chunks of `length` steps [N, length(+1), ...], for
+    truncated backpropagation through time (Yu et al.'s `data_chunk_length`): a recurrent
+    unroll then walks `length` steps instead of the whole lane, and mini-batches mix pieces
+    of many episodes.
+
+    Each chunk keeps its `length` per-step entries and the observation slots they act in,
+    then one empty slot (zeros: no agent present), so per-slot fields stay one longer than
+    per-step ones; the slot after a chunk was only needed for the advantages, computed
+    before. `states` names per-slot recurrent states [K, T+1, A, H] of the full lanes (from
+    an unroll of the whole lanes) and the field that receives each chunk's initial state
+    [N, A, H]: the state of the slot before the chunk, zero for a lane's first chunk.
+    Chunks without a filled step (the tails of short lanes) are dropped.
+    """
+    steps = data["filled"].shape[1]
+    padded = -(-steps // length) * length
+
+    def pieces(x: torch.Tensor) -> torch.Tensor:  # [K, steps, ...] -> [K * padded / length, length, ...]
+        x = torch.cat([x, x.new_zeros((x.shape[0], padded - steps, *x.shape[2:]))], 1)
+        return x.unflatten(1, (-1, length)).flatten(0, 1)
+
+    out = {}
+    for name, x in data.items():
+        if name in states:
+            before = torch.cat([torch.zeros_like(x[:, :1]), x[:, : steps - 1]], 1)  # state of slot t - 1
+            out[states[name]] = pieces(before)[:, 0]
+        elif name in per_slot:
+            chunk = pieces(x[:, :steps])
+            out[name] = torch.cat([chunk, torch.zeros_like(chunk[:, :1])], 1)
+        else:
+            out[name] = pieces(x)
+    keep = out["filled"].any(1)
+    return {name: x[keep] for name, x in out.items()}
+
+
 def generalised_advantages(
     reward: torch.Tensor,
     terminated: torch.Tensor,

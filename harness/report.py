@@ -416,18 +416,26 @@ class Leaderboard:
         }
 
 
+def untuned_label(suite: Suite, algorithm: str) -> str:
+    """Where an untuned algorithm's parameters come from: the suite (some task gives it
+    parameters) or the algorithm's own defaults."""
+    given = any(task.params.get(algorithm) for task in suite.tasks)
+    return "not tuned: suite parameters" if given else "not tuned: algorithm defaults"
+
+
 def tuning_protocol(suite: Suite) -> dict[str, str]:
-    """Per algorithm: default params, or tuned with which budget. Unequal tuning budgets are
-    flagged on every tuned algorithm, since they make the comparison unfair."""
+    """Per algorithm: untuned (suite parameters or defaults), or tuned with which budget.
+    Unequal tuning budgets are flagged on every tuned algorithm, since they make the
+    comparison unfair."""
     if suite.tuned_params is None:
-        return {a: "default" for a in suite.algorithms}
+        return {a: untuned_label(suite, a) for a in suite.algorithms}
     records = suite.tuned_params
     budgets = {(r["trials"], r["seeds_per_trial"], r["budget"]) for r in records.values() if r}
     unequal = " (UNEQUAL tuning budgets across algorithms)" if len(budgets) > 1 else ""
     out = {}
     for algorithm, r in records.items():
         if r is None:
-            out[algorithm] = "default (params=tuned, but it has no tuning record: UNTUNED)"
+            out[algorithm] = f"{untuned_label(suite, algorithm)} (params=tuned, but it has no tuning record: UNTUNED)"
         else:
             out[algorithm] = (f"tuned: {r['trials']} trials x {r['seeds_per_trial']} seeds at budget "
                               f"{r['budget']}, on {r.get('split') or 'validation'} compositions{unequal}")

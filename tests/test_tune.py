@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -345,7 +346,9 @@ def test_params_tuned_lays_the_best_params_over_the_suite_and_flags_the_untuned(
     protocol = tuning_protocol(tuned)
     assert protocol["vdn"].startswith("tuned: 4 trials x 1 seeds at budget smoke")
     assert "UNTUNED" in protocol["me_qmix"]
-    assert tuning_protocol(default) == {"vdn": "default", "me_qmix": "default"}
+    assert tuning_protocol(default) == {"vdn": "not tuned: suite parameters", "me_qmix": "not tuned: suite parameters"}
+    bare = dataclasses.replace(default, tasks=[dataclasses.replace(t, params={"vdn": {}}) for t in default.tasks])
+    assert tuning_protocol(bare) == {"vdn": "not tuned: algorithm defaults", "me_qmix": "not tuned: algorithm defaults"}
     _record(tmp_path, default.name, "me_qmix", {"lr": 0.002}, trials=9)
     assert all("UNEQUAL" in v for v in tuning_protocol(load_suite(str(path), ["params=tuned"])).values())
 

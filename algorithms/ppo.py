@@ -512,10 +512,9 @@ class PPO:
             "targets": self._to_targets(returns),
         }
         if cfg.chunk_length:
-            per_slot = {name for name, f in self.store.schema.items() if f.per_slot}
             prepared = cut_into_chunks(
                 {**prepared, "actor_states": actor_states, "critic_states": critic_states},
-                per_slot,
+                self.store.per_slot,
                 cfg.chunk_length,
                 {"actor_states": "actor_h0", "critic_states": "critic_h0"},
             )

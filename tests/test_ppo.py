@@ -355,8 +355,7 @@ def test_lanes_hold_every_episode_whole_without_overlap(lengths: list[int]) -> N
 def test_packing_episodes_into_lanes_does_not_change_the_loss(cls, continuous, options) -> None:
     alg = build(cls, continuous=continuous, **options)
     batch = collected(alg, 3, b=16)
-    per_slot = {name for name, f in alg.store.schema.items() if f.per_slot}
-    packed = pack_episodes(batch, per_slot, torch.device("cpu"))
+    packed = pack_episodes(batch, alg.store.per_slot, torch.device("cpu"))
     assert packed["reward"].shape[0] < batch["reward"].shape[0]  # episodes really share lanes
     assert int(packed["filled"].sum()) == int(batch["filled"].sum())
     assert_same_loss(alg, batch, packed)
@@ -371,8 +370,7 @@ def test_chunks_from_the_whole_unrolls_states_give_the_same_loss(cls, continuous
     batch = collected(whole, 3, b=16)
     chunked = copy.deepcopy(whole)
     chunked.cfg = dataclasses.replace(whole.cfg, chunk_length=chunk_length)
-    per_slot = {name for name, f in whole.store.schema.items() if f.per_slot}
-    packed = pack_episodes(batch, per_slot, torch.device("cpu"))
+    packed = pack_episodes(batch, whole.store.per_slot, torch.device("cpu"))
     data, _ = copy.deepcopy(chunked).prepare(packed)  # (prepare updates the value normaliser)
     assert data["reward"].shape[1] == chunk_length and data["obs"].shape[1] == chunk_length + 1
     assert int(data["filled"].sum()) == int(batch["filled"].sum()) and data["filled"].any(1).all()

@@ -75,10 +75,14 @@ class RolloutStore:
             batch["episode_version"] = batch["policy_version"][:, :1].expand_as(batch["policy_version"])
         return {name: x.to(device) for name, x in batch.items()}
 
+    @property
+    def per_slot(self) -> set[str]:
+        """The fields stored per observation slot (T+1 per episode); the others are per step."""
+        return {name for name, f in self.schema.items() if f.per_slot}
+
     def packed_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """`episodes_batch` laid end to end in lanes (`pack_episodes`)."""
-        per_slot = {name for name, f in self.schema.items() if f.per_slot}
-        return pack_episodes(self.episodes_batch(torch.device("cpu")), per_slot, device)
+        return pack_episodes(self.episodes_batch(torch.device("cpu")), self.per_slot, device)
 
     def clear(self) -> None:
         self.replay.clear()

@@ -34,7 +34,7 @@ from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors
 from algorithms.qplex import QPLEX, QPLEXConfig
-from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, taken_values
+from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, on_filled_steps, taken_values
 from harness.api import tunable
 from harness.registry import register_algorithm
 
@@ -207,7 +207,7 @@ class MaxEntropyIGM:
         """Soft TD(lambda) with next actions drawn from the current policies."""
         state, state_mask = batch["state"][:, AFTER], batch["state_mask"][:, AFTER]
         avail, present = batch["avail_actions"][:, AFTER], batch["agent_mask"][:, AFTER]
-        log_pi = self._log_policy(q[:, AFTER].detach(), state, state_mask, avail)
+        log_pi = on_filled_steps(batch, self._log_policy, q[:, AFTER].detach(), state, state_mask, avail)
         u_next = sample_categorical(log_pi, avail, self.generator)
         q_target = self.target_agent.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"])[:, AFTER]
         bootstrap = self._joint_value(self.target_mixer, q_target, u_next, batch, AFTER)
@@ -245,7 +245,7 @@ class MaxEntropyIGM:
         state, state_mask = batch["state"][:, NOW], batch["state_mask"][:, NOW]
         count = filled.sum().clamp(min=1)
         # L_F: summed transformed logits of the replayed joint action regress onto Q_tot.
-        logits = self.transform(q, state, state_mask)
+        logits = on_filled_steps(batch, self.transform, q, state, state_mask)
         summed = torch.where(present, taken_values(logits, batch["actions"]), 0.0).sum(-1)
         gap = torch.where(filled, q_tot - summed, 0.0)
         loss_f = gap.pow(2).sum() / count

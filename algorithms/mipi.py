@@ -221,10 +221,9 @@ class MIPI(REFIL):
 
     def views(self, batch: dict[str, torch.Tensor], within: torch.Tensor, cross: torch.Tensor) -> Views:
         """The trunk over the four views of the batch in one pass."""
-        obs, obs_mask, agent_mask = batch["obs"], batch["obs_mask"], batch["agent_mask"]
-        masks = torch.cat([obs_mask, within, cross, own_row_only(obs_mask)])
-        h = self.agent.unroll_hidden(obs.repeat(4, 1, 1, 1, 1), masks, agent_mask.repeat(4, 1, 1))
-        return Views(*h.chunk(4))
+        obs_mask = batch["obs_mask"]
+        masks = [obs_mask, within, cross, own_row_only(obs_mask)]
+        return Views(*self.agent.unroll_hidden_views(batch["obs"], masks, batch["agent_mask"]))
 
     def log_policy(self, h: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
         return masked_log_softmax(self.agent.policy(h), avail)

@@ -38,7 +38,12 @@ from torch import nn
 
 from algorithms.common.exploration import masked_max
 from algorithms.common.mixers import DuplexMixer
-from algorithms.value_decomposition import ValueDecomposition, ValueDecompositionConfig, taken_values
+from algorithms.value_decomposition import (
+    ValueDecomposition,
+    ValueDecompositionConfig,
+    on_filled_steps,
+    taken_values,
+)
 from harness.api import tunable
 from harness.registry import register_algorithm
 
@@ -82,7 +87,9 @@ class QPLEX(ValueDecomposition):
         """Q_tot of `actions` [B, T, A]: the mixer needs the taken utilities and each agent's best
         utility over its available actions (detached, as pymarl2 takes it from a detached copy)."""
         best = masked_max(q.detach(), batch["avail_actions"][:, slots])
-        return mixer(
+        return on_filled_steps(
+            batch,
+            mixer,
             taken_values(q, actions),
             best,
             actions,

@@ -45,8 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.common.mixers import AttentionQMixer
-from algorithms.common.networks import masked_mean
-from algorithms.value_decomposition import NOW, QMIXConfig, ValueDecomposition, taken_values
+from algorithms.value_decomposition import NOW, QMIXConfig, ValueDecomposition, on_filled_steps, taken_values
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 
@@ -92,6 +91,31 @@ class RefilMixer(AttentionQMixer):
         agents, pooled = self.hyper_inputs(state, state_mask, q.shape[-1])
         return self._combine(q, agents, pooled, agent_mask)
 
+    def with_imagined(
+        self,
+        q: torch.Tensor,
+        q_in: torch.Tensor,
+        q_out: torch.Tensor,
+        state: torch.Tensor,
+        state_mask: torch.Tensor,
+        agent_mask: torch.Tensor,
+        within: torch.Tensor,
+        cross: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q_tot [...] of q [..., A] and Q_tot^aux [...] of q_in, q_out [..., A]; within, cross
+        [..., A, N]: which state entities agent i's hypernetwork query may attend to (own group /
+        other group). One pass over the state serves both."""
+        agents, pooled, (rows_in, rows_out) = self.context.with_agent_views(
+            state, state_mask, q.shape[-1], [within, cross])  # b1, w2 and V see the whole state
+        q_tot = self._combine(q, agents, pooled, agent_mask)
+        imagined = self._combine(
+            torch.cat([q_in, q_out], -1),
+            torch.cat([rows_in, rows_out], -2),
+            pooled,
+            torch.cat([agent_mask, agent_mask], -1),
+        )
+        return q_tot, imagined
+
     def imagined(
         self,
         q_in: torch.Tensor,
@@ -102,21 +126,8 @@ class RefilMixer(AttentionQMixer):
         within: torch.Tensor,
         cross: torch.Tensor,
     ) -> torch.Tensor:
-        """Q_tot^aux [...] of q_in, q_out [..., A]; within, cross [..., A, N]: which state
-        entities agent i's hypernetwork query may attend to (own group / other group)."""
-        n = q_in.shape[-1]
-        z = F.relu(self.context.entity(state))
-        context = F.relu(self.context.attention(z, z, state_mask))
-        pooled = masked_mean(context, state_mask)  # b1, w2 and V see the whole state
-        queries = z[..., :n, :]
-        rows_in = F.relu(self.context.attention(queries, z, within))
-        rows_out = F.relu(self.context.attention(queries, z, cross))
-        return self._combine(
-            torch.cat([q_in, q_out], -1),
-            torch.cat([rows_in, rows_out], -2),
-            pooled,
-            torch.cat([agent_mask, agent_mask], -1),
-        )
+        """Q_tot^aux alone (see `with_imagined`)."""
+        return self.with_imagined(q_in, q_in, q_out, state, state_mask, agent_mask, within, cross)[1]
 
 
 @dataclass
@@ -243,15 +254,10 @@ class REFIL(AQMIX):
     def imagined_utilities(
         self, batch: dict[str, torch.Tensor], masks: GroupMasks
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, q_in, q_out [B, T+1, A, U] from one pass of the agent over the batch three times
-        (full observations, own group only, other group only)."""
-        obs, agent_mask = batch["obs"], batch["agent_mask"]
-        out = self.agent.unroll(
-            torch.cat([obs, obs, obs]),
-            torch.cat([batch["obs_mask"], masks.obs_within, masks.obs_cross]),
-            torch.cat([agent_mask, agent_mask, agent_mask]),
-        )
-        q, q_in, q_out = out.chunk(3)
+        """q, q_in, q_out [B, T+1, A, U] from one pass of the agent over the batch seen three
+        ways (full observations, own group only, other group only)."""
+        views = [batch["obs_mask"], masks.obs_within, masks.obs_cross]
+        q, q_in, q_out = self.agent.unroll_views(batch["obs"], views, batch["agent_mask"])
         return q, q_in, q_out
 
     def loss_terms(
@@ -278,10 +284,11 @@ class REFIL(AQMIX):
         group masks) against one target y, and their statistics; utilities at the acting slots
         [B, T, A, U]."""
         actions = batch["actions"]
-        chosen = self._joint_value(self.mixer, q, actions, batch, NOW)
-        td_loss, stats = self._td_loss(chosen, y, batch)
         assert isinstance(self.mixer, RefilMixer)
-        chosen_aux = self.mixer.imagined(
+        chosen, chosen_aux = on_filled_steps(
+            batch,
+            self.mixer.with_imagined,
+            taken_values(q, actions),
             taken_values(q_in, actions),
             taken_values(q_out, actions),
             batch["state"][:, NOW],
@@ -290,6 +297,7 @@ class REFIL(AQMIX):
             masks.state_within[:, NOW],
             masks.state_cross[:, NOW],
         )
+        td_loss, stats = self._td_loss(chosen, y, batch)
         aux_loss, aux_stats = self._td_loss(chosen_aux, y, batch)
         stats = {
             **stats,

@@ -9,6 +9,7 @@ the same weights run on any team size. Defaults follow PyMARL (algorithms.md §2
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -36,6 +37,26 @@ NOW, AFTER = slice(0, -1), slice(1, None)
 def taken_values(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """values [..., U] at the chosen actions [...] -> [...]."""
     return values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def on_filled_steps(batch: dict[str, torch.Tensor], fn: Callable[..., Any], *inputs: torch.Tensor) -> Any:
+    """fn over the filled steps of a batch only: every input [B, T, ...] is cut to its filled
+    (episode, step) entries [M, ...], and each output [M, ...] (a tensor or a tuple of them)
+    comes back as [B, T, ...], zero at unfilled steps, which every loss masks out anyway.
+    Mixers cost per step, and a batch's padding after its shorter episodes ends is a third to
+    a half of its steps on SMAX. Inputs over the T+1 observation slots, and batches without a
+    `filled` mask, go in whole."""
+    filled = batch.get("filled")
+    if filled is None or inputs[0].shape[:2] != filled.shape or bool(filled.all()):
+        return fn(*inputs)
+    rows = filled.flatten().nonzero().squeeze(1)
+    out = fn(*(x.flatten(0, 1).index_select(0, rows) for x in inputs))
+
+    def back(part: torch.Tensor) -> torch.Tensor:
+        full = part.new_zeros(filled.numel(), *part.shape[1:]).index_copy(0, rows, part)
+        return full.view(*filled.shape, *part.shape[1:])
+
+    return tuple(back(part) for part in out) if isinstance(out, tuple) else back(out)
 
 
 def loss_mask(per_step: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -217,9 +238,10 @@ class ValueDecomposition:
 
     @staticmethod
     def _mix(mixer: nn.Module, q: torch.Tensor, batch: dict, slots: slice) -> torch.Tensor:
-        """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL)."""
-        return mixer(
-            q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots]
+        """Per-agent values [B, T, A] -> what the TD loss compares ([B, T], or [B, T, A] for IQL),
+        computed on the filled steps only (see `on_filled_steps`)."""
+        return on_filled_steps(
+            batch, mixer, q, batch["state"][:, slots], batch["state_mask"][:, slots], batch["agent_mask"][:, slots]
         )
 
     def _joint_value(

@@ -27,8 +27,10 @@ with, and the masks say what is real.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -163,6 +165,9 @@ class Backend(abc.ABC):
     # Whether `step` can reset finished envs itself (see `enable_autoreset`): what
     # `rollout: continuous` needs.
     supports_autoreset: ClassVar[bool] = False
+    # Whether `reset_compositions` can give each env the composition the caller names:
+    # evaluation then plays every composition of a task in one batch.
+    supports_assigned_compositions: ClassVar[bool] = False
     autoreset: bool = False  # this instance's mode, switched on by `enable_autoreset`
     spec: EnvSpec
 
@@ -189,7 +194,13 @@ class Backend(abc.ABC):
         return ",".join(f"{k}={v}" for k, v in composition.model_dump().items())
 
     @abc.abstractmethod
-    def reset(self, seed: int | None = None) -> Step: ...
+    def reset(self, seed: int | None = None) -> Step:
+        """Start a new episode in every env, each drawing its composition by weight."""
+
+    def reset_compositions(self, seed: int | None, compositions: np.ndarray) -> Step:
+        """`reset`, env b playing composition `compositions[b]` (an index into the backend's
+        compositions): backends that `supports_assigned_compositions`."""
+        raise NotImplementedError(f"backend {type(self).__name__} cannot assign compositions to envs")
 
     @abc.abstractmethod
     def step(self, actions: np.ndarray) -> Step: ...
@@ -299,3 +310,34 @@ def policy_state(algorithm: Any) -> dict[str, Any]:
 def load_policy_state(algorithm: Any, state: dict[str, Any]) -> None:
     loader = getattr(algorithm, "load_policy_state_dict", None)
     (loader if loader is not None else algorithm.load_state_dict)(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Announcing long set-up work (a compilation): the run's progress line shows it.
+
+_busy_listeners: list[Callable[[str | None], None]] = []
+
+
+@contextlib.contextmanager
+def busy(what: str) -> Iterator[None]:
+    """Say, for the duration of the block, what long piece of set-up work this process is
+    doing ("compiling SMAX 8v8 programs for 256 envs"), so progress displays can show it
+    instead of a bar that stands still."""
+    for listener in list(_busy_listeners):
+        listener(what)
+    try:
+        yield
+    finally:
+        for listener in list(_busy_listeners):
+            listener(None)
+
+
+@contextlib.contextmanager
+def watching_busy(listener: Callable[[str | None], None]) -> Iterator[None]:
+    """Call `listener(what)` when `busy` work starts in this process and `listener(None)` when
+    it ends, for the duration of the block."""
+    _busy_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _busy_listeners.remove(listener)

@@ -101,11 +101,15 @@ def _worker_run(spec: RunSpec) -> RunResult:
 
     if _stopping.is_set():  # queued before the Ctrl-C: leave it pending for the next invocation
         return RunResult(spec.run_id, "interrupted", "not started: the suite was interrupted")
+    def phase(what: str | None) -> None:
+        if q is not None:
+            q.put(("phase", spec.run_id, what))
+
     if q is not None:
         q.put(("start", spec.run_id, 0))
     _running.set()
     try:
-        return execute_run(spec, report, _coordinator_gone, _stopping)
+        return execute_run(spec, report, _coordinator_gone, _stopping, on_phase=phase)
     finally:
         _running.clear()
 
@@ -160,6 +164,12 @@ class ProgressView:
         if run_id not in self.active:
             self.active[run_id] = self.progress.add_task(f"  {spec.label}", total=spec.budget["env_steps"])
 
+    def phase(self, run_id: str, what: str | None) -> None:
+        """Show what long set-up work a run is doing ("compiling ..."), None when it is over."""
+        if run_id in self.active:
+            label = f"  {self.specs[run_id].label}"
+            self.progress.update(self.active[run_id], description=f"{label} ({what})" if what else label)
+
     def advance(self, run_id: str, env_steps: int) -> None:
         budget = self.specs[run_id].budget["env_steps"]
         env_steps = min(env_steps, budget)
@@ -181,12 +191,19 @@ class ProgressView:
         reason = f": {escape(result.reason.splitlines()[0])}" if result.reason else ""
         if result.status == "done" and took_no_gradient_step(spec.algorithm, result.grad_steps):
             reason = " [yellow]but took no gradient step within the budget (untrained)[/]"
-        self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s){reason}",
-                           highlight=False)
+        self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s"
+                           f"{evaluation_share(result.timings, result.seconds)}){reason}", highlight=False)
 
     def skip(self, spec: RunSpec) -> None:
         self.advance(spec.run_id, spec.budget["env_steps"])
         self.progress.advance(self.runs_bar)
+
+
+def evaluation_share(timings: dict[str, float] | None, seconds: float) -> str:
+    """", 12% evaluating" (nothing when the run recorded no timings)."""
+    if not timings or not seconds or "evaluation" not in timings:
+        return ""
+    return f", {timings['evaluation'] / seconds:.0%} evaluating"
 
 
 def _select(specs: list[RunSpec], store: Store, retry_failed: bool, summary: Summary) -> list[RunSpec]:
@@ -276,7 +293,8 @@ def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, claim: Cl
             continue
         store.mark_running(spec.run_id)
         view.started(spec.run_id)
-        result = execute_run(spec, functools.partial(view.advance, spec.run_id))
+        result = execute_run(spec, functools.partial(view.advance, spec.run_id),
+                             on_phase=functools.partial(view.phase, spec.run_id))
         record(result)
         if result.status == "interrupted":
             raise KeyboardInterrupt
@@ -311,6 +329,8 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
             if kind == "start" and run_id in pending:
                 store.mark_running(run_id)
                 view.started(run_id)
+            elif kind == "phase":
+                view.phase(run_id, steps)
             else:
                 view.advance(run_id, steps)
 

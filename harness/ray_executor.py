@@ -208,9 +208,12 @@ def harness_run(spec: RunSpec, mailbox: Any, threads: int) -> RunResult:
             last[0] = now
             mailbox.post.remote("progress", spec.run_id, env_steps)
 
+    def phase(what: str | None) -> None:
+        mailbox.post.remote("phase", spec.run_id, what)
+
     stop = watch_stop(mailbox)
     try:
-        return execute_run(spec, report, should_stop=stop.is_set)
+        return execute_run(spec, report, should_stop=stop.is_set, on_phase=phase)
     finally:
         stop.set()
 
@@ -254,6 +257,8 @@ def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[Run
                 view.started(run_id)
             elif kind == "progress":
                 view.advance(run_id, value)
+            elif kind == "phase":
+                view.phase(run_id, value)
 
     window, sized_at = capacity(settings), time.monotonic()
     try:

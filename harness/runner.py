@@ -37,13 +37,16 @@ import torch
 
 import harness
 from harness import registry
-from harness.api import Backend, EnvSpec, Step, Transition, load_policy_state, policy_state
+from harness.api import Backend, EnvSpec, Step, Transition, load_policy_state, policy_state, watching_busy
 from harness.config import build_config
 from harness.errors import RunFailed
 from harness.plan import RunSpec, stable_hash
 from harness.store import RunResult
 
 EVAL_BATCH = 64  # evaluation episodes run side by side per environment batch
+# Evaluating every composition in one batch (backends that `supports_assigned_compositions`):
+# at most this many envs side by side.
+EVAL_TOGETHER = 256
 
 
 class StopRequested(Exception):
@@ -134,8 +137,15 @@ class TaskEnvs:
     def make(self, split: str, num_envs: int, seed: int, only: str | None = None,
              training: bool = False) -> Backend | ActionPadded:
         chosen = [(n, w, c) for n, w, c in self.splits[split] if only is None or n == only]
-        env = self.backend(self.args, [c for _, _, c in chosen], num_envs, seed,
-                           weights=[w for _, w, _ in chosen], training=training)
+        return self._build([c for _, _, c in chosen], num_envs, seed, [w for _, w, _ in chosen], training)
+
+    def make_all(self, num_envs: int, seed: int) -> Backend | ActionPadded:
+        """An evaluation batch over every composition of every split, in `splits` order."""
+        return self._build(self.all_compositions(), num_envs, seed, None, False)
+
+    def _build(self, compositions: list[Any], num_envs: int, seed: int, weights: list[float] | None,
+               training: bool) -> Backend | ActionPadded:
+        env = self.backend(self.args, compositions, num_envs, seed, weights=weights, training=training)
         n_actions = self.spec.n_actions
         return ActionPadded(env, n_actions) if env.spec.discrete and env.spec.n_actions < n_actions else env
 
@@ -156,6 +166,9 @@ class ActionPadded:
     def reset(self, seed: int | None = None) -> Step:
         return self._pad(self.env.reset(seed))
 
+    def reset_compositions(self, seed: int | None, compositions: np.ndarray) -> Step:
+        return self._pad(self.env.reset_compositions(seed, compositions))
+
     def step(self, actions: np.ndarray) -> Step:
         return self._pad(self.env.step(actions))
 
@@ -163,9 +176,12 @@ class ActionPadded:
         return getattr(self.env, name)
 
 
-def rollout(env: Backend | ActionPadded, algorithm: Any, explore: bool, seed: int | None, learn: bool) -> dict[str, np.ndarray]:
-    """Play one synchronous batch of episodes; returns per-env returns, wins and compositions."""
-    step = env.reset(seed)
+def rollout(env: Backend | ActionPadded, algorithm: Any, explore: bool, seed: int | None, learn: bool,
+            compositions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Play one synchronous batch of episodes (each env playing `compositions[b]` when given, on a
+    backend that `supports_assigned_compositions`); returns per-env returns, wins and
+    compositions."""
+    step = env.reset(seed) if compositions is None else env.reset_compositions(seed, compositions)
     memory = None
     returns = np.zeros(step.batch_size, dtype=np.float64)
     env_steps = 0
@@ -285,39 +301,79 @@ class ContinuousRollout:
 
 
 class Evaluator:
-    """Greedy evaluation on every composition of every split, with fixed evaluation seeds."""
+    """Greedy evaluation on every composition of every split, with fixed evaluation seeds.
 
-    def __init__(self, envs: TaskEnvs, seed: int) -> None:
+    On a backend that `supports_assigned_compositions`, every composition of every split
+    plays in one batch (of `together_batch` envs, the smallest power of two holding one
+    curve evaluation, at most EVAL_TOGETHER): one environment, and on SMAX one compiled
+    program, for the whole task. Otherwise each composition gets batches of its own."""
+
+    def __init__(self, envs: TaskEnvs, seed: int, episodes: int) -> None:
         self.envs = envs
         self.seed = seed
+        self.plan = [(split, name) for split, comps in envs.splits.items() for name, _, _ in comps]
+        self.together = bool(getattr(envs.backend, "supports_assigned_compositions", False))
+        self.together_batch = min(_pow2(len(self.plan) * episodes), EVAL_TOGETHER)
         self._cache: dict[tuple[str, str, int], Backend | ActionPadded] = {}
 
     def _env(self, split: str, name: str, batch: int) -> Backend | ActionPadded:
         key = (split, name, batch)
         if key not in self._cache:
-            self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)
+            if split == "*":
+                self._cache[key] = self.envs.make_all(batch, derive_seed(self.seed, "eval", "together"))
+            else:
+                self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)
         return self._cache[key]
 
     def evaluate(self, algorithm: Any, episodes: int, env_steps: int, kind: str) -> list[dict[str, Any]]:
+        results = self._play_together(algorithm, episodes) if self.together else self._play_apart(algorithm, episodes)
         rows = []
-        for split, comps in self.envs.splits.items():
-            for name, _, _ in comps:
-                returns, wins, done = [], [], 0
-                while done < episodes:
-                    batch = min(EVAL_BATCH, episodes - done)
-                    out = rollout(self._env(split, name, batch), algorithm, explore=False,
-                                  seed=derive_seed(self.seed, "eval", split, name, done), learn=False)
-                    returns.append(out["returns"])
-                    wins.append(out["won"])
-                    done += batch
-                for metric, values in (("return", np.concatenate(returns)), ("win_rate", np.concatenate(wins))):
-                    rows.append({"kind": kind, "env_steps": env_steps, "split": split, "composition": name,
-                                 "metric": metric, "value": float(np.mean(values)), "episodes": episodes})
+        for (split, name), (returns, wins) in zip(self.plan, results, strict=True):
+            for metric, values in (("return", returns), ("win_rate", wins)):
+                rows.append({"kind": kind, "env_steps": env_steps, "split": split, "composition": name,
+                             "metric": metric, "value": float(np.mean(values)), "episodes": episodes})
         return rows
+
+    def _play_apart(self, algorithm: Any, episodes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        results = []
+        for split, name in self.plan:
+            returns, wins, done = [], [], 0
+            while done < episodes:
+                batch = min(EVAL_BATCH, episodes - done)
+                out = rollout(self._env(split, name, batch), algorithm, explore=False,
+                              seed=derive_seed(self.seed, "eval", split, name, done), learn=False)
+                returns.append(out["returns"])
+                wins.append(out["won"])
+                done += batch
+            results.append((np.concatenate(returns), np.concatenate(wins)))
+        return results
+
+    def _play_together(self, algorithm: Any, episodes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`episodes` of every composition in chunks of `together_batch` envs, each chunk with
+        the same compositions and seed at every evaluation (so every evaluation plays the same
+        battles); the last chunk's spare envs play compositions of their own choosing and are
+        not counted."""
+        wanted = np.repeat(np.arange(len(self.plan)), episodes)
+        batch = self.together_batch
+        env = self._env("*", "*", batch)
+        returns, wins = [], []
+        for start in range(0, len(wanted), batch):
+            chunk = wanted[start : start + batch]
+            assigned = np.concatenate([chunk, np.resize(wanted, batch - len(chunk))])
+            out = rollout(env, algorithm, explore=False, seed=derive_seed(self.seed, "eval", start), learn=False,
+                          compositions=assigned)
+            returns.append(out["returns"][: len(chunk)])
+            wins.append(out["won"][: len(chunk)])
+        all_returns, all_wins = np.concatenate(returns), np.concatenate(wins)
+        return [(all_returns[wanted == i], all_wins[wanted == i]) for i in range(len(self.plan))]
 
     def close(self) -> None:
         for env in self._cache.values():
             env.close()
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def selection_score(rows: list[dict[str, Any]], metric: str) -> float:
@@ -371,18 +427,43 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 EvalCallback = Callable[[int, list[dict[str, Any]]], None]
+PhaseCallback = Callable[[str | None], None]
+
+
+class PhaseClock:
+    """Wall seconds of a run by phase: `setup` (environments, algorithm, a checkpoint to resume
+    from), `evaluation` (every evaluation, the absolute one included), `rollout` and `update`
+    (training), `checkpoint`; `compile` (set-up work the backends announce with
+    `harness.api.busy`, inside the others) and `to_first_update` (run start to the first
+    training step: the fixed cost of a run). Resumed runs add up their attempts."""
+
+    def __init__(self, prior: dict[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = dict(prior or {})
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - start)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
 
 class Run:
     def __init__(self, spec: RunSpec, on_progress: Callable[[int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, interrupt_flag: threading.Event | None = None,
-                 on_eval: EvalCallback | None = None) -> None:
+                 on_eval: EvalCallback | None = None, on_phase: PhaseCallback | None = None) -> None:
         self.spec = spec
         self.interrupt_flag = interrupt_flag
         self.on_progress = on_progress or (lambda _steps: None)
         # Sees every curve evaluation (env steps, rows) as it is made: `harness tune` feeds its
         # pruner from it and stops a pruned run through `should_stop`.
         self.on_eval = on_eval or (lambda _steps, _rows: None)
+        # Hears what long set-up work is under way ("compiling ...") and when it ends (None).
+        self.on_phase = on_phase or (lambda _what: None)
         self.should_stop = should_stop or (lambda: False)
         self.dir = Path(spec.checkpoint_dir) / spec.run_id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -394,7 +475,8 @@ class Run:
     def execute(self) -> RunResult:
         self.started, self.prior_seconds = time.monotonic(), 0.0
         self.progress = {"env_steps": 0, "grad_steps": 0}
-        with graceful_interrupts(self.interrupt_flag) as interrupted:
+        self.clock = PhaseClock()
+        with graceful_interrupts(self.interrupt_flag) as interrupted, watching_busy(self._busy):
             try:
                 result = self._train(lambda: interrupted.is_set() or self.should_stop())
             except (KeyboardInterrupt, StopRequested):
@@ -408,54 +490,67 @@ class Run:
         result.grad_steps = result.grad_steps or self.progress["grad_steps"]
         result.seconds = self.elapsed()
         result.versions = versions()
+        result.timings = {k: round(v, 3) for k, v in self.clock.seconds.items()}
         return result
 
+    def _busy(self, what: str | None) -> None:
+        """A backend's `busy` announcement: shown on the progress line, its time counted."""
+        if what is not None:
+            self.busy_since = time.perf_counter()
+        elif hasattr(self, "busy_since"):
+            self.clock.add("compile", time.perf_counter() - self.busy_since)
+        self.on_phase(what)
+
     def _train(self, stop_requested: Callable[[], bool]) -> RunResult:
-        spec, budget = self.spec, self.spec.budget
-        seed_everything(spec.seed)
-        envs = TaskEnvs.from_spec(spec)
-        env_spec = envs.spec
-        cls = registry.get_algorithm(spec.algorithm)
-        device = resolve_device(spec.device)
-        algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, device)
-        train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)
-        continuous = None
-        if spec.task_config.get("rollout", "episodes") == "continuous":
-            steps = spec.task_config.get("rollout_steps") or train_env.spec.episode_limit
-            continuous = ContinuousRollout(train_env, algorithm, steps)
-        evaluator = Evaluator(envs, spec.seed)
-        log = MetricsLog(self.dir)
-        last_path, best_path = self.dir / "last.pt", self.dir / "best.pt"
-        progress = self.progress
-        evals: list[dict[str, Any]] = []
-        best = {"score": -math.inf, "env_steps": 0}
-        saved = _load(last_path)
-        if saved is not None:
-            algorithm.load_state_dict(saved["algorithm"])
-            train_env.set_rng_state(saved["env_rng"])
-            progress["env_steps"], evals, best = saved["env_steps"], saved["evals"], saved["best"]
-            self.prior_seconds = saved["seconds"]
-            torch.set_rng_state(saved["torch_rng"])
-            if continuous is not None:
-                continuous.load_state_dict(saved.get("continuous", {}), device)
+        spec, budget, clock = self.spec, self.spec.budget, self.clock
+        with clock("setup"):
+            seed_everything(spec.seed)
+            envs = TaskEnvs.from_spec(spec)
+            env_spec = envs.spec
+            cls = registry.get_algorithm(spec.algorithm)
+            device = resolve_device(spec.device)
+            algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, device)
+            train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)
+            continuous = None
+            if spec.task_config.get("rollout", "episodes") == "continuous":
+                steps = spec.task_config.get("rollout_steps") or train_env.spec.episode_limit
+                continuous = ContinuousRollout(train_env, algorithm, steps)
+            evaluator = Evaluator(envs, spec.seed, budget["eval_episodes"])
+            log = MetricsLog(self.dir)
+            last_path, best_path = self.dir / "last.pt", self.dir / "best.pt"
+            progress = self.progress
+            evals: list[dict[str, Any]] = []
+            best = {"score": -math.inf, "env_steps": 0}
+            saved = _load(last_path)
+            if saved is not None:
+                algorithm.load_state_dict(saved["algorithm"])
+                train_env.set_rng_state(saved["env_rng"])
+                progress["env_steps"], evals, best = saved["env_steps"], saved["evals"], saved["best"]
+                self.prior_seconds = saved["seconds"]
+                torch.set_rng_state(saved["torch_rng"])
+                if continuous is not None:
+                    continuous.load_state_dict(saved.get("continuous", {}), device)
+                clock.seconds = {k: clock.seconds.get(k, 0.0) + v for k, v in saved.get("timings", {}).items()}
 
         def checkpoint() -> None:
-            progress["grad_steps"] = int(getattr(algorithm, "grad_steps", 0))
-            payload = {"algorithm": algorithm.state_dict(), "env_rng": train_env.rng_state(), "best": best,
-                       "env_steps": progress["env_steps"], "evals": evals, "seconds": self.elapsed(),
-                       "torch_rng": torch.get_rng_state()}
-            if continuous is not None:  # checkpoints fall between rounds, with episodes in flight
-                payload["continuous"] = continuous.state_dict()
-            _save(last_path, payload)
+            with clock("checkpoint"):
+                progress["grad_steps"] = int(getattr(algorithm, "grad_steps", 0))
+                payload = {"algorithm": algorithm.state_dict(), "env_rng": train_env.rng_state(), "best": best,
+                           "env_steps": progress["env_steps"], "evals": evals, "seconds": self.elapsed(),
+                           "torch_rng": torch.get_rng_state(), "timings": dict(clock.seconds)}
+                if continuous is not None:  # checkpoints fall between rounds, with episodes in flight
+                    payload["continuous"] = continuous.state_dict()
+                _save(last_path, payload)
 
         def evaluate() -> None:
-            rows = evaluator.evaluate(algorithm, budget["eval_episodes"], progress["env_steps"], "curve")
-            evals.extend(rows)
-            log.eval_rows(rows)
-            score = selection_score(rows, spec.metric)
-            if score > best["score"]:
-                best.update(score=score, env_steps=progress["env_steps"])
-                _save(best_path, {"policy": policy_state(algorithm)})
+            with clock("evaluation"):
+                rows = evaluator.evaluate(algorithm, budget["eval_episodes"], progress["env_steps"], "curve")
+                evals.extend(rows)
+                log.eval_rows(rows)
+                score = selection_score(rows, spec.metric)
+                if score > best["score"]:
+                    best.update(score=score, env_steps=progress["env_steps"])
+                    _save(best_path, {"policy": policy_state(algorithm)})
             self.on_eval(progress["env_steps"], rows)
 
         saved_at = time.monotonic()
@@ -465,15 +560,20 @@ class Run:
             every = budget["eval_every"]
             next_eval = (progress["env_steps"] // every + 1) * every
             train_metrics: dict[str, list[float]] = {}
+            if progress["env_steps"] < budget["env_steps"] and "to_first_update" not in clock.seconds:
+                clock.add("to_first_update", time.monotonic() - self.started)
             while progress["env_steps"] < budget["env_steps"]:
                 if stop_requested():
                     raise StopRequested
-                if continuous is not None:
-                    progress["env_steps"] += continuous.run()
-                else:
-                    out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
-                    progress["env_steps"] += int(out["env_steps"])
-                for key, value in algorithm.update().items():
+                with clock("rollout"):
+                    if continuous is not None:
+                        progress["env_steps"] += continuous.run()
+                    else:
+                        out = rollout(train_env, algorithm, explore=True, seed=None, learn=True)
+                        progress["env_steps"] += int(out["env_steps"])
+                with clock("update"):
+                    updated = algorithm.update()
+                for key, value in updated.items():
                     if not math.isfinite(value):
                         raise RunFailed(f"non-finite {key} ({value}) at env step {progress['env_steps']}")
                     train_metrics.setdefault(key, []).append(float(value))
@@ -489,11 +589,13 @@ class Run:
                         saved_at = time.monotonic()
                     next_eval = (progress["env_steps"] // every + 1) * every
             # The absolute metric: the best checkpoint re-evaluated on 10x the episodes.
-            best_state = _load(best_path)
-            if best_state is not None:
-                load_policy_state(algorithm, best_state["policy"])
-            absolute = evaluator.evaluate(algorithm, budget["absolute_episodes"], int(best["env_steps"]), "absolute")
+            with clock("evaluation"):
+                best_state = _load(best_path)
+                if best_state is not None:
+                    load_policy_state(algorithm, best_state["policy"])
+                absolute = evaluator.evaluate(algorithm, budget["absolute_episodes"], int(best["env_steps"]), "absolute")
             log.eval_rows(absolute)
+            log.write(progress["env_steps"], "timings", {k: round(v, 3) for k, v in clock.seconds.items()})
             # The resume checkpoint holds the replay (gigabytes on SMAX) and a finished run is
             # never resumed: drop it, keep best.pt (policy only) and the metrics.
             last_path.unlink(missing_ok=True)
@@ -510,5 +612,5 @@ class Run:
 
 def execute_run(spec: RunSpec, on_progress: Callable[[int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, interrupt_flag: threading.Event | None = None,
-                on_eval: EvalCallback | None = None) -> RunResult:
-    return Run(spec, on_progress, should_stop, interrupt_flag, on_eval).execute()
+                on_eval: EvalCallback | None = None, on_phase: PhaseCallback | None = None) -> RunResult:
+    return Run(spec, on_progress, should_stop, interrupt_flag, on_eval, on_phase).execute()

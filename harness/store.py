@@ -44,6 +44,7 @@ runs_table = sa.Table(
     sa.Column("attempts", sa.Integer, default=0),
     sa.Column("owner", sa.String(200)),
     sa.Column("versions", sa.Text),
+    sa.Column("timings", sa.Text),  # JSON: wall seconds by phase
     sa.Column("created_at", sa.Float),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -77,6 +78,7 @@ class RunResult:
     grad_steps: int = 0
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds by phase (see runner.PhaseClock)
 
 
 def owner_tag() -> str:
@@ -99,7 +101,7 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-RACE_MESSAGES = ("already exists", "locked", "duplicate key", "UNIQUE constraint failed")
+RACE_MESSAGES = ("already exists", "locked", "duplicate key", "duplicate column", "UNIQUE constraint failed")
 
 
 def _retry_races(write: Callable[[], None], attempts: int = 10) -> None:
@@ -125,6 +127,18 @@ def _create_tables(engine: sa.Engine) -> None:
     reports the same race as DuplicateTable, or as a unique violation on its catalogue of row
     types ("duplicate key ... pg_type_typname_nsp_index")."""
     _retry_races(lambda: metadata.create_all(engine))
+    _retry_races(lambda: _add_missing_columns(engine))
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Stores made by an older harness lack the columns added since (nullable, so old rows read
+    as NULL): add them, so a suite can go on in the store it started in."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(runs_table.name)}
+    missing = [c for c in runs_table.columns if c.name not in present]
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f'ALTER TABLE {runs_table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 class Store:
@@ -225,7 +239,8 @@ class Store:
             conn.execute(runs_table.update().where(runs_table.c.run_id == result.run_id).values(
                 status=result.status, reason=result.reason, env_steps=result.env_steps,
                 grad_steps=result.grad_steps, seconds=result.seconds,
-                versions=json.dumps(result.versions, sort_keys=True), finished_at=time.time()))
+                versions=json.dumps(result.versions, sort_keys=True),
+                timings=json.dumps(result.timings, sort_keys=True), finished_at=time.time()))
 
     # ---- reading ----------------------------------------------------------------------------
     def runs(self, suite: str | None = None, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -237,7 +252,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query.order_by(runs_table.c.task, runs_table.c.algorithm, runs_table.c.seed))]
         for r in rows:
-            for key in ("params", "budget", "task_config", "versions"):
+            for key in ("params", "budget", "task_config", "versions", "timings"):
                 r[key] = json.loads(r[key]) if r[key] else {}
         return rows
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
 
+from harness.api import busy
 from scenarios._jax_programs import compile_program
 from scenarios.smax import N_MOVES, SMAX_START_NOISE, SmaxArgs
 
@@ -111,9 +112,11 @@ class SmaxCore:
         noise = jax.random.uniform(key, (self.n_units, 2), minval=-SMAX_START_NOISE, maxval=SMAX_START_NOISE)
         return centres + noise
 
-    def _new_battle(self, key: jax.Array, table: dict[str, jax.Array]) -> tuple[Any, jax.Array]:
+    def _new_battle(self, key: jax.Array, table: dict[str, jax.Array], assigned: jax.Array) -> tuple[Any, jax.Array]:
+        """A battle of composition `assigned` (a row of the table), or of one drawn by the
+        table's weights where `assigned` is negative."""
         k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, _ = jax.random.split(key, 7)
-        comp = jax.random.categorical(k_comp, table["weights"])
+        comp = jnp.where(assigned >= 0, assigned, jax.random.categorical(k_comp, table["weights"]))
         n, m = table["allies"][comp], table["enemies"][comp]
         smax_layout = table["smax_layout"][comp]
         types = self._draw_types(k_types, table["type_probs"][comp], table["fixed_types"][comp], n, m, ~smax_layout)
@@ -236,27 +239,31 @@ class SmaxCore:
 
     # ---- compiled programs --------------------------------------------------------------------
     def programs(self, batch: int, table: dict[str, jax.Array]) -> tuple[Any, Any]:
-        """The compiled reset `(key, table) -> (key, state, packed)` and step `(state, actions,
-        table, autoreset) -> (state, packed)` of a `batch`-env batch (see `_step`), compiled
-        at the first call for each batch size and table shape."""
+        """The compiled reset `(key, table, assigned) -> (key, state, packed)` and step `(state,
+        actions, table, autoreset) -> (state, packed)` of a `batch`-env batch (see `_reset`,
+        `_step`), compiled at the first call for each batch size and table shape, then kept
+        for the life of the process: every run of a worker on a task of this size reuses them."""
         signature = (batch, *((name, array.shape) for name, array in sorted(table.items())))
         if signature not in self._programs:
             key = jax.random.PRNGKey(0)
+            assigned = jax.ShapeDtypeStruct((batch,), jnp.int32)
             state = self.state_template(batch, table)
             actions = jax.ShapeDtypeStruct((batch, self.a), jnp.int32)
             flag = jax.ShapeDtypeStruct((), jnp.bool_)
-            self._programs[signature] = (
-                compile_program(self._packed_reset, key, table, batch, static_argnums=(2,)),
-                compile_program(self._packed_step, state, actions, table, flag),
-            )
+            with busy(f"compiling SMAX {self.a}v{self.e} for {batch} envs"):
+                self._programs[signature] = (
+                    compile_program(self._packed_reset, key, table, assigned),
+                    compile_program(self._packed_step, state, actions, table, flag),
+                )
         return self._programs[signature]
 
     def state_template(self, batch: int, table: dict[str, jax.Array]) -> Any:
         """The shapes and dtypes of a batch state (a tree of `jax.ShapeDtypeStruct`)."""
-        return jax.eval_shape(lambda key, t: self._reset(key, t, batch)[1], jax.random.PRNGKey(0), table)
+        assigned = jnp.full((batch,), -1, jnp.int32)
+        return jax.eval_shape(lambda key, t: self._reset(key, t, assigned)[1], jax.random.PRNGKey(0), table)
 
-    def _packed_reset(self, key: jax.Array, table: dict[str, Any], batch: int) -> tuple[jax.Array, dict, dict]:
-        key, batch_state, out = self._reset(key, table, batch)
+    def _packed_reset(self, key: jax.Array, table: dict[str, Any], assigned: jax.Array) -> tuple[jax.Array, dict, dict]:
+        key, batch_state, out = self._reset(key, table, assigned)
         return key, batch_state, self._pack(out)
 
     def _packed_step(self, batch_state: dict, actions: jax.Array, table: dict[str, Any],
@@ -265,10 +272,13 @@ class SmaxCore:
         return batch_state, self._pack(out)
 
     # ---- batched reset and step ---------------------------------------------------------------
-    def _reset(self, key: jax.Array, table: dict[str, Any], batch: int) -> tuple[jax.Array, dict, dict]:
+    def _reset(self, key: jax.Array, table: dict[str, Any], assigned: jax.Array) -> tuple[jax.Array, dict, dict]:
+        """New battles in every env: of composition `assigned[b]` ([batch] int32, rows of the
+        table), or drawn by weight where it is negative."""
+        batch = assigned.shape[0]
         key, sub = jax.random.split(key)
         keys = jax.random.split(sub, batch)
-        states, comps = jax.vmap(self._new_battle, in_axes=(0, None))(keys, table)
+        states, comps = jax.vmap(self._new_battle, in_axes=(0, None, 0))(keys, table, assigned)
         false = jnp.zeros(batch, bool)
         batch_state = {
             "env": states, "key": jax.random.split(keys[0], batch), "comp": comps, "done": false,
@@ -328,7 +338,7 @@ class SmaxCore:
             # The next chunk of waiting envs; unused places hold `batch`, dropped by the scatters.
             rows = jnp.nonzero(waiting, size=RESTART_CHUNK, fill_value=batch)[0]
             chunk_keys = battle_keys[jnp.minimum(rows, batch - 1)]
-            battles, drawn = jax.vmap(self._new_battle, in_axes=(0, None))(chunk_keys, table)
+            battles, drawn = jax.vmap(self._new_battle, in_axes=(0, None, None))(chunk_keys, table, jnp.int32(-1))
             envs = jax.tree.map(lambda old, new: old.at[rows].set(new, mode="drop"), envs, battles)
             return waiting.at[rows].set(False, mode="drop"), envs, comps.at[rows].set(drawn, mode="drop")
 

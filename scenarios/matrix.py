@@ -167,6 +167,7 @@ class MatrixBackend(Backend):
     Composition = MatrixComposition
     # Every env's episode lasts `episode_length` steps, so they all end, and restart, together.
     supports_autoreset = True
+    supports_assigned_compositions = True
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod
@@ -291,7 +292,18 @@ class MatrixBackend(Backend):
     def reset(self, seed: int | None = None) -> Step:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.comp = self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs).astype(np.int64)
+        return self._start(self.rng.choice(len(self.probs), size=self.num_envs, p=self.probs))
+
+    def reset_compositions(self, seed: int | None, compositions: np.ndarray) -> Step:
+        compositions = np.asarray(compositions, dtype=np.int64)
+        if compositions.shape != (self.num_envs,) or not ((compositions >= 0) & (compositions < len(self.probs))).all():
+            raise ValueError(f"compositions must be {self.num_envs} indices below {len(self.probs)}, got {compositions}")
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        return self._start(compositions)
+
+    def _start(self, compositions: np.ndarray) -> Step:
+        self.comp = compositions.astype(np.int64)
         self.t = 0
         self.last_actions[:] = 0
         self.ep_return[:] = 0

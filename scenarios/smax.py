@@ -262,6 +262,7 @@ class SmaxBackend(Backend):
     Composition = SmaxComposition
     family = "sc2"  # `backend=smacv2` swaps these tasks onto StarCraft II
     supports_autoreset = True  # inside the compiled step: a done env draws its next battle from its own key
+    supports_assigned_compositions = True  # the compiled reset takes each env's composition as data
     leaderboard_note = ("SMAX (JaxMARL's JAX reimplementation of SMAC combat) numbers are not comparable with "
                         "SMACv2 (StarCraft II) numbers: units, timing and the enemy AI are simplified.")
 
@@ -310,8 +311,11 @@ class SmaxBackend(Backend):
         self.table = jax.device_put(composition_table(args, compositions, a, weights))  # read by every step
         self.key = jax.random.PRNGKey(seed)
         self.state: Any = None
-        # The step's autoreset argument, both values on the device once (not copied over every step).
+        # The step's autoreset argument, both values on the device once (not copied over every step),
+        # and the reset's "draw every env's composition by weight".
         self.autoreset_flags = jax.device_put((np.bool_(False), np.bool_(True)))
+        self.draw_all = jax.device_put(np.full(self.padded, -1, np.int32))
+        self.n_compositions = len(compositions)
 
     @functools.cached_property
     def programs(self) -> tuple[Any, Any]:
@@ -319,11 +323,22 @@ class SmaxBackend(Backend):
         return self.core.programs(self.padded, self.table)
 
     def reset(self, seed: int | None = None) -> Step:
+        return self._reset(seed, self.draw_all)
+
+    def reset_compositions(self, seed: int | None, compositions: np.ndarray) -> Step:
+        compositions = np.asarray(compositions, dtype=np.int32)
+        if compositions.shape != (self.num_envs,) or not ((compositions >= 0) & (compositions < self.n_compositions)).all():
+            raise ValueError(f"compositions must be {self.num_envs} indices below {self.n_compositions}, got {compositions}")
+        assigned = np.full(self.padded, -1, np.int32)  # the padding envs draw theirs
+        assigned[: self.num_envs] = compositions
+        return self._reset(seed, assigned)
+
+    def _reset(self, seed: int | None, assigned: Any) -> Step:
         import jax
 
         if seed is not None:
             self.key = jax.random.PRNGKey(seed)
-        self.key, self.state, out = self.programs[0](self.key, self.table)
+        self.key, self.state, out = self.programs[0](self.key, self.table, assigned)
         return self._to_step(out)
 
     def step(self, actions: np.ndarray) -> Step:
@@ -390,7 +405,7 @@ def _enable_compilation_cache() -> None:
     """Reuse compiled SMAX programs across processes (every worker would compile them again)."""
     import jax
 
-    if jax.config.jax_compilation_cache_dir:
+    if getattr(jax.config, "jax_compilation_cache_dir", None):
         return
     path = os.environ.get("HARNESS_JAX_CACHE") or str(Path.home() / ".cache" / "teamgen-harness" / "jax")
     jax.config.update("jax_compilation_cache_dir", path)

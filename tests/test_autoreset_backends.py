@@ -185,7 +185,8 @@ def test_smax_restarts_draw_each_envs_battle_from_its_own_key_chunk_by_chunk() -
     restart[[0, 1, 4, 5, 7, 9, 12, 13, 15][: 2 * RESTART_CHUNK + 1]] = True
     out = jax.jit(core._restart)(state, restart, env.table)
     battle_keys = jax.vmap(jax.random.split)(state["key"])[:, 1]
-    battles, comps = jax.jit(jax.vmap(core._new_battle, in_axes=(0, None)))(battle_keys, env.table)
+    draw = jax.vmap(core._new_battle, in_axes=(0, None, None))
+    battles, comps = jax.jit(draw)(battle_keys, env.table, np.int32(-1))
     for drawn, before, after in zip(jax.tree.leaves(battles), jax.tree.leaves(state["env"]),
                                     jax.tree.leaves(out["env"]), strict=True):
         after = np.asarray(after)

@@ -454,3 +454,81 @@ def test_flat_encoder_ignores_hidden_rows_and_pads_short_lists(seed, a, e, pad) 
 def test_flat_encoder_refuses_longer_entity_lists() -> None:
     with pytest.raises(ValueError, match="at most 2 entities, got 3"):
         FlatEncoder(F, 2, 8)(torch.zeros(1, 1, 3, F), torch.ones(1, 1, 3, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ fast paths (same maths)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 6), k=st.integers(1, 6), views=st.integers(1, 3))
+def test_single_query_attention_folds_keys_and_values_into_the_query(seed, m, k, views):
+    """`from_first_row` is `forward` with row 0 as the query, values and gradients, for every
+    mask (an all-masked row included)."""
+    gen = torch.Generator().manual_seed(seed)
+    with seeded(seed):
+        attn = EntityAttention(8, 2)
+    x = torch.randn(m, k, 8, generator=gen, requires_grad=True)
+    masks = [torch.rand(m, k, generator=gen) < 0.6 for _ in range(views)]
+    masks[0][0] = False  # one query with nothing to attend to
+    fast = attn.from_first_row(x, masks)
+    slow = [attn(x[:, :1], x, mask).squeeze(1) for mask in masks]
+    for got, expected in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    params = [x, *attn.parameters()]
+    for g1, g2 in zip(torch.autograd.grad(sum(o.square().sum() for o in fast), params),
+                      torch.autograd.grad(sum(o.square().sum() for o in slow), params), strict=True):
+        torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-4)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), density=st.sampled_from([0.0, 0.5, 1.0]))
+def test_views_unrolled_together_equal_each_view_unrolled_alone(seed, density):
+    agent = make_agent(seed % 5)
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn(2, 4, 3, 5, F, generator=gen)
+    masks = [torch.rand(2, 4, 3, 5, generator=gen) < p for p in (0.9, 0.5, 0.2)]
+    present = torch.rand(2, 4, 3, generator=gen) < density
+    together = agent.unroll_views(obs, masks, present)
+    alone = [agent.unroll(obs, mask, present) for mask in masks]
+    for got, expected in zip(together, alone, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    hidden = agent.unroll_hidden_views(obs, masks, present)
+    torch.testing.assert_close(hidden[1], agent.unroll_hidden(obs, masks[1], present), atol=1e-6, rtol=1e-5)
+
+
+@PROPS
+@given(seed=st.integers(0, 10_000), from_h0=st.booleans())
+def test_packed_gru_training_steps_equal_aten_packed_gru(seed, from_h0):
+    """Training steps the packed GRU from Python (see `_packed_gru_steps`), inference runs
+    ATen's: the same states."""
+    from algorithms.common.networks import RunPacking, packed_gru
+
+    gen = torch.Generator().manual_seed(seed)
+    cell = nn.GRUCell(3, 5)
+    present = torch.rand(3, 7, 2, generator=gen) < 0.7
+    present[0, 0, 0] = True
+    packing = RunPacking.of(present)
+    data = torch.randn(len(packing.order), 3, generator=gen)
+    h0 = torch.randn(3, 2, 5, generator=gen) if from_h0 else None
+    with torch.no_grad():
+        inference = packed_gru(cell, data, packing, h0)
+    training = packed_gru(cell, data, packing, h0)
+    assert training.requires_grad
+    torch.testing.assert_close(training.detach(), inference, atol=1e-6, rtol=1e-5)
+
+
+def test_state_context_agent_views_equal_separate_attention():
+    from algorithms.common.networks import StateContext
+
+    with seeded(3):
+        context = StateContext(G, 8, 2)
+    gen = torch.Generator().manual_seed(3)
+    state = torch.randn(4, 6, G, generator=gen)
+    state_mask = torch.rand(4, 6, generator=gen) < 0.8
+    within = torch.rand(4, 3, 6, generator=gen) < 0.5
+    agents, pooled, (rows,) = context.with_agent_views(state, state_mask, 3, [within])
+    expected_agents, expected_pooled = context(state, state_mask, 3)
+    torch.testing.assert_close(agents, expected_agents)
+    torch.testing.assert_close(pooled, expected_pooled)
+    z = torch.relu(context.entity(state))
+    torch.testing.assert_close(rows, torch.relu(context.attention(z[:, :3], z, within)))

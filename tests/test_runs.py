@@ -183,3 +183,76 @@ def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path, 
             url = store_url(kind, request, tmp_path, f"race{i}")
             start = time.time() + 0.2
             assert pool.map(_open_store_at, [(url, start), (url, start)]) == ["ok", "ok"]
+
+
+def test_evaluating_every_composition_in_one_batch_gives_the_per_composition_numbers(smoke_suite) -> None:
+    """A backend that `supports_assigned_compositions` plays every composition of every split
+    in one batch (one environment); on a deterministic game the numbers equal those of a batch
+    per composition, and every evaluation plays the same episodes."""
+    import torch
+
+    from harness import registry
+    from harness.config import build_config
+    from harness.runner import Evaluator, TaskEnvs
+
+    spec = spec_for(smoke_suite(), "two_type", "vdn")
+    envs = TaskEnvs.from_spec(spec)
+    cls = registry.get_algorithm("vdn")
+    algorithm = cls(envs.spec, build_config(cls, spec.params), 0, torch.device("cpu"))
+    together = Evaluator(envs, 0, episodes=5)
+    assert together.together and together.together_batch == 16  # 3 compositions x 5 episodes
+    first, again = together.evaluate(algorithm, 5, 0, "curve"), together.evaluate(algorithm, 37, 0, "curve")
+    assert len(together._cache) == 1  # one environment for the task, whatever the episode count
+    apart = Evaluator(envs, 0, episodes=5)
+    apart.together = False
+    expected = apart.evaluate(algorithm, 5, 0, "curve")
+    assert eval_values(first) == eval_values(expected)
+    assert [r["episodes"] for r in again] == [37] * len(again)
+    assert [(r["split"], r["composition"], r["metric"]) for r in again] == [
+        (r["split"], r["composition"], r["metric"]) for r in expected]
+
+
+def test_runs_record_their_time_by_phase_and_announced_compilations(smoke_suite, tmp_path: Path) -> None:
+    """Every run records wall seconds by phase (evaluation's share among them), with set-up work
+    that a backend announces through `harness.api.busy` shown to the progress callback and timed."""
+    from harness.api import busy
+    from harness.runner import Run
+
+    spec = spec_for(smoke_suite(), "climbing", "vdn", checkpoint_dir=tmp_path / "ck")
+    phases: list[str | None] = []
+    run = Run(spec, on_phase=phases.append)
+    original = run._train
+
+    def train_announcing(stop):  # what SMAX does while it compiles a program
+        with busy("compiling something"):
+            time.sleep(0.05)
+        return original(stop)
+
+    run._train = train_announcing  # type: ignore[method-assign]
+    result = run.execute()
+    assert result.status == "done"
+    assert phases == ["compiling something", None]
+    timings = result.timings
+    assert {"setup", "evaluation", "rollout", "update", "to_first_update", "compile"} <= set(timings)
+    assert timings["compile"] >= 0.05
+    assert sum(timings[k] for k in ("setup", "evaluation", "rollout", "update")) <= result.seconds
+    assert 0 < timings["to_first_update"] < result.seconds
+
+
+def test_a_store_made_before_the_timings_column_gains_it(tmp_path: Path) -> None:
+    """Opening a store an older harness made adds the columns it lacks (old rows read NULL)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE runs (run_id VARCHAR(32) PRIMARY KEY, suite VARCHAR(200) NOT NULL, "
+                             "task VARCHAR(200) NOT NULL, algorithm VARCHAR(200) NOT NULL, seed INTEGER NOT NULL, "
+                             "params TEXT NOT NULL, budget TEXT NOT NULL, task_config TEXT NOT NULL, "
+                             "metric VARCHAR(50) NOT NULL, status VARCHAR(20) NOT NULL, reason TEXT, "
+                             "env_steps BIGINT, grad_steps BIGINT, seconds FLOAT, attempts INTEGER, "
+                             "owner VARCHAR(200), versions TEXT, created_at FLOAT, started_at FLOAT, finished_at FLOAT)"))
+        conn.execute(sa.text("INSERT INTO runs (run_id, suite, task, algorithm, seed, params, budget, task_config, "
+                             "metric, status) VALUES ('r1', 's', 't', 'vdn', 0, '{}', '{}', '{}', 'return', 'done')"))
+    store = Store(url)
+    (row,) = store.runs("s")
+    assert row["timings"] == {} and row["status"] == "done"
+    Store(url)  # opening it again finds nothing to add

@@ -116,6 +116,22 @@ def test_own_entity_first_then_allies_then_enemies(mixed) -> None:
     assert (step.obs[~visible] == 0).all()
 
 
+def test_reset_plays_the_compositions_it_is_given() -> None:
+    """`reset_compositions` sets each env's battle (what evaluation uses to play every
+    composition in one batch); `reset` draws each by weight. Bad indices are refused."""
+    env = make([Comp(allies=2), Comp(allies=3, enemies=4), *MAX], num_envs=6, seed=5)
+    wanted = np.array([2, 0, 1, 1, 0, 2])
+    step = env.reset_compositions(7, wanted)
+    assert step.composition.tolist() == wanted.tolist()
+    assert step.agent_mask.sum(1).tolist() == [4, 2, 3, 3, 2, 4]
+    assert step.state_mask[:, 4:].sum(1).tolist() == [4, 2, 4, 4, 2, 4]
+    again = env.reset_compositions(7, wanted)  # the same seed and compositions: the same battles
+    np.testing.assert_array_equal(again.state, step.state)
+    for bad in (np.array([0, 1, 2, 3, 0, 0]), np.array([0, 1])):
+        with pytest.raises(ValueError, match="compositions must be"):
+            env.reset_compositions(7, bad)
+
+
 def test_unit_types_stay_within_the_race() -> None:
     for race, allowed in {"protoss": {"stalker", "zealot"}, "zerg": {"zergling", "hydralisk"}}.items():
         step = make(MAX, seed=1, race=race).reset()

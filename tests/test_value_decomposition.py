@@ -421,3 +421,28 @@ def test_agent_id_input_tells_agents_with_the_same_view_apart() -> None:
     with pytest.raises(ValueError, match="has 4 slots, got 5 agents"):
         agent(torch.zeros(2, 5, 6, F), torch.ones(2, 5, 6, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool),
               agent.initial_state(2, 5))
+
+
+def test_mixers_run_on_filled_steps_only_with_the_same_values_there() -> None:
+    """`on_filled_steps` hands the function the filled (episode, step) entries only and puts
+    its outputs back: equal to the whole computation where filled, zero elsewhere; inputs over
+    the T+1 observation slots go in whole."""
+    from algorithms.value_decomposition import on_filled_steps
+
+    gen = torch.Generator().manual_seed(0)
+    filled = torch.rand(3, 5, generator=gen) < 0.6
+    batch = {"filled": filled}
+    q, state = torch.randn(3, 5, 4, generator=gen), torch.randn(3, 5, 2, generator=gen)
+    calls = []
+
+    def mix(q: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(q.shape[0])
+        return q.sum(-1) * state[..., 0], q * 2
+
+    total, per_agent = on_filled_steps(batch, mix, q, state)
+    expected_total, expected_per_agent = mix(q, state)
+    assert calls[0] == int(filled.sum())
+    torch.testing.assert_close(total, torch.where(filled, expected_total, 0.0))
+    torch.testing.assert_close(per_agent, torch.where(filled[..., None], expected_per_agent, 0.0))
+    slots = torch.randn(3, 6, 4, generator=gen)  # T+1 slots: computed whole
+    torch.testing.assert_close(on_filled_steps(batch, lambda x: x * 3, slots), slots * 3)

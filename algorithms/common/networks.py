@@ -6,6 +6,8 @@ Masks follow the harness polarity everywhere: True = the entity exists / is visi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,19 +40,55 @@ class EntityAttention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(-2, -3)
 
     def forward(self, queries: torch.Tensor, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = (
-            self._split(self.query(queries)),
-            self._split(self.key(entities)),
-            self._split(self.value(entities)),
-        )
+        return self.attend(queries, self.keys_values(entities), [mask])[0]
+
+    def keys_values(self, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of entities [..., K, D], split into heads [..., heads, K, D / heads]:
+        computed once, they serve every `attend` over the same entities."""
+        return self._split(self.key(entities)), self._split(self.value(entities))
+
+    def attend(self, queries: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor],
+               masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """`forward` of queries [..., Q, D] over the entities of `keys_values`, once per mask
+        ([..., K] or [..., Q, K]); the masks share the logits. One [..., Q, D] per mask."""
+        k, v = keys_values
+        q = self._split(self.query(queries))
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [..., heads, Q, K]
-        per_query = mask.dim() == queries.dim()
-        keep = mask.unsqueeze(-3) if per_query else mask[..., None, None, :]
-        # A finite fill keeps softmax NaN-free on an all-masked row; multiplying by the mask
-        # then zeroes that row's uniform weights (elsewhere masked weights are already 0).
-        weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(-1) * keep
-        mixed = (weights @ v).transpose(-2, -3).flatten(-2)  # [..., Q, D]
-        return self.out(mixed)
+        outs = []
+        for mask in masks:
+            per_query = mask.dim() == queries.dim()
+            keep = mask.unsqueeze(-3) if per_query else mask[..., None, None, :]
+            # A finite fill keeps softmax NaN-free on an all-masked row; multiplying by the mask
+            # then zeroes that row's uniform weights (elsewhere masked weights are already 0).
+            weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(-1) * keep
+            outs.append(self.out((weights @ v).transpose(-2, -3).flatten(-2)))  # [..., Q, D]
+        return outs
+
+    def from_first_row(self, entities: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """`forward` with row 0 as the only query, once per mask: entities [M, K, D], each mask
+        [M, K] -> one [M, D] per mask (the same values as `forward(entities[:, :1], entities,
+        mask)`, up to rounding).
+
+        With one query the key and value projections fold into the query side: the logit of
+        head h is <W_q,h x_0, W_k,h x_e> = <W_k,h^T W_q,h x_0, x_e>, and its output
+        W_v,h sum_e w_e x_e. So the keys and values of the K rows are never projected: per
+        row that is K times fewer multiply-adds in those two layers (E = 10 to 16 rows on
+        SMAX), and the masks of several views (REFIL's imagined groups) share every logit.
+        """
+        rows, _, width = entities.shape
+        heads = self.heads
+        scale = 1.0 / math.sqrt(width // heads)
+        query = self.query(entities[:, 0]).unflatten(-1, (heads, -1)) * scale  # [M, h, d]
+        # The query in the entities' own space, per head: [M, h, D].
+        folded = torch.einsum("mhd,hdc->mhc", query, self.key.weight.unflatten(0, (heads, -1)))
+        logits = torch.bmm(folded, entities.transpose(1, 2))  # [M, h, K]
+        keep = torch.stack(list(masks)).unsqueeze(-2)  # [V, M, 1, K]
+        # As in `forward`: a finite fill, then the mask zeroes an all-masked row's weights.
+        weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(-1) * keep  # [V, M, h, K]
+        pooled = torch.bmm(weights.transpose(0, 1).flatten(1, 2), entities)  # [M, V*h, D]
+        pooled = pooled.unflatten(1, (len(masks), heads))  # [M, V, h, D]
+        mixed = torch.einsum("mvhc,hdc->vmhd", pooled, self.value.weight.unflatten(0, (heads, -1)))
+        return list(self.out(mixed.flatten(-2)).unbind(0))
 
 
 class EntityEncoder(nn.Module):
@@ -70,10 +108,17 @@ class EntityEncoder(nn.Module):
         self.self_residual = self_residual
 
     def forward(self, entities: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.embed(entities))  # [..., E, D]
-        own = x[..., :1, :]
-        out = self.attention(own, x, mask)
-        return (out + own if self.self_residual else out).squeeze(-2)
+        return self.views(entities, [mask])[0]
+
+    def views(self, entities: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The encoding of entities [..., E, F] under each of `masks` ([..., E] each), sharing
+        the embedding and the attention logits between them: one [..., D] per mask."""
+        lead = entities.shape[:-2]
+        x = F.relu(self.embed(entities.reshape(-1, *entities.shape[-2:])))  # [M, E, D]
+        outs = self.attention.from_first_row(x, [m.reshape(-1, m.shape[-1]) for m in masks])
+        if self.self_residual:
+            outs = [out + x[:, 0] for out in outs]
+        return [out.view(*lead, -1) for out in outs]
 
 
 class FlatEncoder(nn.Module):
@@ -97,6 +142,10 @@ class FlatEncoder(nn.Module):
         rows = torch.where(mask.unsqueeze(-1), entities, 0.0)
         return F.relu(self.embed(F.pad(rows, (0, 0, 0, missing)).flatten(-2)))
 
+    def views(self, entities: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """`forward` under each of `masks` (nothing to share: each view hides other rows)."""
+        return [self(entities, mask) for mask in masks]
+
 
 def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """A GRU cell over time: inputs x [B, T, A, H_in], agent mask [B, T, A] -> states
@@ -106,7 +155,7 @@ def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: tor
 
     So every maximal run of steps in which an agent is present is a GRU sequence of its own,
     and nothing else is computed: ATen's multi-step GRU walks those runs as one packed batch
-    in C++ (`_packed_gru`), with the cell's own weights. Stepping the cell from Python costs
+    in C++ (`packed_gru`), with the cell's own weights. Stepping the cell from Python costs
     one round of dispatch per step and op, the larger part of a small network's time;
     padding and absent agents would cost compute too.
     """
@@ -114,7 +163,8 @@ def unroll_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: tor
         return _fused_gru(cell, x, h0)
     if not bool(present.any()):
         return x.new_zeros(*present.shape, cell.hidden_size)
-    return _packed_gru(cell, x, present, h0)
+    packing = RunPacking.of(present)
+    return packing.scatter(packed_gru(cell, packing.gather(x), packing, h0))
 
 
 def _gru_weights(cell: nn.GRUCell) -> list[torch.Tensor]:
@@ -131,50 +181,92 @@ def _fused_gru(cell: nn.GRUCell, x: torch.Tensor, h0: torch.Tensor | None) -> to
     return states.unflatten(0, (batch, agents)).transpose(1, 2)
 
 
-def _packed_gru(cell: nn.GRUCell, x: torch.Tensor, present: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-    """`unroll_gru` over the runs of presence, packed as `nn.utils.rnn.PackedSequence` packs
-    sequences: time-major, longest run first, `batch_sizes[k]` runs still going at step k."""
-    order, batch_sizes, starts = _run_packing(present)
-    data = x.flatten(0, 2).index_select(0, order)  # [N, H_in], N = present agent-steps
+class RunPacking(NamedTuple):
+    """The present agent-steps of a mask [B, T, A], in the order ATen's packed GRU wants them
+    (as `nn.utils.rnn.PackedSequence` packs sequences): every maximal run of presence is a
+    sequence; time-major, longest run first, `batch_sizes[k]` runs still going at step k.
+
+    Networks that compute only on present agent-steps gather their inputs with `gather`, run
+    the GRU with `packed_gru` and put the results back with `scatter` (zero elsewhere)."""
+
+    order: torch.Tensor  # [N] flat [B*T*A] index of every present agent-step, in packed order
+    batch_sizes: torch.Tensor  # [steps] CPU int64, as ATen wants them
+    run_agent: torch.Tensor  # [runs] in packed order: the flat [B*A] index of its agent when the run begins at step 0, else -1
+    shape: tuple[int, int, int]  # (B, T, A)
+
+    @classmethod
+    def of(cls, present: torch.Tensor) -> RunPacking:
+        """The packing of a mask [B, T, A] with at least one present entry."""
+        mask = present.detach().cpu().numpy()
+        batch, steps, agents = mask.shape
+        columns = mask.transpose(0, 2, 1).reshape(-1, steps)  # one row per (b, a) time series
+        before = np.zeros_like(columns)
+        before[:, 1:] = columns[:, :-1]
+        starts = columns & ~before
+        col, t = np.nonzero(columns)  # present entries, row-major: each run's steps are consecutive
+        run = np.cumsum(starts[col, t]) - 1  # run id of every present entry
+        first = np.flatnonzero(starts[col, t])  # entry index where each run starts
+        position = np.arange(len(run)) - first[run]  # step within the run
+        lengths = np.bincount(run)
+        rank = np.empty_like(lengths)
+        rank[np.argsort(-lengths, kind="stable")] = np.arange(len(lengths))  # longest first
+        batch_sizes = np.bincount(position)  # runs still going at each step (lengths sorted: a prefix)
+        offsets = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]])
+        packed_at = offsets[position] + rank[run]  # where each present entry goes in the packed data
+        b, a = np.divmod(col, agents)
+        flat = (b * steps + t) * agents + a
+        order = np.empty_like(flat)
+        order[packed_at] = flat
+        run_agent = np.full(len(lengths), -1, np.int64)
+        run_agent[rank] = np.where(t[first] == 0, b[first] * agents + a[first], -1)
+        device = present.device
+        return cls(torch.from_numpy(order).to(device), torch.from_numpy(batch_sizes),
+                   torch.from_numpy(run_agent).to(device), (batch, steps, agents))
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, A, ...] -> its present entries [N, ...], in packed order."""
+        return x.flatten(0, 2).index_select(0, self.order)
+
+    def scatter(self, rows: torch.Tensor) -> torch.Tensor:
+        """Packed entries [N, ...] -> [B, T, A, ...], zero where absent."""
+        out = rows.new_zeros(math.prod(self.shape), *rows.shape[1:]).index_copy(0, self.order, rows)
+        return out.view(*self.shape, *rows.shape[1:])
+
+
+def packed_gru(cell: nn.GRUCell, data: torch.Tensor, packing: RunPacking, h0: torch.Tensor | None) -> torch.Tensor:
+    """The states [N, H] of the runs of `packing` from their inputs `data` [N, H_in] (packed
+    order); runs that begin at step 0 go on from h0 [B, A, H] when given, the others (and
+    every run without h0) start from zero."""
     if h0 is None:
-        start = x.new_zeros(1, int(batch_sizes[0]), cell.hidden_size)
-    else:  # runs that begin at step 0 go on from h0; the others (gap before them) from zero
+        start = data.new_zeros(int(packing.batch_sizes[0]), cell.hidden_size)
+    else:
         rows = torch.cat([h0.flatten(0, 1), h0.new_zeros(1, h0.shape[-1])])
-        start = rows[starts].unsqueeze(0)
+        start = rows[packing.run_agent]
+    if torch.is_grad_enabled():
+        return _packed_gru_steps(cell, data, packing.batch_sizes.tolist(), start)
     # torch.gru(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
-    states, _ = torch.gru(data, batch_sizes, start, _gru_weights(cell), True, 1, 0.0, torch.is_grad_enabled(), False)
-    out = x.new_zeros(present.numel(), cell.hidden_size).index_copy(0, order, states)
-    return out.view(*present.shape, cell.hidden_size)
+    states, _ = torch.gru(data, packing.batch_sizes, start.unsqueeze(0), _gru_weights(cell), True, 1, 0.0,
+                          False, False)
+    return states
 
 
-def _run_packing(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For a mask [B, T, A]: the flat [B*T*A] index of every present agent-step in packed
-    order, the packed batch sizes (a CPU int64 tensor, as ATen wants them) and, per run in
-    packed order, the flat [B*A] index of its agent when the run begins at step 0, else -1."""
-    mask = present.detach().cpu().numpy()
-    batch, steps, agents = mask.shape
-    columns = mask.transpose(0, 2, 1).reshape(-1, steps)  # one row per (b, a) time series
-    before = np.zeros_like(columns)
-    before[:, 1:] = columns[:, :-1]
-    starts = columns & ~before
-    col, t = np.nonzero(columns)  # present entries, row-major: each run's steps are consecutive
-    run = np.cumsum(starts[col, t]) - 1  # run id of every present entry
-    first = np.flatnonzero(starts[col, t])  # entry index where each run starts
-    position = np.arange(len(run)) - first[run]  # step within the run
-    lengths = np.bincount(run)
-    rank = np.empty_like(lengths)
-    rank[np.argsort(-lengths, kind="stable")] = np.arange(len(lengths))  # longest first
-    batch_sizes = np.bincount(position)  # runs still going at each step (lengths sorted: a prefix)
-    offsets = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]])
-    packed_at = offsets[position] + rank[run]  # where each present entry goes in the packed data
-    b, a = np.divmod(col, agents)
-    flat = (b * steps + t) * agents + a
-    order = np.empty_like(flat)
-    order[packed_at] = flat
-    run_agent = np.full(len(lengths), -1, np.int64)  # [runs] in packed order
-    run_agent[rank] = np.where(t[first] == 0, b[first] * agents + a[first], -1)
-    return (torch.from_numpy(order).to(present.device), torch.from_numpy(batch_sizes),
-            torch.from_numpy(run_agent).to(present.device))
+def _packed_gru_steps(cell: nn.GRUCell, data: torch.Tensor, sizes: list[int], start: torch.Tensor) -> torch.Tensor:
+    """`packed_gru` stepped from Python, for training. ATen's packed GRU takes each step's rows
+    with `narrow`, whose backward writes a gradient the size of the whole input at every step:
+    O(steps x rows), most of a training step's GRU time at 100-step episodes. Here the input
+    projection is one matrix product split by step (one backward copy in all), and each step
+    runs the cell's arithmetic (PyTorch's GRU equations) on its prefix of still-running runs."""
+    hidden = cell.hidden_size
+    inputs = F.linear(data, cell.weight_ih, cell.bias_ih).split(sizes)
+    h, states = start, []
+    for x, size in zip(inputs, sizes, strict=True):
+        h = h[:size]  # runs are sorted longest first: those still going are a prefix
+        gh = F.linear(h, cell.weight_hh, cell.bias_hh)
+        reset, update = torch.sigmoid(x[:, : 2 * hidden] + gh[:, : 2 * hidden]).chunk(2, dim=1)
+        new = torch.tanh(x[:, 2 * hidden :] + reset * gh[:, 2 * hidden :])
+        h = new + update * (h - new)
+        states.append(h)
+    return torch.cat(states)
 
 
 class RecurrentAgent(nn.Module):
@@ -185,6 +277,10 @@ class RecurrentAgent(nn.Module):
     entity attention, or with `flat_entities` set a `FlatEncoder` over that many rows. With
     `agent_ids` set, each agent's slot index (one-hot, that many slots) joins the encoding, as
     PyMARL's agents read it: parameter sharing with a way to tell the agents apart.
+
+    Only present agents are computed: acting and unrolling gather their rows, run the
+    network on them and put the outputs back. On SMAX a third to a half of the agent slots of
+    a batch of episodes are absent (smaller teams, dead units, steps after an episode's end).
     """
 
     def __init__(
@@ -200,7 +296,7 @@ class RecurrentAgent(nn.Module):
     ):
         super().__init__()
         self.hidden, self.agent_ids = hidden, agent_ids
-        self.encoder: nn.Module = (
+        self.encoder: EntityEncoder | FlatEncoder = (
             EntityEncoder(obs_features, embed, heads, self_residual)
             if flat_entities is None
             else FlatEncoder(obs_features, flat_entities, embed)
@@ -213,11 +309,28 @@ class RecurrentAgent(nn.Module):
         return torch.zeros(batch, agents, self.hidden, device=device)
 
     def encode(self, obs: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
-        """The feed-forward part; it runs over any leading dims (e.g. all time steps at once)."""
-        x = self.encoder(obs, obs_mask)  # [..., A, embed]
+        """The feed-forward part over obs [..., A, E, F] (any leading dims, e.g. all time steps
+        at once) -> [..., A, H]."""
+        return self.encode_views(obs, [obs_mask], self._slots(obs_mask[..., 0]), obs.shape[-3])[0]
+
+    def encode_views(self, obs: torch.Tensor, masks: Sequence[torch.Tensor],
+                     slots: torch.Tensor | None = None, agents: int = 0) -> list[torch.Tensor]:
+        """The feed-forward part of rows obs [..., E, F] under each of `masks` [..., E] (one
+        [..., H] each). With agent ids, `slots` [...] are the rows' agent slots, out of
+        `agents` slots."""
+        outs = self.encoder.views(obs, masks)
         if self.agent_ids is not None:
-            x = torch.cat([x, slot_one_hots(x, self.agent_ids)], -1)
-        return F.relu(self.fc(x))
+            if slots is None or agents > self.agent_ids:
+                raise ValueError(f"the agent-id input has {self.agent_ids} slots, got {agents} agents")
+            ids = F.one_hot(slots, self.agent_ids).to(outs[0].dtype)
+            outs = [torch.cat([out, ids], -1) for out in outs]
+        return [F.relu(self.fc(out)) for out in outs]
+
+    def _slots(self, agent_mask: torch.Tensor) -> torch.Tensor | None:
+        """The agent slot of every entry of a mask [..., A] (None without agent ids)."""
+        if self.agent_ids is None:
+            return None
+        return torch.arange(agent_mask.shape[-1], device=agent_mask.device).expand(agent_mask.shape)
 
     def step_hidden(self, x: torch.Tensor, h: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
         """One GRU step: x, h [B, A, H] -> new h, zero for absent agents."""
@@ -236,21 +349,66 @@ class RecurrentAgent(nn.Module):
         return self.output(h, agent_mask), h
 
     def forward(self, obs, obs_mask, agent_mask, h) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step for a batch of envs: obs [B, A, E, F] -> outputs [B, A, n_outputs], new h."""
-        return self.recur(self.encode(obs, obs_mask), h, agent_mask)
+        """One step for a batch of envs: obs [B, A, E, F] -> outputs [B, A, n_outputs], new h;
+        computed for the present agents only."""
+        if bool(agent_mask.all()):
+            return self.recur(self.encode(obs, obs_mask), h, agent_mask)
+        batch, agents = agent_mask.shape
+        rows = agent_mask.flatten().nonzero().squeeze(1)
+        slots = self._slots(agent_mask)
+        x = self.encode_views(obs.flatten(0, 1)[rows], [obs_mask.flatten(0, 1)[rows]],
+                              None if slots is None else slots.flatten()[rows], agents)[0]
+        new_rows = self.rnn(x, h.flatten(0, 1)[rows])
+        new_h = h.new_zeros(batch * agents, self.hidden).index_copy(0, rows, new_rows)
+        out = self.head(new_rows)
+        outputs = out.new_zeros(batch * agents, out.shape[-1]).index_copy(0, rows, out)
+        return outputs.view(batch, agents, -1), new_h.view(batch, agents, -1)
+
+    def packed_states(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
+                      h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> tuple[list[torch.Tensor], RunPacking]:
+        """Recurrent states of whole episodes (or of sequences from h0 [B, A, H], see
+        `unroll_gru`) under each of `masks` [B, T, A, E], for the present agent-steps only:
+        one [N, H] per mask in `packing`'s order (computed from agent_mask [B, T, A] unless
+        given), and the packing. Every agent-step must not be absent: see `unroll_hidden`."""
+        packing = RunPacking.of(agent_mask) if packing is None else packing
+        slots = self._slots(agent_mask)
+        inputs = self.encode_views(packing.gather(obs), [packing.gather(m) for m in masks],
+                                   None if slots is None else packing.gather(slots), agent_mask.shape[-1])
+        return [packed_gru(self.rnn, x, packing, h0) for x in inputs], packing
+
+    def unroll_hidden_views(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
+                            h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> list[torch.Tensor]:
+        """`unroll_hidden` under each of `masks` [B, T, A, E] (REFIL's imagined groups, MIPI's
+        own-row view): the views share the embedding and attention logits of every row."""
+        if bool(agent_mask.all()):
+            inputs = self.encode_views(obs, masks, self._slots(agent_mask), agent_mask.shape[-1])
+            return [_fused_gru(self.rnn, x, h0) for x in inputs]
+        if not bool(agent_mask.any()):
+            return [obs.new_zeros(*agent_mask.shape, self.hidden) for _ in masks]
+        states, packing = self.packed_states(obs, masks, agent_mask, h0, packing)
+        return [packing.scatter(s) for s in states]
+
+    def unroll_views(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
+                     h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> list[torch.Tensor]:
+        """`unroll` under each of `masks` [B, T, A, E], sharing what the views can share (see
+        `unroll_hidden_views`): one [B, T, A, n_outputs] per mask."""
+        if bool(agent_mask.all()) or not bool(agent_mask.any()):
+            return [self.output(h, agent_mask) for h in self.unroll_hidden_views(obs, masks, agent_mask, h0)]
+        states, packing = self.packed_states(obs, masks, agent_mask, h0, packing)
+        return [packing.scatter(self.head(s)) for s in states]
 
     def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
-                      h0: torch.Tensor | None = None) -> torch.Tensor:
+                      h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> torch.Tensor:
         """Recurrent states of whole episodes from a zero state (or of sequences from `h0`
-        [B, A, H], see `unroll_gru`): obs [B, T, A, E, F] -> [B, T, A, H]."""
-        # One batched encoder pass; only the GRU walks the time axis.
-        return unroll_gru(self.rnn, self.encode(obs, obs_mask), agent_mask, h0)
+        [B, A, H], see `unroll_gru`): obs [B, T, A, E, F] -> [B, T, A, H], zero where absent.
+        `packing` is agent_mask's `RunPacking`, when the caller has it already."""
+        return self.unroll_hidden_views(obs, [obs_mask], agent_mask, h0, packing)[0]
 
     def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
-               h0: torch.Tensor | None = None) -> torch.Tensor:
+               h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> torch.Tensor:
         """Whole episodes from a zero state (or sequences from `h0`): obs [B, T, A, E, F] ->
-        outputs [B, T, A, n_outputs]."""
-        return self.output(self.unroll_hidden(obs, obs_mask, agent_mask, h0), agent_mask)
+        outputs [B, T, A, n_outputs], zero where absent."""
+        return self.unroll_views(obs, [obs_mask], agent_mask, h0, packing)[0]
 
 
 def slot_one_hots(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -286,6 +444,17 @@ class StateContext(nn.Module):
     def forward(
         self, state: torch.Tensor, state_mask: torch.Tensor, n_agents: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        agents, pooled, _ = self.with_agent_views(state, state_mask, n_agents, [])
+        return agents, pooled
+
+    def with_agent_views(
+        self, state: torch.Tensor, state_mask: torch.Tensor, n_agents: int, agent_masks: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """`forward`, plus the agents' context rows when agent i may attend only to the entities
+        of `agent_masks` [..., A, N] (one [..., A, D] per mask: REFIL's imagined groups). All of
+        them share the entity embedding and the keys and values."""
         z = F.relu(self.entity(state))
-        context = F.relu(self.attention(z, z, state_mask))
-        return context[..., :n_agents, :], masked_mean(context, state_mask)
+        keys_values = self.attention.keys_values(z)
+        context = F.relu(self.attention.attend(z, keys_values, [state_mask])[0])
+        views = self.attention.attend(z[..., :n_agents, :], keys_values, agent_masks) if agent_masks else []
+        return context[..., :n_agents, :], masked_mean(context, state_mask), [F.relu(v) for v in views]

@@ -404,6 +404,19 @@ def test_replay_trims_to_the_sampled_extents_and_clears_overwritten_slots():
     assert replay.data["obs"][:, 3:].sum() == 0 and replay.data["filled"][:, 2:].sum() == 0
 
 
+def test_replay_storage_grows_to_the_teams_it_has_seen_and_keeps_what_it_holds():
+    """Storage is padded to the largest episodes stored, not to the spec's limits (a task's
+    test teams may be larger than any it trains on); a larger episode grows it in place."""
+    replay = EpisodeReplay(SCHEMA, capacity=4, limits=LIMITS)
+    replay.add(episodes(2, 3, 1, 2, 1.0), np.array([3, 3]))
+    assert replay.data["obs"].shape == (4, 6, 1, 2, 2) and replay.data["actions"].shape == (4, 5, 1)
+    replay.add(episodes(1, 2, 3, 3, 2.0), np.array([2]))
+    assert replay.data["obs"].shape == (4, 6, 3, 3, 2)
+    assert (replay.data["obs"][:2, :4, :1, :2] == 1.0).all() and (replay.data["obs"][:2, :, 1:] == 0).all()
+    batch = replay.sample(3, make_generator(0))
+    assert batch["obs"].shape == (3, 4, 3, 3, 2)
+
+
 def test_replay_sampling_is_deterministic_and_survives_a_round_trip():
     replay = EpisodeReplay(SCHEMA, capacity=10, limits=LIMITS)
     for k in range(7):

@@ -61,18 +61,41 @@ def _sizes(limits: dict[str, int]) -> dict[str, int]:
 
 
 class EpisodeReplay:
-    """A ring buffer of `capacity` padded episodes."""
+    """A ring buffer of `capacity` padded episodes.
+
+    Storage is padded to the largest agent, entity and state-entity counts among the episodes
+    stored so far, not to the spec's limits, and grows (one copy) when a larger episode comes:
+    a task's spec covers its test teams too (8 v 8 on zero_shot_sc2), while training sees the
+    train teams (at most 5 v 5), so storage, clearing and checkpoints cost what the data needs.
+    """
 
     def __init__(self, schema: dict[str, Field], capacity: int, limits: dict[str, int]) -> None:
-        self.schema, self.capacity = schema, capacity
-        sizes = _sizes(limits)
-        self.data: dict[str, np.ndarray] = {
-            name: np.zeros((capacity, *(sizes[d] if isinstance(d, str) else d for d in f.dims)), f.dtype)
-            for name, f in schema.items()
-        }
+        self.schema, self.capacity, self.limits = schema, capacity, limits
+        self.allocated = {d: 0 for d in TRIMMED[1:]}  # the padded extents of `data`
+        self.data: dict[str, np.ndarray] = self._allocate(self.allocated)
         self.extents = np.zeros((capacity, len(TRIMMED)), np.int64)  # per episode, in TRIMMED order
         self.size = 0
         self.ptr = 0
+
+    def _allocate(self, extents: dict[str, int]) -> dict[str, np.ndarray]:
+        sizes = _sizes({**self.limits, **extents})
+        return {
+            name: np.zeros((self.capacity, *(sizes[d] if isinstance(d, str) else d for d in f.dims)), f.dtype)
+            for name, f in self.schema.items()
+        }
+
+    def _fit(self, extents: dict[str, int]) -> None:
+        """Grow the padded extents of the storage to at least `extents`, keeping its contents."""
+        wanted = {d: max(self.allocated[d], extents.get(d, 0)) for d in self.allocated}
+        too_big = [d for d, n in wanted.items() if n > self.limits[d]]
+        if too_big:
+            raise ValueError(f"episodes with {too_big[0]} = {wanted[too_big[0]]} do not fit the spec's {self.limits[too_big[0]]}")
+        if wanted == self.allocated:
+            return
+        grown = self._allocate(wanted)
+        for name, old in self.data.items():
+            grown[name][tuple(slice(0, n) for n in old.shape)] = old
+        self.data, self.allocated = grown, wanted
 
     @classmethod
     def for_spec(cls, spec: EnvSpec, capacity: int) -> EpisodeReplay:
@@ -93,14 +116,23 @@ class EpisodeReplay:
         """Store a batch of episodes (arrays [n, steps(+1), ...], possibly less padded)."""
         n = len(lengths)
         idx = (self.ptr + np.arange(n)) % self.capacity
+        seen = self._observed_extents(episodes)
         for name, store in self.data.items():
             arr = episodes[name]
-            if arr.ndim != store.ndim or any(a > s for a, s in zip(arr.shape[1:], store.shape[1:], strict=True)):
+            if arr.ndim != store.ndim or arr.shape[1] > store.shape[1] or any(
+                    a > self.limits.get(d, a) for a, d in zip(arr.shape[2:], self.schema[name].dims[1:], strict=False)
+                    if isinstance(d, str)):
                 raise ValueError(f"episode field {name!r} of shape {arr.shape} does not fit storage {store.shape}")
-            store[idx] = 0  # masks left over from an overwritten episode would read as real data
-            region: tuple[Any, ...] = (idx, *(slice(0, s) for s in arr.shape[1:]))
-            store[region] = arr
-        seen = self._observed_extents(episodes)
+        self._fit(seen)
+        # What the overwritten episodes wrote (their extents; the rest is still zero): masks left
+        # over from them would read as real data beyond the new episodes' ends.
+        stale = _sizes(dict(zip(TRIMMED, self.extents[idx].max(0).tolist(), strict=True))) if self.size else None
+        for name, store in self.data.items():
+            f = self.schema[name]
+            if stale is not None:
+                store[(idx, *(slice(0, stale[d]) if isinstance(d, str) else slice(None) for d in f.dims))] = 0
+            arr = episodes[name]
+            store[(idx, *(slice(0, s) for s in arr.shape[1:]))] = arr
         self.extents[idx] = [[int(t)] + [seen.get(d, 0) for d in TRIMMED[1:]] for t in lengths]
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
@@ -146,6 +178,8 @@ class EpisodeReplay:
             arr[:before] = 0
         self.size, self.ptr = n, int(state["ptr"])
         self.extents[:n] = state["extents"].numpy()
+        if n:
+            self._fit(dict(zip(TRIMMED[1:], self.extents[:n, 1:].max(0).tolist(), strict=True)))
         for name, arr in self.data.items():
             if name not in state["data"]:  # a field added since the checkpoint: left zero
                 continue

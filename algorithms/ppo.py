@@ -134,6 +134,19 @@ class PPOConfig:
 
 
 @dataclass
+class IPPOConfig(PPOConfig):
+    """Adds IPPO's option of one network for actor and critic."""
+
+    # One recurrent torso (encoder, GRU) with a policy head and a value head on its state, as
+    # JaxMARL's IPPO (RNN) has, instead of a critic network of the critic's own (PyMARL2's and
+    # EPyMARL's IPPO): an update unrolls one network instead of two. The torso then learns from
+    # both losses, the critic's weighted by `value_coef`, and the gradient norm is clipped
+    # over all parameters together.
+    shared_torso: bool = False
+    value_coef: float = 0.5  # the critic loss's weight with a shared torso (JaxMARL's VF_COEF)
+
+
+@dataclass
 class MAPPOConfig(PPOConfig):
     """Adds the centralised critic's input: the agent's own observation next to its state row
     (Yu et al.'s agent-specific global state) or the state row alone."""
@@ -305,6 +318,19 @@ class RecurrentCritic(nn.Module):
         return self.unroll(batch, batch.get("critic_h0"))[0]
 
 
+class TorsoValueHead(nn.Module):
+    """IPPO's critic with a shared torso: a linear value head on the actor's recurrent states
+    (see `IPPOConfig.shared_torso`); it has no network of its own to unroll."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(hidden, 1)
+
+    def values(self, states: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Values [..., A] of the actor's states [..., A, H], zero for absent agents."""
+        return torch.where(present, self.head(states).squeeze(-1), 0.0)
+
+
 class HistoryCritic(RecurrentCritic):
     """IPPO's V(tau_i): an agent network of its own (the actor's architecture) with one output."""
 
@@ -455,6 +481,20 @@ class PPO:
         of an episode (see `cut_into_chunks`) starts from its `actor_h0`."""
         return self.actor.unroll(batch["obs"], batch["obs_mask"], batch["agent_mask"], batch.get("actor_h0"))[:, NOW]
 
+    @property
+    def shared_torso(self) -> bool:
+        return isinstance(self.critic, TorsoValueHead)
+
+    def unroll_actor_critic(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The actor's recurrent states [B, T+1, A, H], the critic's values [B, T+1, A] and the
+        critic's recurrent states, each network unrolled once (a shared torso: one network)."""
+        present = batch["agent_mask"]
+        actor_states = self.actor.unroll_hidden(batch["obs"], batch["obs_mask"], present, batch.get("actor_h0"))
+        if isinstance(self.critic, TorsoValueHead):
+            return actor_states, self.critic.values(actor_states, present), actor_states
+        values, critic_states = self.critic.unroll(batch, batch.get("critic_h0"))
+        return actor_states, values, critic_states
+
     def policy_terms(
         self, batch: dict[str, torch.Tensor], outputs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,12 +525,11 @@ class PPO:
         cfg = self.cfg
         present = batch["agent_mask"]
         mask = batch["filled"].unsqueeze(-1) & present[:, NOW]  # [B, T, A]: real agent-steps
-        actor_states = self.actor.unroll_hidden(batch["obs"], batch["obs_mask"], present)
+        actor_states, values, critic_states = self.unroll_actor_critic(batch)
         log_pi_old, _ = self.policy_terms(batch, self.actor.output(actor_states, present)[:, NOW])
         stale = batch["episode_version"] < self.grad_steps  # [B, T]: its episode began before the last update
         if bool(stale.any()):
             log_pi_old = torch.where(stale.unsqueeze(-1), batch["behaviour_log_pi"], log_pi_old)
-        values, critic_states = self.critic.unroll(batch)
         values = self._to_returns(values)  # [B, T+1, A], return units
         advantages, returns = generalised_advantages(
             batch["reward"], batch["terminated"], batch["filled"], values, present, cfg.gamma, cfg.gae_lambda
@@ -524,11 +563,16 @@ class PPO:
         """Actor loss (clipped surrogate minus the entropy bonus) and critic loss on prepared
         data (see `prepare`); every mean runs over real agent-steps only."""
         cfg, mask = self.cfg, data["mask"]
-        log_pi, entropies = self.policy_terms(data)
+        if self.shared_torso:
+            states, values, _ = self.unroll_actor_critic(data)
+            log_pi, entropies = self.policy_terms(data, self.actor.output(states, data["agent_mask"])[:, NOW])
+            values = values[:, NOW]
+        else:
+            log_pi, entropies = self.policy_terms(data)
+            values = self.critic(data)[:, NOW]
         surrogate, stats = clipped_surrogate(log_pi, data["log_pi_old"], data["advantages"], mask, cfg.clip)
         entropy = masked_average(entropies, mask)
         actor_loss = surrogate - cfg.entropy_coef * entropy
-        values = self.critic(data)[:, NOW]
         critic_loss = value_loss(
             values,
             data["old_values"],
@@ -557,9 +601,15 @@ class PPO:
     def _train_step(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
         actor_loss, critic_loss, report = self.losses(data)
         self.optimiser.zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
-        actor_norm = nn.utils.clip_grad_norm_(self.actor_params, self.cfg.grad_norm_clip)
-        critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip)
+        if self.shared_torso:
+            assert isinstance(self.cfg, IPPOConfig)
+            (actor_loss + self.cfg.value_coef * critic_loss).backward()
+            norm = nn.utils.clip_grad_norm_([*self.actor_params, *self.critic.parameters()], self.cfg.grad_norm_clip)
+            actor_norm = critic_norm = norm
+        else:
+            (actor_loss + critic_loss).backward()
+            actor_norm = nn.utils.clip_grad_norm_(self.actor_params, self.cfg.grad_norm_clip)
+            critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip)
         self.optimiser.step()
         self.grad_steps += 1
         return {**report, "actor_grad_norm": float(actor_norm), "critic_grad_norm": float(critic_norm)}
@@ -617,9 +667,15 @@ class PPO:
 
 @register_algorithm("ippo")
 class IPPO(PPO):
-    """Independent PPO: each agent's critic sees only its own history, V(tau_i)."""
+    """Independent PPO: each agent's critic sees only its own history, V(tau_i): a network of
+    its own, or a value head on the actor's (`shared_torso`)."""
+
+    Config = IPPOConfig
 
     def _build_critic(self) -> nn.Module:
+        assert isinstance(self.cfg, IPPOConfig)
+        if self.cfg.shared_torso:
+            return TorsoValueHead(self.cfg.rnn_hidden)
         return HistoryCritic(self.spec, self.cfg)
 
 

@@ -540,6 +540,10 @@ class Smacv2Backend(PythonBatchBackend):
                 ("args", "map_size"),
                 f"SMACv2's maps are {SC2_MAP_SIDE:g}x{SC2_MAP_SIDE:g}; use map_size <= {SC2_MAP_SIDE:g} "
                 "with backend smacv2", found=args.map_size)
+        if args.race == "any":
+            raise ConfigError.single(("args", "race"), "StarCraft II teams are of one race; race any is SMAX's "
+                                     "(JaxMARL's smacv2_N_units maps): use protoss, terran or zerg with backend smacv2",
+                                     found=args.race, choices=["protoss", "terran", "zerg"])
         _check_start_positions(args, splits)
         check_compositions(args, splits)
 

@@ -36,7 +36,11 @@ see_enemy_actions true) are JaxMARL's, so a map is its race, its team and `smax`
     5m_vs_6m: args: {race: terran, start_positions: smax}   train: [{allies: 5, enemies: 6, type_probs: {marine: 1}}]
 
 (`type_probs` there, since extra enemies are drawn from the type distribution, which `units`
-leaves uniform over the race.) Maps whose enemies are not the allies' types (3s_vs_5z,
+leaves uniform over the race.) JaxMARL's SMACv2-style maps draw every unit from all six types
+of the three races, mirrored, with SMACv2's start positions (the default here):
+
+    smacv2_5_units:  args: {race: any}   train: [{allies: 5}]     (10 and 20 units likewise)
+ Maps whose enemies are not the allies' types (3s_vs_5z,
 6h_vs_8z) cannot be written. What still differs from JaxMARL: the observation features
 (entity rows, see `_entity_features`) and synchronous episodes (an env whose battle ended
 waits for the batch's next reset instead of restarting at once).
@@ -66,6 +70,9 @@ RACES = {
     "protoss": ("stalker", "zealot"),
     "terran": ("marine", "marauder"),
     "zerg": ("zergling", "hydralisk"),
+    # Every unit type of every race, as JaxMARL's smacv2_5_units, smacv2_10_units, ... maps draw
+    # them (SMAX only: StarCraft II teams are of one race).
+    "any": SMAX_UNIT_TYPES,
 }
 N_MOVES = 5  # north, east, south, west, stop (SMAX's movement actions)
 STOP = 4
@@ -81,7 +88,8 @@ class SmaxArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    race: Literal["protoss", "terran", "zerg"] = Field("protoss", description="the race of both teams")
+    race: Literal["protoss", "terran", "zerg", "any"] = Field(
+        "protoss", description="the race of both teams (any: units of all three races, as JaxMARL's smacv2_N_units maps)")
     start_positions: StartPositions = Field(
         "surround_and_reflect",
         description="SMACv2 start positions (surround_and_reflect draws either, p=0.5), or smax: SMAX's "
@@ -156,6 +164,10 @@ def check_compositions(args: Any, splits: dict[str, list[SmaxComposition]]) -> N
     capacity = args.unit_capacity()
     for split, comps in splits.items():
         for i, comp in enumerate(comps):
+            if comp.mix is not None and len(race_types) != len(comp.mix):
+                raise ConfigError.single(
+                    (split, i, "mix"), f"mix gives the counts of a race's two unit types; race {args.race} has "
+                    f"{len(race_types)} ({', '.join(race_types)}): give units instead", found=comp.mix)
             for key in ("units", "type_probs"):
                 unknown = [t for t in (getattr(comp, key) or {}) if t not in race_types]
                 if unknown:

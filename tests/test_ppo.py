@@ -615,3 +615,40 @@ def test_runs_on_cuda_and_checkpoints_load_on_cpu(cls) -> None:
     on_cpu.load_state_dict(alg.state_dict())
     step = env.reset()
     np.testing.assert_array_equal(alg.act(step, None, False)[0], on_cpu.act(step, None, False)[0])
+
+
+# ------------------------------------------------------------------ IPPO with a shared torso
+
+
+def test_shared_torso_critic_is_a_value_head_on_the_actors_recurrent_state() -> None:
+    """With `shared_torso` the critic owns only a linear head: values are that head on the
+    actor's states, the critic loss trains the actor's torso too, and the loss is the same
+    whether lanes are whole or cut into chunks that start from the unroll's states."""
+    alg = build(IPPO, shared_torso=True)
+    assert [name for name, _ in alg.critic.named_parameters()] == ["head.weight", "head.bias"]
+    batch = collected(alg, 5, b=8)
+    states, values, critic_states = alg.unroll_actor_critic(batch)
+    assert critic_states is states
+    present = batch["agent_mask"]
+    torch.testing.assert_close(values, torch.where(present, alg.critic.head(states).squeeze(-1), 0.0))
+    data, _ = copy.deepcopy(alg).prepare(batch)
+    _, critic_loss, _ = alg.losses(data)
+    grads = torch.autograd.grad(critic_loss, list(alg.actor.encoder.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    chunked = copy.deepcopy(alg)
+    chunked.cfg = dataclasses.replace(alg.cfg, chunk_length=2)
+    packed = pack_episodes(batch, alg.store.per_slot, torch.device("cpu"))
+    for got, expected in zip(prepared_loss(chunked, packed)[:2], prepared_loss(alg, packed)[:2], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_torso_ippo_learns_the_optimum_of_a_repeated_matrix_game() -> None:
+    args = MatrixArgs.model_validate({"payoff": PAYOFF, "episode_length": 3})
+    comps = MatrixBackend.default_compositions(args)
+    spec = MatrixBackend.describe(args, comps)
+    alg = IPPO(spec, IPPO.Config(attn_embed=32, attn_heads=2, rnn_hidden=32, lr=3e-3, shared_torso=True), 0, "cpu")
+    train, test = MatrixBackend(args, comps, 16, seed=0), MatrixBackend(args, comps, 4, seed=1)
+    for _ in range(30):
+        rollout(train, alg, explore=True, seed=None, learn=True)
+        alg.update()
+    assert float(rollout(test, alg, explore=False, seed=0, learn=False)["returns"].mean()) == pytest.approx(3.0)

@@ -390,6 +390,9 @@ def test_maps_larger_than_sc2s_are_refused():
     assert info.value.problems[0].path == ("args", "map_size")
     with pytest.raises(ConfigError, match="unknown unit type"):
         Smacv2Backend.check_task(SmaxArgs(race="zerg"), {"train": [Comp(allies=3, units={"marine": 3})]})
+    with pytest.raises(ConfigError, match="one race") as info:  # SMAX's mixed-race teams do not exist in SC2
+        Smacv2Backend.check_task(SmaxArgs(race="any"), {"train": [Comp(allies=3)]})
+    assert info.value.problems[0].path == ("args", "race")
 
 
 def test_mix_and_units_give_the_same_exact_counts():

@@ -139,6 +139,20 @@ def test_unit_types_stay_within_the_race() -> None:
         assert {SMAX_UNIT_TYPES[t] for t in np.unique(types)} == allowed
 
 
+def test_race_any_draws_every_races_units_mirrored_and_refuses_a_two_type_mix() -> None:
+    """`race: any` is JaxMARL's smacv2_N_units: each unit drawn from all six types, the enemies
+    mirroring the allies; `mix` (two counts) cannot say which six types."""
+    step = make(MAX, seed=4, race="any").reset()
+    types = step.state[..., TYPE_COLS].argmax(-1)
+    assert set(np.unique(types[step.state_mask])) == set(range(len(SMAX_UNIT_TYPES)))
+    assert (types[:, :4] == types[:, 4:]).all()
+    from harness.errors import ConfigError
+    from scenarios.smax import check_compositions
+
+    with pytest.raises(ConfigError, match="two unit types"):
+        check_compositions(SmaxArgs(race="any"), {"train": [Comp(allies=2, mix=[1, 1])]})
+
+
 def test_exact_unit_counts_and_mirrored_enemies() -> None:
     step = make([Comp(allies=4, units={"stalker": 1, "zealot": 3})], seed=2).reset()
     types = step.state[..., TYPE_COLS].argmax(-1)  # [B, 8]

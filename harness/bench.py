@@ -14,7 +14,14 @@ loops measured side by side is what carries over. Three kinds:
 - `act/<algorithm>`: `harness.runner.rollout` with the algorithm acting (explore=True,
   learn=False) against the raw loop of the same task: the cost of acting, without learning.
 - `train/<algorithm>`: rollouts with `update()` after each, as a run makes them, against the
-  same raw loop: the share of the library's speed a training run gets.
+  same raw loop: the share of the library's speed a training run gets. `train/<algorithm>@protoss16`
+  (and `@protoss32`) train on zero_shot_sc2's protoss task: the 3 to 5 unit training teams, a
+  network sized for the 8 unit test teams, 16 or 32 envs; raw: JaxMARL's SMAX 5 v 5 step.
+- `run/<algorithm>@protoss`: whole runs of zero_shot_sc2's protoss task (a short budget), two in
+  this process: the first pays for compiling SMAX's programs, the second reuses them. Its
+  figure is the second run's env steps/s over the whole run (set-up and evaluation included)
+  against the same raw loop; it also records each run's time to its first training step and
+  the second run's time by phase (see `harness.runner.PhaseClock`).
 
 Both sides count the same thing: env steps of running episodes (a harness env whose episode
 has ended waits for the batch's next reset, or in continuous episodes spends one step on its
@@ -29,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +51,7 @@ from harness import registry
 from harness.api import Backend, EnvSpec, Step
 from harness.config import COMMAND_LINE, build_config
 from harness.errors import ConfigError
-from harness.runner import rollout, versions
+from harness.runner import ActionPadded, resolve_device, rollout, versions
 
 SECONDS = 3.0  # measuring time per figure (both sides, every round), set-up excluded
 ROUNDS = 3
@@ -266,12 +274,16 @@ class JittedSmaxLoop(Loop):
 @dataclass(frozen=True)
 class Task:
     """One environment setting: backend name, its `args`, one composition (None: the backend's
-    default) and the batch size."""
+    default; the raw loop plays it) and the batch size. `more`: further compositions the
+    harness side draws from with it; `covers`: compositions the algorithm is sized for besides
+    (a task's test teams, which training never plays)."""
 
     env: str
     args: Mapping[str, Any]
     composition: Mapping[str, Any] | None
     num_envs: int
+    more: tuple[Mapping[str, Any], ...] = ()
+    covers: tuple[Mapping[str, Any], ...] = ()
 
     def parsed(self) -> tuple[Any, Any, Any]:
         """The backend class, its parsed args and composition."""
@@ -281,15 +293,28 @@ class Task:
             return cls, args, cls.default_compositions(args)[0]
         return cls, args, cls.Composition.model_validate(dict(self.composition))
 
+    def played(self) -> list[Any]:
+        """The compositions the harness side plays."""
+        cls, _, composition = self.parsed()
+        return [*(cls.Composition.model_validate(dict(c)) for c in self.more), composition]
+
+    def spec(self) -> EnvSpec:
+        """What an algorithm on this task is sized for: the played and the covered compositions."""
+        cls, args, _ = self.parsed()
+        covered = [cls.Composition.model_validate(dict(c)) for c in self.covers]
+        return cls.describe(args, [*self.played(), *covered])
+
     def build(self, seed: int = 0, training: bool = False) -> Backend:
-        cls, args, composition = self.parsed()
-        return cls(args, [composition], self.num_envs, seed, training=training)
+        cls, args, _ = self.parsed()
+        return cls(args, self.played(), self.num_envs, seed, training=training)
 
     def label(self) -> str:
-        cls, args, composition = self.parsed()
+        cls, args, _ = self.parsed()
         changed = args.model_dump(exclude_defaults=True)
         settings = f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else ""
-        return f"{self.env}{settings} {cls.composition_name(args, composition)}"
+        names = ", ".join(cls.composition_name(args, c) for c in self.played())
+        covered = f" (sized for {self.spec().max_agents} agents)" if self.covers else ""
+        return f"{self.env}{settings} {names}{covered}"
 
 
 def _library_envs(backend: str, **arg_updates: Any) -> Callable[[Any, Any, int], Loop]:
@@ -352,16 +377,17 @@ RAW_LOOPS: dict[str, RawLoop] = {
 
 @dataclass(frozen=True)
 class Figure:
-    kind: str  # rollout, act or train
-    subject: str  # the backend (rollout) or algorithm (act, train)
+    kind: str  # rollout, act, train or run
+    subject: str  # the backend (rollout) or algorithm (act, train, run)
     task: Task
     tags: frozenset[str] = field(default_factory=frozenset)  # more names that select it
     continuous: bool = False  # rollout figures: episodes back to back (the backend auto-resets)
     raw: RawLoop | None = None  # the raw side, when not the backend's `RAW_LOOPS` entry
+    variant: str = ""  # tells figures of one kind and subject apart: train/qmix@protoss16
 
     @property
     def name(self) -> str:
-        return f"{self.kind}/{self.subject}"
+        return f"{self.kind}/{self.subject}" + (f"@{self.variant}" if self.variant else "")
 
     @property
     def raw_loop(self) -> RawLoop:
@@ -380,23 +406,29 @@ class Figure:
             problem = _import_problem(module)
         return problem
 
-    def sides(self) -> dict[str, Loop]:
-        """The harness loop and the raw loop (the caller closes both)."""
+    def sides(self, device: str = "cpu") -> dict[str, Loop]:
+        """The harness loop (the algorithm on `device`) and the raw loop (the caller closes both)."""
         env = self.task.build(training=self.kind == "train")
         try:
-            harness = self._harness(env)
-            _, args, composition = self.task.parsed()
-            raw = self.raw_loop.build(args, composition, self.task.num_envs)
+            harness = self._harness(env, device)
+            raw = self.raw_side()
         except BaseException:
             env.close()
             raise
         return {"harness": harness, "raw": raw}
 
-    def _harness(self, env: Backend) -> Loop:
+    def raw_side(self) -> Loop:
+        _, args, composition = self.task.parsed()
+        return self.raw_loop.build(args, composition, self.task.num_envs)
+
+    def _harness(self, env: Backend, device: str) -> Loop:
         if self.kind == "rollout":
             return RandomPolicyLoop(env, continuous=self.continuous)
         cls = registry.get_algorithm(self.subject)
-        algorithm = cls(env.spec, build_config(cls, {}), 0, torch.device("cpu"))
+        spec = self.task.spec()
+        algorithm = cls(spec, build_config(cls, {}), 0, resolve_device(device))
+        if env.spec.discrete and env.spec.n_actions < spec.n_actions:  # as a run pads a smaller team's actions
+            env = ActionPadded(env, spec.n_actions)  # type: ignore[assignment]
         return (TrainingLoop if self.kind == "train" else ActingLoop)(env, algorithm)
 
 
@@ -414,6 +446,12 @@ def _rollout_figure(subject: str, task: Task, **options: Any) -> Figure:
     return Figure("rollout", subject, task, frozenset({subject, task.env}), **options)
 
 
+def _protoss(num_envs: int) -> Task:
+    """zero_shot_sc2's protoss task: training teams of 3 to 5 units, test teams up to 8."""
+    return Task("smax", {"race": "protoss"}, {"allies": 5}, num_envs, more=({"allies": 3}, {"allies": 4}),
+                covers=({"allies": 6}, {"allies": 7}, {"allies": 8}))
+
+
 SPREAD = Task("mpe_spread", {}, {"n_agents": 3}, 16)  # zero_shot_mpe's spread task
 SPREAD_CONTINUOUS = Task("mpe_spread", {"continuous_actions": True}, {"n_agents": 3}, 16)
 # JaxMARL's map 3m as an SMAX task (the smax backend's docstring lists the fixed maps).
@@ -425,6 +463,12 @@ FAMILIES: dict[str, Task] = {
     "maddpg": SPREAD_CONTINUOUS,  # off-policy actor-critic
     "mipi": SPREAD,  # a seed method
 }
+
+# One of each algorithm family, and the seed methods, on zero_shot_sc2's protoss task.
+SMAX_FAMILIES = ("qmix", "mappo", "mipi", "me_qmix")
+RUN_FIGURES = ("qmix",)
+# The whole-run figure's budget: a few rounds of training between evaluations.
+RUN_BUDGET = {"env_steps": 12_000, "eval_every": 6_000, "eval_episodes": 8, "absolute_episodes": 16}
 
 FIGURES: dict[str, Figure] = {
     f.name: f
@@ -443,6 +487,10 @@ FIGURES: dict[str, Figure] = {
                                     "jitted and vmapped", None, _smax_map("3m"))),
         *(Figure(kind, algorithm, task, frozenset({algorithm}))
           for algorithm, task in FAMILIES.items() for kind in ("act", "train")),
+        *(Figure("train", algorithm, _protoss(envs), frozenset({"zero_shot_sc2"}), variant=f"protoss{envs}")
+          for algorithm in SMAX_FAMILIES for envs in (16, 32)),
+        *(Figure("run", algorithm, _protoss(16), frozenset({"zero_shot_sc2"}), variant="protoss")
+          for algorithm in RUN_FIGURES),
     ]
 }
 
@@ -513,23 +561,61 @@ def interleaved_rates(loops: Mapping[str, Loop], seconds: float, rounds: int) ->
     return best
 
 
-def measure(name: str, seconds: float = SECONDS, rounds: int = ROUNDS, threads: int = 1) -> dict[str, Any]:
+def measure(name: str, seconds: float = SECONDS, rounds: int = ROUNDS, threads: int = 1,
+            device: str = "cpu") -> dict[str, Any]:
     """One figure: the harness and raw rates, their ratio, and what was measured."""
     figure = FIGURES[name]
+    extra: dict[str, Any] = {}
     with torch_threads(threads):
-        loops: dict[str, Loop] = {}
-        try:
-            loops = figure.sides()
-            rates = interleaved_rates(loops, seconds, rounds)
-        finally:
-            for loop in loops.values():
-                loop.close()
+        if figure.kind == "run":
+            rates, extra = _whole_runs(figure, seconds, device)
+        else:
+            loops: dict[str, Loop] = {}
+            try:
+                loops = figure.sides(device)
+                rates = interleaved_rates(loops, seconds, rounds)
+            finally:
+                for loop in loops.values():
+                    loop.close()
     return {
         "name": name, "kind": figure.kind, "subject": figure.subject, "task": figure.label(),
         "batch": figure.task.num_envs, "raw_loop": figure.raw_loop.what,
         "harness_steps_per_s": rates["harness"], "raw_steps_per_s": rates["raw"],
-        "ratio": rates["harness"] / rates["raw"],
+        "ratio": rates["harness"] / rates["raw"], **extra,
     }
+
+
+def _whole_runs(figure: Figure, seconds: float, device: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """Two whole runs of zero_shot_sc2's protoss task (`RUN_BUDGET`) in this process, then the raw
+    loop for `seconds`: rates (the second run's env steps/s over its whole wall time) and what
+    the runs recorded."""
+    from harness.config import load_suite
+    from harness.plan import plan
+    from harness.runner import execute_run
+
+    with tempfile.TemporaryDirectory() as scratch:
+        overrides = ["tasks=[protoss]", f"algorithms=[{figure.subject}]", "seeds=[0,1]", f"device={device}",
+                     f"budget={json.dumps(RUN_BUDGET)}", f"store=sqlite:///{scratch}/bench.db",
+                     f"checkpoint_dir={scratch}/checkpoints"]
+        results = [execute_run(spec) for spec in plan(load_suite("zero_shot_sc2", overrides))]
+    failed = [r.reason for r in results if r.status != "done"]
+    if failed:
+        raise RuntimeError(f"a whole-run figure's run did not finish: {failed[0]}")
+    first, second = results
+    raw = figure.raw_side()
+    try:
+        raw_rate = interleaved_rates({"raw": raw}, seconds, 1)["raw"]
+    finally:
+        raw.close()
+    extra = {
+        "env_steps": second.env_steps,
+        "first_run_to_first_update_s": first.timings.get("to_first_update"),
+        "to_first_update_s": second.timings.get("to_first_update"),
+        "run_seconds": second.seconds,
+        "shares": {phase: second.timings.get(phase, 0.0) / second.seconds
+                   for phase in ("setup", "rollout", "update", "evaluation", "checkpoint")},
+    }
+    return {"harness": second.env_steps / second.seconds, "raw": raw_rate}, extra
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -554,17 +640,18 @@ def _library_versions() -> dict[str, str]:
 
 
 def run(chosen: Sequence[str], seconds: float = SECONDS, rounds: int = ROUNDS, threads: int = 1,
-        progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Measure `chosen` figures (names from `select`) one after the other; the results as saved."""
+        progress: Callable[[str, int, int], None] | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Measure `chosen` figures (names from `select`) one after the other, the algorithms on
+    `device`; the results as saved."""
     figures = {}
     for i, name in enumerate(chosen):
         if progress is not None:
             progress(name, i + 1, len(chosen))
-        figures[name] = measure(name, seconds, rounds, threads)
+        figures[name] = measure(name, seconds, rounds, threads, device)
     return {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": {"seconds": seconds, "rounds": rounds, "threads": threads},
+        "settings": {"seconds": seconds, "rounds": rounds, "threads": threads, "device": device},
         "machine": machine(threads),
         "figures": figures,
     }

@@ -441,8 +441,8 @@ def _show_study(suite: Any, settings: Any) -> int:
     return 0
 
 
-BENCH_OPTIONS = ("only", "seconds", "rounds", "threads", "save", "compare", "new")
-MEASURING_OPTIONS = ("only", "seconds", "rounds", "threads", "save")
+BENCH_OPTIONS = ("only", "seconds", "rounds", "threads", "device", "save", "compare", "new")
+MEASURING_OPTIONS = ("only", "seconds", "rounds", "threads", "device", "save")
 
 
 def _bench_only(options: dict[str, Any]) -> list[str] | None:
@@ -468,6 +468,22 @@ def _bench_positive(options: dict[str, Any], key: str, default: float, integer: 
         raise ConfigError.single((key,), f"expected a positive {'integer' if integer else 'number'}",
                                  found=str(value), file=COMMAND_LINE)
     return value
+
+
+def _bench_device(options: dict[str, Any]) -> str:
+    """cpu, cuda or auto (cuda where torch sees a GPU), checked before anything is measured."""
+    import torch
+
+    from harness.config import COMMAND_LINE
+
+    device = str(options.get("device", "cpu"))
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError.single(("device",), "expected cpu, cuda or auto", found=device,
+                                 choices=("cpu", "cuda", "auto"), file=COMMAND_LINE)
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise ConfigError.single(("device",), "torch sees no CUDA device here", found=device, file=COMMAND_LINE)
+    return "cuda" if device == "auto" and cuda else "cpu" if device == "auto" else device
 
 
 def _ratio_text(value: float | None) -> str:
@@ -499,6 +515,13 @@ def _bench_legend(results: dict[str, Any]) -> None:
               style="dim", highlight=False)
     for (task, raw), figures in pairs.items():
         out.print(f"  {', '.join(figures)}: {task} vs {raw}", style="dim", highlight=False, markup=False)
+    for f in results["figures"].values():
+        if f["kind"] == "run":
+            shares = ", ".join(f"{phase} {share:.0%}" for phase, share in f["shares"].items())
+            out.print(f"  {f['name']}: two whole runs in one process; first training step after "
+                      f"{f['first_run_to_first_update_s']:.1f} s (first run), {f['to_first_update_s']:.1f} s "
+                      f"(second run); second run {f['run_seconds']:.1f} s: {shares}",
+                      style="dim", highlight=False, markup=False)
 
 
 def _bench_compare(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -528,6 +551,7 @@ def _bench_measure(options: dict[str, Any]) -> dict[str, Any] | None:
     seconds = _bench_positive(options, "seconds", bench.SECONDS, integer=False)
     rounds = _bench_positive(options, "rounds", bench.ROUNDS, integer=True)
     threads = _bench_positive(options, "threads", 1, integer=True)
+    device = _bench_device(options)
     chosen, skipped = bench.select(_bench_only(options))
     for name, why in skipped.items():
         err.print(f"{name} skipped: {escape(why.splitlines()[0])}", highlight=False)
@@ -539,7 +563,7 @@ def _bench_measure(options: dict[str, Any]) -> dict[str, Any] | None:
         def progress(name: str, i: int, n: int) -> None:
             status.update(f"measuring {name} ({i}/{n}, about {seconds:g} s each plus set-up)")
 
-        results = bench.run(chosen, float(seconds), rounds, threads, progress=progress)
+        results = bench.run(chosen, float(seconds), rounds, threads, progress=progress, device=device)
     results["skipped"] = skipped
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(str(options["save"])) if "save" in options else Path("runs") / "bench" / f"{stamp}.json"

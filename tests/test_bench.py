@@ -26,7 +26,7 @@ def matrix_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_bench_writes_the_figure_with_its_rates_ratio_and_machine(matrix_results: dict[str, Any]) -> None:
     assert matrix_results["format"] == bench.FORMAT
-    assert matrix_results["settings"] == {"seconds": 0.2, "rounds": 1, "threads": 1}
+    assert matrix_results["settings"] == {"seconds": 0.2, "rounds": 1, "threads": 1, "device": "cpu"}
     assert matrix_results["skipped"] == {}
     assert {"cpu_count", "usable_cpus", "torch_threads", "versions"} <= set(matrix_results["machine"])
     assert matrix_results["machine"]["torch_threads"] == 1
@@ -88,6 +88,7 @@ def test_compare_while_measuring_reads_the_old_file_first(
         (["rounds=2.5"], "rounds: expected a positive integer"),
         (["colour=red"], "colour: unknown option; expected one of only, seconds"),
         (["new=b.json"], "compare: missing"),
+        (["device=tpu"], "device: expected cpu, cuda or auto"),
         (["compare=a.json", "new=b.json", "only=matrix"], "only: new=NEW.json compares two saved files"),
     ],
 )
@@ -185,3 +186,42 @@ def test_training_figures_time_a_learner_that_already_updates(algorithm: str) ->
     finally:
         for loop in loops.values():
             loop.close()
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_measuring(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["bench", "only=matrix", "device=cuda", *QUICK]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_smax_training_figures_size_the_learner_for_the_test_teams() -> None:
+    """train/<alg>@protoss16 trains on the 3-5 unit teams with a network sized for 8 units, as a
+    zero_shot_sc2 run does (smaller teams' actions padded)."""
+    figure = bench.FIGURES["train/qmix@protoss16"]
+    if figure.missing():
+        pytest.skip(figure.missing())
+    assert figure.name == "train/qmix@protoss16" and "zero_shot_sc2" in figure.tags
+    assert bench.select(["qmix"])[0] == ["act/qmix", "train/qmix"]  # the SMAX figures are selected by task
+    spec = figure.task.spec()
+    assert (spec.max_agents, spec.n_actions) == (8, 13)
+    assert [c.allies for c in figure.task.played()] == [3, 4, 5]
+    assert "sized for 8 agents" in figure.label()
+
+
+def test_the_whole_run_figure_times_two_runs_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run/qmix@protoss: two real runs of zero_shot_sc2's protoss task, the second reusing the
+    first's compiled programs; its rate is the second run's env steps over its wall time."""
+    figure = bench.FIGURES["run/qmix@protoss"]
+    if figure.missing():
+        pytest.skip(figure.missing())
+    monkeypatch.setattr(bench, "RUN_BUDGET", {"env_steps": 600, "eval_every": 600, "eval_episodes": 2,
+                                              "absolute_episodes": 2})
+    result = bench.measure("run/qmix@protoss", seconds=0.2, rounds=1)
+    assert result["env_steps"] >= 600 and result["harness_steps_per_s"] == pytest.approx(
+        result["env_steps"] / result["run_seconds"])
+    assert 0 < result["to_first_update_s"] < result["run_seconds"]
+    assert set(result["shares"]) == {"setup", "rollout", "update", "evaluation", "checkpoint"}
+    assert 0.5 < sum(result["shares"].values()) <= 1.0

@@ -19,10 +19,10 @@ from torch import nn
 
 from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax
 from algorithms.common.mixers import AttentionQMixer, FlatQMixer, NoMixer, SumMixer
-from algorithms.common.networks import EntityEncoder, FlatEncoder, RecurrentAgent
+from algorithms.common.networks import EntityEncoder, FlatEncoder, RecurrentAgent, set_compute_dtype
 from algorithms.common.replay import EpisodeCollector, EpisodeReplay
 from algorithms.common.targets import hard_update, td_lambda_targets
-from algorithms.common.torch_utils import StepTensors, make_generator, seeded, step_tensors
+from algorithms.common.torch_utils import StepTensors, compute_dtype, make_generator, seeded, step_tensors
 from harness.api import EnvSpec, Step, Transition, tunable
 from harness.registry import register_algorithm
 
@@ -99,6 +99,12 @@ class ValueDecompositionConfig:
     # PyMARL's `obs_agent_id`: the agent's slot index, one-hot, as an input. Off by default:
     # slot indices mean nothing across team compositions.
     agent_id: bool = False
+    # The entity encoders (agent and hypernetwork attention: most of the arithmetic) in
+    # bfloat16 autocast ("bfloat16"; "auto": where the CPU has AVX-512 BF16 or AMX, or on a
+    # CUDA GPU), the rest in float32. On an AVX-512 BF16 CPU (no AMX) a QMIX gradient step on
+    # zero_shot_sc2's protoss task took 5% less time with batches of 32 episodes, 13% less for
+    # ME-QMIX's 128, 29% less for 100 on 5 v 5; MIPI's none. Off by default: float32 numbers.
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"
 
 
 @dataclass
@@ -128,6 +134,9 @@ class ValueDecomposition:
             self.mixer = self._build_mixer().to(self.device)
             self._check_network_options()
             self._build_extra()
+        dtype = compute_dtype(getattr(config, "precision", "float32"), self.device)
+        for net in (self.agent, self.mixer, *(m for m in vars(self).values() if isinstance(m, nn.Module))):
+            set_compute_dtype(net, dtype)
         self.target_agent = self._frozen_copy(self.agent)
         self.target_mixer = self._frozen_copy(self.mixer)
         self.params = [*self.agent.parameters(), *self.mixer.parameters()]

@@ -357,7 +357,7 @@ def test_registered_names_and_paper_defaults():
     assert cfg.sparse and {"lr", "kappa_cd", "kappa_cmi", "epsilon_anneal_steps"} <= tunable_fields(OPTDConfig).keys()
     # the learner's fields stay in step with the other value-decomposition methods
     base = {f.name: f.default for f in dataclasses.fields(ValueDecompositionConfig)
-            if f.name not in ("attn_embed", "attn_heads", "attn_self_residual", "agent_encoder", "agent_id")}
+            if f.name not in ("attn_embed", "attn_heads", "attn_self_residual", "agent_encoder", "agent_id", "precision")}
     ours = {f.name: f.default for f in dataclasses.fields(OPTDConfig)}
     assert {k: ours.get(k) for k in base} == base
     assert not OPTDNoSparse.Config().sparse and OPTDNoCD.Config().kappa_cd == 0 and OPTDNoCMI.Config().kappa_cmi == 0

@@ -5,9 +5,10 @@ Masks follow the harness polarity everywhere: True = the entity exists / is visi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -91,6 +92,20 @@ class EntityAttention(nn.Module):
         return list(self.out(mixed.flatten(-2)).unbind(0))
 
 
+def computing_in(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to `dtype` (bfloat16) on x's device for the block, or nothing for None. The
+    entity encoders' matrix products are most of a learner's arithmetic; the rest (GRU, heads,
+    mixing, losses) stays in float32, and so do their outputs."""
+    return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def set_compute_dtype(module: nn.Module, dtype: torch.dtype | None) -> None:
+    """Run every entity encoder and state context inside `module` in `dtype` (None: float32)."""
+    for m in module.modules():
+        if isinstance(m, EntityEncoder | StateContext):
+            m.compute_dtype = dtype
+
+
 class EntityEncoder(nn.Module):
     """One agent's entity list -> one vector: row 0 (the agent itself) attends over all rows.
 
@@ -100,6 +115,8 @@ class EntityEncoder(nn.Module):
     `self_residual` adds the embedded own row to the attention output, a direct path for
     what the agent is (its unit type), as an MLP on the observation would have.
     """
+
+    compute_dtype: torch.dtype | None = None  # see `set_compute_dtype`
 
     def __init__(self, in_features: int, embed: int, heads: int, self_residual: bool = False) -> None:
         super().__init__()
@@ -114,11 +131,12 @@ class EntityEncoder(nn.Module):
         """The encoding of entities [..., E, F] under each of `masks` ([..., E] each), sharing
         the embedding and the attention logits between them: one [..., D] per mask."""
         lead = entities.shape[:-2]
-        x = F.relu(self.embed(entities.reshape(-1, *entities.shape[-2:])))  # [M, E, D]
-        outs = self.attention.from_first_row(x, [m.reshape(-1, m.shape[-1]) for m in masks])
-        if self.self_residual:
-            outs = [out + x[:, 0] for out in outs]
-        return [out.view(*lead, -1) for out in outs]
+        with computing_in(entities, self.compute_dtype):
+            x = F.relu(self.embed(entities.reshape(-1, *entities.shape[-2:])))  # [M, E, D]
+            outs = self.attention.from_first_row(x, [m.reshape(-1, m.shape[-1]) for m in masks])
+            if self.self_residual:
+                outs = [out + x[:, 0] for out in outs]
+        return [out.to(entities.dtype).view(*lead, -1) for out in outs]
 
 
 class FlatEncoder(nn.Module):
@@ -436,6 +454,8 @@ class StateContext(nn.Module):
     (the convention of every backend), so the first A rows are the agents' contexts.
     """
 
+    compute_dtype: torch.dtype | None = None  # see `set_compute_dtype`
+
     def __init__(self, state_features: int, embed: int, heads: int) -> None:
         super().__init__()
         self.entity = nn.Linear(state_features, embed)
@@ -453,8 +473,9 @@ class StateContext(nn.Module):
         """`forward`, plus the agents' context rows when agent i may attend only to the entities
         of `agent_masks` [..., A, N] (one [..., A, D] per mask: REFIL's imagined groups). All of
         them share the entity embedding and the keys and values."""
-        z = F.relu(self.entity(state))
-        keys_values = self.attention.keys_values(z)
-        context = F.relu(self.attention.attend(z, keys_values, [state_mask])[0])
-        views = self.attention.attend(z[..., :n_agents, :], keys_values, agent_masks) if agent_masks else []
-        return context[..., :n_agents, :], masked_mean(context, state_mask), [F.relu(v) for v in views]
+        with computing_in(state, self.compute_dtype):
+            z = F.relu(self.entity(state))
+            keys_values = self.attention.keys_values(z)
+            context = F.relu(self.attention.attend(z, keys_values, [state_mask])[0]).to(state.dtype)
+            views = self.attention.attend(z[..., :n_agents, :], keys_values, agent_masks) if agent_masks else []
+        return context[..., :n_agents, :], masked_mean(context, state_mask), [F.relu(v).to(state.dtype) for v in views]

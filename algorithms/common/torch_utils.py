@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -48,3 +49,28 @@ def make_generator(seed: int) -> torch.Generator:
 def masked_average(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` where `mask` (same shape) is True; 0 when nothing is."""
     return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def bfloat16_is_native(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it,
+    or a CPU with AVX-512 BF16 or AMX (read from /proc/cpuinfo, Linux only)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The entity encoders' autocast dtype for a `precision` setting: "float32" (None, no
+    autocast), "bfloat16", or "auto" (bfloat16 where `bfloat16_is_native`)."""
+    if precision == "bfloat16" or (precision == "auto" and bfloat16_is_native(device)):
+        return torch.bfloat16
+    if precision not in ("float32", "auto"):
+        raise ValueError(f"precision must be float32, bfloat16 or auto, got {precision!r}")
+    return None

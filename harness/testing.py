@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from harness import registry
-from harness.api import EnvSpec, Step
+from harness.api import EnvSpec, Step, load_policy_state, policy_state
 from harness.config import build_config
 from harness.runner import ContinuousRollout, rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend, MatrixComposition
@@ -208,3 +208,28 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
 
         _check_reload_and_determinism(cls, spec, params, algorithm, make_env, env, rounds)
     _check_continuous_rollouts(cls, params, rounds)
+
+
+def check_on_device(name_or_cls: Any, device: str, params: dict[str, Any] | None = None, rounds: int = 6) -> None:
+    """The algorithm trains on `device` (finite metrics, valid actions) and its policy, loaded into
+    a CPU copy, acts greedily as it does there: checkpoints move between devices."""
+    cls: Any = registry.get_algorithm(name_or_cls) if isinstance(name_or_cls, str) else name_or_cls
+    params = _with_small_batches(cls, params or {})
+    if "discrete" in getattr(cls, "action_spaces", ("discrete",)):
+        args, comps, spec = _task("repeated_climbing")
+        env: Any = MatrixBackend(args, comps, 8, seed=1)
+    else:
+        env_name, raw_args, composition = CONTINUOUS_TASK
+        backend = registry.get_env(env_name)
+        args = backend.Args.model_validate(raw_args)
+        comps = [backend.Composition.model_validate(composition)]
+        spec, env = backend.describe(args, comps), backend(args, comps, 8, seed=1)
+    algorithm = cls(spec, build_config(cls, params), 0, torch.device(device))
+    metrics = _train(algorithm, env, rounds)
+    assert any(metrics), f"{cls.name} never updated on {device}"
+    on_cpu = _build(cls, spec, 0, params)
+    load_policy_state(on_cpu, policy_state(algorithm))
+    step = env.reset(3)
+    expected, _ = algorithm.act(step, None, explore=False)
+    got, _ = on_cpu.act(step, None, explore=False)
+    np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{cls.name}: greedy actions differ on the CPU copy")

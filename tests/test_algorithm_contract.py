@@ -28,3 +28,23 @@ def test_contract_catches_a_nondeterministic_algorithm() -> None:
     Sloppy.name = "sloppy"
     with pytest.raises(AssertionError):
         check_algorithm(Sloppy)
+
+
+@pytest.mark.parametrize("name", registry.algorithm_names())
+def test_every_algorithm_trains_on_the_gpu_and_its_policy_loads_on_the_cpu(name: str) -> None:
+    """device=cuda trains every registered algorithm (skipped where torch sees no GPU)."""
+    import torch
+
+    from harness.testing import check_on_device
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    check_on_device(name, "cuda")
+
+
+def test_the_device_check_itself_runs_on_the_cpu() -> None:
+    """`check_on_device` on the CPU: the same check the GPU runs, so it is known to work."""
+    from harness.testing import check_on_device
+
+    check_on_device("qmix", "cpu")
+    check_on_device("maddpg", "cpu")

@@ -78,7 +78,12 @@ class ValueDecompositionConfig:
     gamma: float = 0.99
     batch_size: int = 32  # episodes per gradient step
     buffer_size: int = 5000  # episodes
-    updates_per_round: int = 1  # gradient steps per `update()` call
+    # The update-to-data ratio: gradient steps per `update()` call. The runner calls it once
+    # per round of collection: a synchronous batch of `num_envs` episodes, or `rollout_steps`
+    # batched steps with continuous rollouts. So with 16 envs and the default 1, one gradient
+    # step (on `batch_size` episodes) per 16 episodes collected; no setting trades it for
+    # speed behind the user's back, and every run records its gradient and env steps.
+    updates_per_round: int = 1
     target_update_episodes: int = 200
     epsilon_start: float = 1.0
     epsilon_finish: float = 0.05

@@ -246,13 +246,40 @@ def cmd_status(tokens: list[str]) -> int:
     counts = Counter(rows.get(s.run_id, {}).get("status", "missing") for s in specs)
     failed = [{"run": s.label, "run_id": s.run_id, "reason": rows[s.run_id]["reason"]}
               for s in specs if rows.get(s.run_id, {}).get("status") == "failed"]
+    done = [(s, rows[s.run_id]) for s in specs if rows.get(s.run_id, {}).get("status") == "done"]
     if fmt == "json":
-        out.print_json(json.dumps({"suite": suite.name, "planned": len(specs), "counts": dict(counts), "failed": failed}))
+        timed = [{"run": s.label, "run_id": s.run_id, "seconds": r["seconds"], "env_steps": r["env_steps"],
+                  "grad_steps": r["grad_steps"], "timings": r["timings"]} for s, r in done]
+        out.print_json(json.dumps({"suite": suite.name, "planned": len(specs), "counts": dict(counts), "failed": failed,
+                                   "done": timed}))
         return 0
     out.print(f"{suite.name}: {len(specs)} planned runs — " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for f in failed:
         out.print(f"  [red]failed[/] {f['run']}: {escape((f['reason'] or '').splitlines()[0])}")
+    for line in _time_summary(done):
+        out.print(line, highlight=False)
     return 0
+
+
+def _time_summary(done: list[tuple[Any, dict[str, Any]]]) -> list[str]:
+    """Per task and algorithm, the finished runs' mean wall seconds, env steps/s, evaluation's
+    share and time to the first training step (runs recorded before timings were kept: wall
+    time only)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for spec, row in done:
+        groups.setdefault((spec.task, spec.algorithm), []).append(row)
+    lines = ["time per finished run (mean):"] if groups else []
+    for (task, algorithm), group in groups.items():
+        seconds = sum(r["seconds"] for r in group) / len(group)
+        rate = sum(r["env_steps"] for r in group) / max(sum(r["seconds"] for r in group), 1e-9)
+        text = f"  {task}/{algorithm}: {seconds:,.0f} s, {rate:,.0f} env steps/s"
+        timed = [r for r in group if r["timings"]]
+        if timed:
+            evaluating = sum(r["timings"].get("evaluation", 0.0) for r in timed) / sum(r["seconds"] for r in timed)
+            first = sum(r["timings"].get("to_first_update", 0.0) for r in timed) / len(timed)
+            text += f", {evaluating:.0%} evaluating, first training step after {first:.1f} s"
+        lines.append(f"{text} ({len(group)} run{'s' if len(group) > 1 else ''})")
+    return lines
 
 
 def _report_formats(options: dict[str, Any]) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,7 +66,13 @@ def test_failing_runs_are_recorded_and_the_others_go_on(smoke_suite, capsys: pyt
     assert "boom: a bug in the plugin" in runs["plugins:CrashingVDN"]["reason"]
     capsys.readouterr()
     assert main(["status", f"suite={path}", "tasks=[climbing]"]) == 0
-    assert "failed 2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "failed 2" in printed
+    # The finished run's time: wall seconds, env steps/s, evaluation's share, its fixed cost.
+    assert "climbing/vdn:" in printed and "evaluating, first training step after" in printed
+    assert main(["status", f"suite={path}", "tasks=[climbing]", "format=json"]) == 0
+    (timed,) = json.loads(capsys.readouterr().out)["done"]
+    assert timed["run"].startswith("climbing/vdn") and {"evaluation", "update"} <= set(timed["timings"])
 
 
 def test_rerun_skips_done_runs_and_duplicates_nothing(smoke_suite) -> None:

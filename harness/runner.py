@@ -319,11 +319,12 @@ class Evaluator:
     def _env(self, split: str, name: str, batch: int) -> Backend | ActionPadded:
         key = (split, name, batch)
         if key not in self._cache:
-            if split == "*":
-                self._cache[key] = self.envs.make_all(batch, derive_seed(self.seed, "eval", "together"))
-            else:
-                self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)
+            self._cache[key] = self.envs.make(split, batch, derive_seed(self.seed, "eval", split, name), only=name)
         return self._cache[key]
+
+    @functools.cached_property
+    def _together_env(self) -> Backend | ActionPadded:
+        return self.envs.make_all(self.together_batch, derive_seed(self.seed, "eval", "together"))
 
     def evaluate(self, algorithm: Any, episodes: int, env_steps: int, kind: str) -> list[dict[str, Any]]:
         results = self._play_together(algorithm, episodes) if self.together else self._play_apart(algorithm, episodes)
@@ -354,8 +355,7 @@ class Evaluator:
         battles); the last chunk's spare envs play compositions of their own choosing and are
         not counted."""
         wanted = np.repeat(np.arange(len(self.plan)), episodes)
-        batch = self.together_batch
-        env = self._env("*", "*", batch)
+        batch, env = self.together_batch, self._together_env
         returns, wins = [], []
         for start in range(0, len(wanted), batch):
             chunk = wanted[start : start + batch]
@@ -370,6 +370,8 @@ class Evaluator:
     def close(self) -> None:
         for env in self._cache.values():
             env.close()
+        if "_together_env" in vars(self):
+            self._together_env.close()
 
 
 def _pow2(n: int) -> int:
@@ -437,8 +439,8 @@ class PhaseClock:
     `harness.api.busy`, inside the others) and `to_first_update` (run start to the first
     training step: the fixed cost of a run). Resumed runs add up their attempts."""
 
-    def __init__(self, prior: dict[str, float] | None = None) -> None:
-        self.seconds: dict[str, float] = dict(prior or {})
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
@@ -476,6 +478,7 @@ class Run:
         self.started, self.prior_seconds = time.monotonic(), 0.0
         self.progress = {"env_steps": 0, "grad_steps": 0}
         self.clock = PhaseClock()
+        self.busy_since: float | None = None
         with graceful_interrupts(self.interrupt_flag) as interrupted, watching_busy(self._busy):
             try:
                 result = self._train(lambda: interrupted.is_set() or self.should_stop())
@@ -497,8 +500,9 @@ class Run:
         """A backend's `busy` announcement: shown on the progress line, its time counted."""
         if what is not None:
             self.busy_since = time.perf_counter()
-        elif hasattr(self, "busy_since"):
+        elif self.busy_since is not None:
             self.clock.add("compile", time.perf_counter() - self.busy_since)
+            self.busy_since = None
         self.on_phase(what)
 
     def _train(self, stop_requested: Callable[[], bool]) -> RunResult:
@@ -530,7 +534,8 @@ class Run:
                 torch.set_rng_state(saved["torch_rng"])
                 if continuous is not None:
                     continuous.load_state_dict(saved.get("continuous", {}), device)
-                clock.seconds = {k: clock.seconds.get(k, 0.0) + v for k, v in saved.get("timings", {}).items()}
+                for phase, seconds in saved.get("timings", {}).items():
+                    clock.add(phase, seconds)
 
         def checkpoint() -> None:
             with clock("checkpoint"):

@@ -383,19 +383,19 @@ class RecurrentAgent(nn.Module):
         return outputs.view(batch, agents, -1), new_h.view(batch, agents, -1)
 
     def packed_states(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
-                      h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> tuple[list[torch.Tensor], RunPacking]:
+                      h0: torch.Tensor | None = None) -> tuple[list[torch.Tensor], RunPacking]:
         """Recurrent states of whole episodes (or of sequences from h0 [B, A, H], see
         `unroll_gru`) under each of `masks` [B, T, A, E], for the present agent-steps only:
-        one [N, H] per mask in `packing`'s order (computed from agent_mask [B, T, A] unless
-        given), and the packing. Every agent-step must not be absent: see `unroll_hidden`."""
-        packing = RunPacking.of(agent_mask) if packing is None else packing
+        one [N, H] per mask, in the order of agent_mask's `RunPacking` (also returned).
+        agent_mask [B, T, A] must have a present entry."""
+        packing = RunPacking.of(agent_mask)
         slots = self._slots(agent_mask)
         inputs = self.encode_views(packing.gather(obs), [packing.gather(m) for m in masks],
                                    None if slots is None else packing.gather(slots), agent_mask.shape[-1])
         return [packed_gru(self.rnn, x, packing, h0) for x in inputs], packing
 
     def unroll_hidden_views(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
-                            h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> list[torch.Tensor]:
+                            h0: torch.Tensor | None = None) -> list[torch.Tensor]:
         """`unroll_hidden` under each of `masks` [B, T, A, E] (REFIL's imagined groups, MIPI's
         own-row view): the views share the embedding and attention logits of every row."""
         if bool(agent_mask.all()):
@@ -403,30 +403,29 @@ class RecurrentAgent(nn.Module):
             return [_fused_gru(self.rnn, x, h0) for x in inputs]
         if not bool(agent_mask.any()):
             return [obs.new_zeros(*agent_mask.shape, self.hidden) for _ in masks]
-        states, packing = self.packed_states(obs, masks, agent_mask, h0, packing)
+        states, packing = self.packed_states(obs, masks, agent_mask, h0)
         return [packing.scatter(s) for s in states]
 
     def unroll_views(self, obs: torch.Tensor, masks: Sequence[torch.Tensor], agent_mask: torch.Tensor,
-                     h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> list[torch.Tensor]:
+                     h0: torch.Tensor | None = None) -> list[torch.Tensor]:
         """`unroll` under each of `masks` [B, T, A, E], sharing what the views can share (see
         `unroll_hidden_views`): one [B, T, A, n_outputs] per mask."""
         if bool(agent_mask.all()) or not bool(agent_mask.any()):
             return [self.output(h, agent_mask) for h in self.unroll_hidden_views(obs, masks, agent_mask, h0)]
-        states, packing = self.packed_states(obs, masks, agent_mask, h0, packing)
+        states, packing = self.packed_states(obs, masks, agent_mask, h0)
         return [packing.scatter(self.head(s)) for s in states]
 
     def unroll_hidden(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
-                      h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> torch.Tensor:
+                      h0: torch.Tensor | None = None) -> torch.Tensor:
         """Recurrent states of whole episodes from a zero state (or of sequences from `h0`
-        [B, A, H], see `unroll_gru`): obs [B, T, A, E, F] -> [B, T, A, H], zero where absent.
-        `packing` is agent_mask's `RunPacking`, when the caller has it already."""
-        return self.unroll_hidden_views(obs, [obs_mask], agent_mask, h0, packing)[0]
+        [B, A, H], see `unroll_gru`): obs [B, T, A, E, F] -> [B, T, A, H], zero where absent."""
+        return self.unroll_hidden_views(obs, [obs_mask], agent_mask, h0)[0]
 
     def unroll(self, obs: torch.Tensor, obs_mask: torch.Tensor, agent_mask: torch.Tensor,
-               h0: torch.Tensor | None = None, packing: RunPacking | None = None) -> torch.Tensor:
+               h0: torch.Tensor | None = None) -> torch.Tensor:
         """Whole episodes from a zero state (or sequences from `h0`): obs [B, T, A, E, F] ->
         outputs [B, T, A, n_outputs], zero where absent."""
-        return self.unroll_views(obs, [obs_mask], agent_mask, h0, packing)[0]
+        return self.unroll_views(obs, [obs_mask], agent_mask, h0)[0]
 
 
 def slot_one_hots(x: torch.Tensor, width: int) -> torch.Tensor:

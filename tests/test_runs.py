@@ -263,3 +263,24 @@ def test_a_store_made_before_the_timings_column_gains_it(tmp_path: Path) -> None
     (row,) = store.runs("s")
     assert row["timings"] == {} and row["status"] == "done"
     Store(url)  # opening it again finds nothing to add
+
+
+def test_the_progress_line_shows_a_runs_announced_compilation_then_its_label_again(smoke_suite) -> None:
+    """What a worker reports through `on_phase` ("compiling ...") replaces the run's progress
+    description while it lasts; None puts the plain label back."""
+    from rich.console import Console
+
+    from harness.executor import ProgressView
+
+    spec = spec_for(smoke_suite(), "climbing", "vdn")
+    view = ProgressView(Console(file=open(os.devnull, "w")), [spec])  # noqa: SIM115
+    view.started(spec.run_id)
+    task = view.active[spec.run_id]
+
+    def description() -> str:
+        return next(t.description for t in view.progress.tasks if t.id == task)
+
+    view.phase(spec.run_id, "compiling SMAX 8v8 for 256 envs")
+    assert description() == f"  {spec.label} (compiling SMAX 8v8 for 256 envs)"
+    view.phase(spec.run_id, None)
+    assert description() == f"  {spec.label}"

@@ -116,19 +116,6 @@ class RefilMixer(AttentionQMixer):
         )
         return q_tot, imagined
 
-    def imagined(
-        self,
-        q_in: torch.Tensor,
-        q_out: torch.Tensor,
-        state: torch.Tensor,
-        state_mask: torch.Tensor,
-        agent_mask: torch.Tensor,
-        within: torch.Tensor,
-        cross: torch.Tensor,
-    ) -> torch.Tensor:
-        """Q_tot^aux alone (see `with_imagined`)."""
-        return self.with_imagined(q_in, q_in, q_out, state, state_mask, agent_mask, within, cross)[1]
-
 
 @dataclass
 class AQMIXConfig(QMIXConfig):

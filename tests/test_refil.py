@@ -279,7 +279,7 @@ def test_mixers_are_monotone(seed, a, n_extra, softmax):
     mixer(q, state, state_mask, agent_mask).sum().backward()
     assert torch.all(q.grad >= 0) and torch.all(q.grad[~agent_mask] == 0)
     q_in, q_out = q.detach().clone().requires_grad_(True), (q.detach() * -2).requires_grad_(True)
-    q_aux = mixer.imagined(q_in, q_out, state, state_mask, agent_mask, within, cross)
+    _, q_aux = mixer.with_imagined(q_in.detach(), q_in, q_out, state, state_mask, agent_mask, within, cross)
     assert torch.isfinite(q_aux).all()
     q_aux.sum().backward()
     for grad in (q_in.grad, q_out.grad):
@@ -314,12 +314,14 @@ def test_imagined_mixer_padding_changes_nothing(seed, pad):
     mixer = make_mixer(seed % 5)
     q, state, state_mask, agent_mask, within, cross = mixer_inputs(seed, 6, 3, 2)
     q_out = torch.randn_like(q)
-    ref = mixer.imagined(q, q_out, state, state_mask, agent_mask, within, cross)
+    ref = mixer.with_imagined(q, q, q_out, state, state_mask, agent_mask, within, cross)
     # masked state rows with junk at the end; an absent agent slot with junk utilities
     junk = torch.randn(6, pad, 4) * 100
     off = torch.zeros(6, 3, pad, dtype=torch.bool)
-    out = mixer.imagined(
-        torch.cat([q, torch.randn(6, 1) * 100], 1),
+    q_padded = torch.cat([q, torch.randn(6, 1) * 100], 1)
+    out = mixer.with_imagined(
+        q_padded,
+        q_padded,
         torch.cat([q_out, torch.randn(6, 1) * 100], 1),
         torch.cat([state[:, :3], torch.randn(6, 1, 4) * 100, state[:, 3:], junk], 1),
         torch.cat([state_mask[:, :3], torch.zeros(6, 1, dtype=torch.bool), state_mask[:, 3:], off[:, 0]], 1),
@@ -330,7 +332,8 @@ def test_imagined_mixer_padding_changes_nothing(seed, pad):
             for m in (within, cross)
         ),
     )
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(out, ref, strict=True):  # Q_tot and Q_tot^aux
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ the learner

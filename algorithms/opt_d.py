@@ -361,6 +361,7 @@ class OPTDConfig:
     batch_size: int = 32
     buffer_size: int = 5000
     updates_per_round: int = 1
+    learning_starts: int = 0
     target_update_episodes: int = 200
     epsilon_start: float = 1.0
     epsilon_finish: float = 0.05

@@ -84,6 +84,9 @@ class ValueDecompositionConfig:
     # step (on `batch_size` episodes) per 16 episodes collected; no setting trades it for
     # speed behind the user's back, and every run records its gradient and env steps.
     updates_per_round: int = 1
+    # Env steps collected before the first gradient step (JaxMARL's LEARNING_STARTS); 0 starts
+    # as soon as the replay holds `batch_size` episodes (PyMARL).
+    learning_starts: int = 0
     target_update_episodes: int = 200
     epsilon_start: float = 1.0
     epsilon_finish: float = 0.05
@@ -234,7 +237,7 @@ class ValueDecomposition:
     # ---------------------------------------------------------------- learning
 
     def update(self) -> dict[str, float]:
-        if len(self.replay) < self.cfg.batch_size:
+        if len(self.replay) < self.cfg.batch_size or self.env_steps < self.cfg.learning_starts:
             return {}
         metrics: dict[str, float] = {}
         for _ in range(self.cfg.updates_per_round):

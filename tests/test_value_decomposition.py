@@ -475,3 +475,15 @@ def test_bfloat16_precision_runs_the_entity_encoders_in_bfloat16_and_learns() ->
     assert compute_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
     with pytest.raises(ValueError, match="precision"):
         compute_dtype("float16", torch.device("cpu"))
+
+
+def test_no_gradient_step_before_learning_starts() -> None:
+    """`learning_starts`: updates wait for that many env steps, however full the replay."""
+    alg = QMIX(SPEC, small_config(QMIX, learning_starts=60), 0, "cpu")
+    env = RandomEpisodes(4)
+    rounds = 0
+    while alg.grad_steps == 0:
+        metrics = run_round(alg, env)[1]
+        rounds += 1
+        assert (metrics == {}) == (alg.env_steps < 60)
+    assert rounds > 2 and len(alg.replay) > alg.cfg.batch_size  # the replay had a batch long before

@@ -33,7 +33,7 @@ class Bootstrap:
 
     reps: int = 2000
     confidence: float = 0.95
-    method: str = "percentile"
+    method: str = "expanded"
     seed: int = 0
 
     def kwargs(self) -> dict[str, Any]:
@@ -65,6 +65,12 @@ class RunRecord:
     _cells: dict[tuple[str, int | None], dict[tuple[str, str, str], float]] = field(
         default_factory=dict, repr=False, compare=False)
 
+    def on_grid(self) -> dict[int, int]:
+        """Grid step -> the env steps of the curve evaluation placed there (see `grid_step`)."""
+        budget = self.spec.budget
+        return {grid_step(r["env_steps"], budget["eval_every"], budget["env_steps"]): r["env_steps"]
+                for r in self.evals if r["kind"] == "curve"}
+
     def cells(self, kind: str = "curve", step: int | None = None) -> dict[tuple[str, str, str], float]:
         """(split, composition, metric) -> value at evaluation `step` (None: the last of `kind`;
         "curve": during training, "absolute": the best checkpoint re-evaluated)."""
@@ -88,6 +94,17 @@ class RunRecord:
                 "seed": self.spec.seed, "status": self.status, "reason": self.reason,
                 "env_steps": self.env_steps, "seconds": self.seconds,
                 "final": self.final_scores(), "absolute": self.final_scores("absolute")}
+
+
+def grid_step(env_steps: int, eval_every: int, budget: int) -> int:
+    """The point of the evaluation schedule {0, eval_every, 2 eval_every, ..., budget} whose
+    crossing triggered an evaluation at `env_steps`: the largest one not above it. A run
+    evaluates after the first round of collection that reaches a point, so its evaluations land
+    up to one round past the schedule (with continuous rollouts, at a different count in every
+    run); curves place them on the schedule, which every run of a task shares."""
+    if env_steps >= budget:
+        return budget
+    return (env_steps // eval_every) * eval_every
 
 
 def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
@@ -122,15 +139,21 @@ def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
 
 def _estimates(x: np.ndarray, boot: Bootstrap) -> dict[str, Any]:
     """Mean and IQM of a score table, each with its stratified interval (None unless every
-    stratum has a score: dropping a composition would silently change what is estimated)."""
+    stratum has a score: dropping a composition would silently change what is estimated). When
+    every score is 0 or 1 (per-run yes/no outcomes) the mean's interval is Wilson's."""
     if x.size == 0 or not np.isfinite(x).any(axis=0).all():
         return {"mean": None, "iqm": None}
-    return {name: _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x) for name in ("mean", "iqm")}
+    out = {name: _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x, boot.method)
+           for name in ("mean", "iqm")}
+    if stats.is_binary(x):
+        out["mean"] = _per_run(stats.wilson_mean(x, boot.confidence), x, "wilson")
+    return out
 
 
-def _per_run(est: stats.Estimate, x: np.ndarray) -> dict[str, Any]:
-    """The estimate with `n` = the runs behind it (stats counts scores: runs x compositions)."""
-    return {**est.as_dict(), "n": int(np.isfinite(x).any(axis=1).sum())}
+def _per_run(est: stats.Estimate, x: np.ndarray, method: str) -> dict[str, Any]:
+    """The estimate with `n` = the runs behind it (stats counts scores: runs x compositions)
+    and the interval's method."""
+    return {**est.as_dict(), "n": int(np.isfinite(x).any(axis=1).sum()), "method": method}
 
 
 def _wall_seconds(runs: list[RunRecord]) -> np.ndarray:
@@ -344,20 +367,23 @@ class Leaderboard:
 
     def curves(self) -> list[dict[str, Any]]:
         """Sample efficiency: per task, split and algorithm, the IQM over runs and compositions
-        at each evaluation point, with its stratified interval."""
+        at each point of the evaluation schedule (`grid_step`), with its stratified interval
+        and the number of runs behind it (no interval from one run)."""
         out = []
         for task in self.suite.tasks:
             for split in self.splits(task):
                 names = self.compositions(task, split)
                 for algorithm in task.algorithms:
                     runs = self.done[(task.name, algorithm)]
-                    steps = sorted({r["env_steps"] for run in runs for r in run.evals if r["kind"] == "curve"})
+                    grids = [run.on_grid() for run in runs]
                     points = []
-                    for step in steps:
-                        x = _column_table(runs, split, names, self.metric, step=step)
+                    for step in sorted({g for grid in grids for g in grid}):
+                        here = [(run, grid[step]) for run, grid in zip(runs, grids, strict=True) if step in grid]
+                        x = np.vstack([_column_table([run], split, names, self.metric, step=actual)
+                                       for run, actual in here])
                         if np.isfinite(x).any(axis=0).all():
                             e = stats.stratified_bootstrap(x, "iqm", **self.boot.kwargs())
-                            points.append({"env_steps": step, **_per_run(e, x)})
+                            points.append({"env_steps": step, **_per_run(e, x, self.boot.method)})
                     out.append({"task": task.name, "split": split, "algorithm": algorithm, "points": points})
         return out
 
@@ -382,7 +408,7 @@ class Leaderboard:
             "params": {t.name: t.params for t in suite.tasks},
             "tuning": tuning_protocol(suite),
             "bootstrap": vars(self.boot) | {"stratified_by": "composition (and task for aggregates)"},
-            "ranking": "ranked by mean; an algorithm shares the rank of the one above when their intervals overlap",
+            "ranking": RANKING,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -468,9 +494,14 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"])
 
 
+RANKING = ("ranked by mean; an algorithm whose interval overlaps the best one's shares rank 1 (=1: not "
+           "distinguishable from the best); the others are ranked by mean alone")
+
+
 def _rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Rank algorithms within each task and split by mean; one whose interval overlaps the
-    interval of the algorithm ranked just above shares its rank (`tied`: True)."""
+    """Rank algorithms within each task and split by mean (see RANKING). Only the comparison with
+    the best counts: ties through a chain of overlapping intervals would let an algorithm far below
+    the best share its rank."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["task"], row["split"])].append(row)
@@ -478,9 +509,8 @@ def _rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
         scored = sorted((r for r in group if r[metric]["mean"] is not None),
                         key=lambda r: -r[metric]["mean"]["value"])
         for i, row in enumerate(scored):
-            above = scored[i - 1] if i else None
-            tied = above is not None and _overlap(row[metric]["mean"], above[metric]["mean"])
-            row["rank"], row["tied"] = (above["rank"], True) if tied and above else (i + 1, False)
+            tied = i > 0 and _overlap(row[metric]["mean"], scored[0][metric]["mean"])
+            row["rank"], row["tied"] = (1, True) if tied else (i + 1, False)
         for row in group:
             row.setdefault("rank", None)
             row.setdefault("tied", False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.leaderboard import aggregate_table, few_seeds_caveat, gap_table, problem_table, split_table
+from harness.leaderboard import aggregate_table, gap_table, preamble, problem_table, smoke_banner, split_table
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """
@@ -43,14 +43,13 @@ def esc(x: Any) -> str:
 
 def html_page(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     body = [f"<h1>Leaderboard: {esc(report['suite'])}</h1>"]
+    banner = smoke_banner(report)
+    if banner:
+        body.append(f"<p class='banner'><b>{esc(banner)}</b></p>")
+    text = esc(preamble(report)).replace("**", "")
+    body.append(f"<p>{text.replace('`', '')}</p>")
     if report.get("description"):
         body.append(f"<p>{esc(report['description'])}</p>")
-    protocol = report["protocol"]
-    body.append(f"<p>Metric <b>{esc(report['metric'])}</b>, budget <code>{esc(report['budget'])}</code>, seeds "
-                f"{esc(protocol['seeds'])}. Each estimate is followed by its {report['confidence']:.0%} "
-                f"{esc(protocol['bootstrap']['method'])} bootstrap interval over seeds, stratified by composition. "
-                f"{esc(protocol['ranking'].capitalize())} (shown as =k). "
-                f"{esc(few_seeds_caveat(protocol['seeds']))}</p>")
     body += [f"<p class='note'>Note: {esc(n)}</p>" for n in report.get("notes", [])]
     body += _aggregate_section(report)
     for task in report["tasks"]:
@@ -193,9 +192,10 @@ def _curve_plot(curves: list[dict[str, Any]], metric: str) -> Any:
         x = [p["env_steps"] for p in c["points"]]
         y = [p["value"] for p in c["points"]]
         line = ax.plot(x, y, label=c["algorithm"])[0]
-        low = [p["ci_low"] if p["ci_low"] is not None else p["value"] for p in c["points"]]
-        high = [p["ci_high"] if p["ci_high"] is not None else p["value"] for p in c["points"]]
-        ax.fill_between(x, low, high, alpha=0.15, color=line.get_color())
+        # A band only where the point has an interval (two runs or more behind it).
+        low = np.array([np.nan if p["ci_low"] is None else p["ci_low"] for p in c["points"]])
+        high = np.array([np.nan if p["ci_high"] is None else p["ci_high"] for p in c["points"]])
+        ax.fill_between(x, low, high, where=np.isfinite(low), alpha=0.15, color=line.get_color())
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"{metric} (IQM)")
     ax.legend(fontsize=7, ncol=2)

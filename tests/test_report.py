@@ -140,7 +140,10 @@ def test_failed_missing_and_untrained_runs_are_shown_not_hidden(board, tmp_path)
     assert [u["run"] for u in doc["problems"]["untrained"]] == ["climbing/iql/seed2"]
     assert "climbing/iql/seed2 | done, untrained | took no gradient step within the budget" in readme
     assert "3/4 (1 failed)" in readme and "3/4 (1 missing)" in readme
-    assert "With 4 seeds these intervals are optimistic" in readme  # few seeds: said, not hidden
+    # The first lines: budget, seeds, finished runs and the interval method.
+    first = readme.split("\n\n")[1]
+    assert "seeds [0, 1, 2, 3], 14 of 16 planned runs finished" in first
+    assert "expanded percentile bootstrap interval (Hesterberg 2015" in first and "Wilson" in first
     assert not (out / "index.html").exists()  # only the formats asked for (and the manifest)
 
 

@@ -181,7 +181,7 @@ def test_padding_rows_do_not_count_as_runs():
     one-sample bootstrap), not like twelve: the real count drives the width."""
     x = np.array([0.0, 1.3, 2.1, 4.4, 7.9])
     padded = np.concatenate([x, np.full(7, np.nan)])[:, None]
-    ours = stats.stratified_bootstrap(padded, reps=40_000, seed=1)
+    ours = stats.stratified_bootstrap(padded, reps=40_000, seed=1, method="percentile")
     ref = sps.bootstrap((x,), np.mean, n_resamples=40_000, method="percentile", rng=np.random.default_rng(2))
     tol = 0.03 * (ref.confidence_interval.high - ref.confidence_interval.low)
     assert ours.n == 5
@@ -225,9 +225,44 @@ def test_seed_reproducible_and_matters():
     assert a == b and a.value == c.value and (a.low, a.high) != (c.low, c.high)
 
 
+def test_expanded_interval_is_the_percentile_interval_at_the_widened_level():
+    """Hesterberg's expansion by hand: at 5 runs in one stratum, sqrt(5/4) t_4(0.975) = 3.104, so
+    the tails hold 2 P(Z > 3.104) = 0.19% instead of 5%: the expanded interval is the percentile
+    interval at 99.81% on the same resamples. Over S alike strata the t has S (n - 1) degrees of
+    freedom (Welch-Satterthwaite)."""
+    assert stats.expanded_alpha(0.05, 5) == pytest.approx(2 * sps.norm.sf(np.sqrt(5 / 4) * 2.7764451), rel=1e-5)
+    assert stats.expanded_alpha(0.05, 5) == pytest.approx(0.001908, abs=1e-6)
+    x = normal(5, seed=3)
+    expanded = stats.stratified_bootstrap(x[:, None], "mean", reps=5000, seed=0)
+    wide = stats.stratified_bootstrap(x[:, None], "mean", reps=5000, seed=0, method="percentile",
+                                      confidence=1 - stats.expanded_alpha(0.05, 5))
+    assert (expanded.low, expanded.high) == (wide.low, wide.high)
+    narrow = stats.stratified_bootstrap(x[:, None], "mean", reps=5000, seed=0, method="percentile")
+    assert expanded.low < narrow.low and expanded.high > narrow.high
+    alike = np.column_stack([x, x + 1.0, x - 2.0])  # three strata, the same spread
+    assert stats.effective_df(np.sort(alike, axis=0)) == pytest.approx(3 * 4)
+    assert stats.effective_df(np.sort(np.ones((4, 2)), axis=0)) == np.inf  # nothing varies
+
+
+def test_wilson_interval_for_per_run_yes_no_outcomes():
+    """1 success in 20 runs: Wilson [0.0089, 0.236] (by hand: centre (k + z^2/2) / (n + z^2),
+    half-width z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2)), where the bootstrap of 0/1 values
+    gives [0, 0.15]; strata are pooled; anything but 0 and 1 is refused."""
+    outcomes = np.r_[1.0, np.zeros(19)]
+    e = stats.wilson_mean(outcomes)
+    z = sps.norm.ppf(0.975)
+    centre, half = (1 + z**2 / 2) / (20 + z**2), z * np.sqrt(1 * 19 / 20 + z**2 / 4) / (20 + z**2)
+    assert (e.value, e.n) == (0.05, 20)
+    assert (e.low, e.high) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert stats.wilson_mean(outcomes.reshape(10, 2)).as_dict() == e.as_dict()
+    assert stats.is_binary(outcomes) and not stats.is_binary([0.0, 0.5])
+    with pytest.raises(ValueError, match="0 or 1"):
+        stats.wilson_mean([0.0, 0.5])
+
+
 def test_percentile_matches_scipy_on_one_stratum():
     x = normal(12, seed=11)
-    ours = stats.stratified_bootstrap(x[:, None], "mean", reps=40_000, seed=0)
+    ours = stats.stratified_bootstrap(x[:, None], "mean", reps=40_000, seed=0, method="percentile")
     ref = sps.bootstrap((x,), np.mean, n_resamples=40_000, method="percentile", rng=np.random.default_rng(1))
     tol = 0.03 * (ref.confidence_interval.high - ref.confidence_interval.low)
     assert ours.low == pytest.approx(ref.confidence_interval.low, abs=tol)
@@ -485,8 +520,9 @@ def test_probability_of_improvement_interval_is_the_bootstrap_of_the_definition(
             a, b = a[~np.isnan(a)], b[~np.isnan(b)]
             per_stratum.append(np.mean((a[:, None] > b) + 0.5 * (a[:, None] == b)))
         direct.append(np.mean(per_stratum))
-    assert e.low == pytest.approx(np.quantile(direct, 0.025), abs=1e-12)
-    assert e.high == pytest.approx(np.quantile(direct, 0.975), abs=1e-12)
+    alpha = stats.expanded_alpha(0.05, 2)  # the smallest stratum has 2 runs
+    assert e.low == pytest.approx(np.quantile(direct, alpha / 2), abs=1e-12)
+    assert e.high == pytest.approx(np.quantile(direct, 1 - alpha / 2), abs=1e-12)
 
 
 @given(tables(), tables(), st.integers(0, 100))

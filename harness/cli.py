@@ -127,7 +127,7 @@ def cmd_run(tokens: list[str]) -> int:
         summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
                            ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: runs in progress were checkpointed; run the same command to resume")
+        err.print(f"[yellow]interrupted[/]: {_interrupted_summary(specs, store)}; run the same command to resume")
         return 130
     out.print(table(collect(suite, store, full=False)))
     if summary.failures:
@@ -137,6 +137,18 @@ def cmd_run(tokens: list[str]) -> int:
     if summary.skipped_failed:
         err.print(f"{summary.skipped_failed} run(s) failed in an earlier invocation; rerun them with retry_failed=true")
     return summary.exit_code
+
+
+def _interrupted_summary(specs: list[Any], store: Any) -> str:
+    """What a Ctrl-C left behind, read from the store and the checkpoint folders: runs that will
+    resume from a checkpoint, and runs stopped before their first one (they start over)."""
+    statuses = store.statuses(s.run_id for s in specs)
+    stopped = [s for s in specs if statuses.get(s.run_id) in ("interrupted", "running")]
+    resumable = sum((Path(s.checkpoint_dir) / s.run_id / "last.pt").exists() for s in stopped)
+    parts = [f"{resumable} run(s) checkpointed, to resume from there"]
+    if len(stopped) > resumable:
+        parts.append(f"{len(stopped) - resumable} stopped before their first checkpoint (they start over)")
+    return ", ".join(parts)
 
 
 def cmd_show(tokens: list[str]) -> int:
@@ -163,8 +175,11 @@ def cmd_show(tokens: list[str]) -> int:
     }
     print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=100).rstrip())
     specs = plan(suite)
-    store = Store(suite.store)
-    statuses = store.statuses(s.run_id for s in specs)
+    try:
+        store: Store | None = Store(suite.store, create=False)
+    except ConfigError:  # nothing has run with this store yet: showing the plan creates none
+        store = None
+    statuses = store.statuses(s.run_id for s in specs) if store is not None else {}
     remaining = [s for s in specs if statuses.get(s.run_id) != "done"]
     total_steps = sum(s.budget["env_steps"] for s in specs)
     left_steps = sum(s.budget["env_steps"] for s in remaining)
@@ -173,7 +188,7 @@ def cmd_show(tokens: list[str]) -> int:
     for s in remaining:
         key = (s.task_config["env"], s.algorithm)
         if key not in rates:
-            rates[key] = store.throughput(s.task_config, s.algorithm)
+            rates[key] = store.throughput(s.task_config, s.algorithm) if store is not None else None
         rate = rates[key]
         if rate:
             seconds += s.budget["env_steps"] / rate
@@ -241,7 +256,7 @@ def cmd_status(tokens: list[str]) -> int:
     fmt = _format(options, ("table", "json"))
     suite = _load(options, overrides)
     specs = plan(suite)
-    store = Store(suite.store)
+    store = Store(suite.store, create=False)
     rows = {r["run_id"]: r for r in store.runs(run_ids=[s.run_id for s in specs])}
     counts = Counter(rows.get(s.run_id, {}).get("status", "missing") for s in specs)
     failed = [{"run": s.label, "run_id": s.run_id, "reason": rows[s.run_id]["reason"]}
@@ -306,19 +321,40 @@ def _report_reps(options: dict[str, Any]) -> int:
     return reps
 
 
-def _keep_other_leaderboard(target: Path, overrides: list[str]) -> None:
+# Overrides that say where and how runs executed, not what they were: boards made from two stores
+# (or with other worker counts) of one suite compare by their finished runs, not by these.
+_PLACEMENT_KEYS = ("store", "checkpoint_dir", "checkpoint_every", "workers", "executor", "ray_address", "cpus_per_run",
+                   "gpus_per_run", "max_retries", "device", "retry_failed", "reclaim_running")
+
+
+def _shaping(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] not in _PLACEMENT_KEYS]
+
+
+def _keep_other_leaderboard(target: Path, overrides: list[str], finished: int) -> None:
     """The default folder may hold a published leaderboard made with other overrides (another
-    budget, a subset of tasks): refuse to replace it by accident."""
+    budget, a subset of tasks), or from more finished runs than this store has (a partial
+    re-run, another store): refuse to replace it by accident."""
     from harness.config import COMMAND_LINE
 
     manifest = target / "manifest.json"
     if not manifest.exists():
         return
-    previous = json.loads(manifest.read_text()).get("overrides", [])
+    previous = _shaping(json.loads(manifest.read_text()).get("overrides", []))
+    overrides = _shaping(overrides)
     if sorted(previous) != sorted(overrides):
         raise ConfigError.single(
             ("out",), f"{target} holds a leaderboard made with overrides {previous or 'none'}, this one has "
             f"{overrides or 'none'}: pass out=DIR to write it elsewhere, or replace=true to overwrite it",
+            found=str(target), file=COMMAND_LINE)
+    try:
+        published = sum(r.get("status") == "done" for r in json.loads((target / "leaderboard.json").read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable board to compare with: the overrides check above is all we can do
+    if finished < published:
+        raise ConfigError.single(
+            ("out",), f"{target} holds a leaderboard of {published} finished runs and this store has {finished}: "
+            "replacing it would publish less. Pass out=DIR to write this one elsewhere, or replace=true to overwrite",
             found=str(target), file=COMMAND_LINE)
 
 
@@ -331,14 +367,14 @@ def cmd_report(tokens: list[str]) -> int:
     formats = _report_formats(options)
     boot = Bootstrap(reps=_report_reps(options))
     suite = _load(options, overrides)
-    store = Store(suite.store)
+    store = Store(suite.store, create=False)
     runs = read_runs(suite, store)
     if formats == ("table",):
         out.print(table(collect(suite, store, boot, runs, full=False)))
         return 0
     target = Path(str(options["out"])) if "out" in options else Path("leaderboards") / suite.name
-    if "out" not in options and options.get("replace") is not True:
-        _keep_other_leaderboard(target, suite.overrides)  # before the bootstrap, not after it
+    if "out" not in options and options.get("replace") is not True:  # checked before the bootstrap, not after
+        _keep_other_leaderboard(target, suite.overrides, sum(r.status == "done" for r in runs))
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, store, boot, runs)
         written = write_leaderboard(report, suite, runs, target, formats)

@@ -208,6 +208,20 @@ class Task:
         return config
 
 
+def default_store(name: str) -> str:
+    return f"sqlite:///runs/{name}.db"
+
+
+def default_checkpoint_dir(name: str, store: str | None) -> str:
+    """runs/checkpoints/NAME for the default store; a folder of its own for any other store, so
+    that two stores holding runs of the same suite (same run ids) never share run folders."""
+    if store is None or store == default_store(name):
+        return f"runs/checkpoints/{name}"
+    import hashlib
+
+    return f"runs/checkpoints/{name}-{hashlib.sha256(store.encode()).hexdigest()[:8]}"
+
+
 @dataclass(frozen=True)
 class RaySettings:
     """Where and how executor=ray runs (see SuiteModel for each field's meaning)."""
@@ -526,8 +540,8 @@ class _Resolver:
             budget_name=budget_name,
             algorithms=list(algorithms),
             tasks=tasks,
-            store=model.store or f"sqlite:///runs/{name}.db",
-            checkpoint_dir=model.checkpoint_dir or f"runs/checkpoints/{name}",
+            store=model.store or default_store(name),
+            checkpoint_dir=model.checkpoint_dir or default_checkpoint_dir(name, model.store),
             checkpoint_every=model.checkpoint_every,
             workers=int(workers),
             device=model.device,

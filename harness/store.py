@@ -142,19 +142,33 @@ def _add_missing_columns(engine: sa.Engine) -> None:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    """A results store. `create=False` (commands that only read: status, report, show) opens an
+    existing store only: a mistyped URL is an error naming it, not a new empty store whose
+    suite looks unstarted."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError:
             raise ConfigError.single(("store",), "expected an SQLAlchemy URL such as sqlite:///runs/x.db", found=url) from None
-        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        file = parsed.database if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:") else None
+        if file is not None and not create and not Path(file).is_file():
+            raise ConfigError.single(("store",), f"no results store at {file}: nothing has run with this store "
+                                     "(check store=, or run the suite first)", found=url)
+        if file is not None:
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, future=True)
         if parsed.drivername.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            _create_tables(self.engine)
+            if create:
+                _create_tables(self.engine)
+            elif not sa.inspect(self.engine).has_table(runs_table.name):
+                raise ConfigError.single(("store",), "this database holds no harness results (no runs table): "
+                                         "check store=, or run the suite first", found=url)
+            else:  # an older harness's store: the columns added since, so reading it works
+                _retry_races(lambda: _add_missing_columns(self.engine))
         except sa.exc.DBAPIError as exc:  # unreachable server, refused login, no permission, ...
             raise ConfigError.single(("store",), f"cannot open the results store ({exc.orig})", found=url) from None
 

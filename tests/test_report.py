@@ -313,3 +313,51 @@ def test_the_reproduce_line_carries_the_overrides_the_board_was_made_with(board,
         words = shlex.split(command)
         assert f"suite={path}" in words and "tasks=[climbing]" in words
         assert not any(w.startswith(("out=", "format=", "reps=")) for w in words)
+
+
+def test_ranks_compare_with_the_best_only_not_through_a_chain():
+    """c overlaps b, b overlaps the best a, c does not overlap a: b shares rank 1 (=1, not
+    distinguishable from the best) and c does not (a chain of overlaps used to carry it up)."""
+    def row(name, value, low, high):
+        return {"task": "t", "split": "test", "algorithm": name,
+                "return": {"mean": {"value": value, "ci_low": low, "ci_high": high, "n": 5}}}
+
+    rows = _rank([row("a", 3.0, 2.8, 3.2), row("b", 2.5, 2.1, 2.9), row("c", 2.0, 1.5, 2.2)], "return")
+    assert {r["algorithm"]: (r["rank"], r["tied"]) for r in rows} == {"a": (1, False), "b": (1, True),
+                                                                      "c": (3, False)}
+
+
+def test_a_report_from_fewer_finished_runs_does_not_replace_the_published_one(board, tmp_path, monkeypatch, capsys):
+    """A store with fewer finished runs than the published board (a partial re-run) is refused,
+    naming both counts, unless replace=true."""
+    path, store_url, suite, store = board
+    monkeypatch.chdir(tmp_path)
+    base = ["report", f"suite={path}", "reps=100", "format=json"]
+    assert main([*base, f"store={store_url}"]) == 0
+    published = tmp_path / "leaderboards" / suite.name / "leaderboard.json"
+    before = published.read_text()
+    partial = f"sqlite:///{tmp_path / 'partial.db'}"
+    fewer = Store(partial)
+    fewer.register(plan(suite))
+    spec = plan(suite)[0]
+    fewer.finish(RunResult(spec.run_id, "done", None, evals_for(spec), env_steps=200, grad_steps=10, seconds=1.0))
+    assert main([*base, f"store={partial}"]) == 2
+    err = capsys.readouterr().err
+    assert "leaderboard of 14 finished runs and this store has 1" in err and "replace=true" in err
+    assert published.read_text() == before
+    assert main([*base, f"store={partial}", "replace=true"]) == 0
+
+
+def test_status_report_and_show_never_create_a_store(tmp_path, capsys):
+    """A mistyped store is an error naming the path (exit 2), and nothing is created."""
+    missing = tmp_path / "no" / "such" / "runs.db"
+    for command in ("status", "report"):
+        assert main([command, "suite=matrix_games", f"store=sqlite:///{missing}"]) == 2
+        assert f"no results store at {missing}" in capsys.readouterr().err
+    assert main(["show", "suite=matrix_games", "tasks=[identity]", f"store=sqlite:///{missing}"]) == 0
+    assert "unknown until some runs" in capsys.readouterr().out
+    assert not (tmp_path / "no").exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()  # a file that is not a store
+    assert main(["status", "suite=matrix_games", f"store=sqlite:///{empty}"]) == 2
+    assert "holds no harness results" in capsys.readouterr().err

@@ -284,3 +284,15 @@ def test_the_progress_line_shows_a_runs_announced_compilation_then_its_label_aga
     assert description() == f"  {spec.label} (compiling SMAX 8v8 for 256 envs)"
     view.phase(spec.run_id, None)
     assert description() == f"  {spec.label}"
+
+
+def test_two_stores_of_one_suite_never_share_checkpoint_folders(smoke_suite) -> None:
+    """Runs of the same suite in two stores have the same run ids: the default checkpoint
+    folder is keyed by the store, the default store keeping the plain runs/checkpoints/NAME."""
+    from harness.config import default_checkpoint_dir
+
+    a, b = (load_suite("matrix_games", [f"store=sqlite:///{name}.db"]) for name in ("a", "b"))
+    assert a.checkpoint_dir != b.checkpoint_dir and a.checkpoint_dir.startswith("runs/checkpoints/matrix_games-")
+    assert load_suite("matrix_games").checkpoint_dir == "runs/checkpoints/matrix_games"
+    assert default_checkpoint_dir("smoke", "sqlite:///runs/smoke.db") == "runs/checkpoints/smoke"
+    assert load_suite(str(smoke_suite()), ["store=sqlite:///c.db"]).checkpoint_dir.endswith("/checkpoints")  # given: kept

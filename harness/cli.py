@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from harness.errors import ConfigError, HarnessError
 
@@ -231,21 +233,38 @@ def cmd_list(tokens: list[str]) -> int:
     if what == "suites":
         for path in sorted(SUITES_DIR.glob("*.yaml")):
             description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
-            out.print(f"{path.stem:24} {description.strip().splitlines()[0] if description else ''}", highlight=False)
+            _list_line(path.stem, str(description or ""), whole=True)
     elif what == "algorithms":
         for name in registry.algorithm_names():
-            doc = (registry.get_algorithm(name).__doc__ or "").strip().splitlines()
-            out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
+            _list_line(name, registry.get_algorithm(name).__doc__ or "")
     elif what == "envs":
         for name in registry.env_names():
             cls = registry.get_env(name)
             own_doc = cls.__dict__.get("__doc__")  # a backend's own docstring, else its module's
-            doc = (own_doc or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-            out.print(f"{name:24} {doc[0] if doc else ''}", highlight=False)
+            _list_line(name, own_doc or sys.modules[cls.__module__].__doc__ or "")
     else:
         raise ConfigError.single(("list",), "expected one of suites, algorithms, envs", found=what,
                                  choices=("suites", "algorithms", "envs"), file=COMMAND_LINE)
     return 0
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence, whole: docstrings wrap mid-sentence, so the first line alone
+    would stop in the middle of one."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = re.search(r"[.!?](\s|$)(?=[A-Z(`\"]|$)", paragraph)
+    return paragraph[: end.start() + 1] if end else paragraph
+
+
+def _list_line(name: str, text: str, whole: bool = False) -> None:
+    """NAME and its description, wrapped under the description column; printed without markup,
+    so bracketed text such as tasks=[spread_pymarl] prints as written."""
+    import textwrap
+
+    description = " ".join(text.split()) if whole else _first_sentence(text)
+    lines = textwrap.wrap(f"{name:24} {description}", width=max(out.width, 60), subsequent_indent=" " * 25)
+    for line in lines or [name]:
+        out.print(line, markup=False, highlight=False)
 
 
 def cmd_status(tokens: list[str]) -> int:
@@ -398,8 +417,10 @@ def cmd_new(tokens: list[str]) -> int:
     options, rest = _split_tokens(tokens[2:], "new", ("dir", "tests"))
     if rest:
         raise ConfigError.single(("new",), "unknown option; expected dir=PATH or tests=PATH", found=rest[0], file=COMMAND_LINE)
-    for path in new_algorithm(tokens[1], options.get("dir"), options.get("tests")):
+    module, test = new_algorithm(tokens[1], options.get("dir"), options.get("tests"))
+    for path in (module, test):
         out.print(f"wrote {path}", markup=False)
+    out.print(f"test it: python {test}   (or pytest {test}, with the dev extras)", markup=False)
     out.print(f"try it: harness run suite=matrix_games algorithms=[{tokens[1]}] budget=smoke", markup=False)
     return 0
 
@@ -469,10 +490,11 @@ def _show_study(suite: Any, settings: Any) -> int:
     from harness.config import COMMAND_LINE
 
     name = settings.study or tune.study_name(suite, settings.algorithm)
+    storage = tune.open_storage(settings.storage, suite, create=False)
     try:
-        study = optuna.load_study(study_name=name, storage=tune.open_storage(settings.storage, suite))
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise ConfigError.single(("study",), "no such study in this storage; run `harness tune` first",
+        raise ConfigError.single(("study",), tune.missing_study_message(storage, name, suite, settings.algorithm),
                                  found=name, file=COMMAND_LINE) from None
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -119,14 +119,22 @@ class $cls:
         self.grad_steps = int(state["grad_steps"])
 ''')
 
+# Runs under pytest, and as a plain script (`python tests/test_algo_NAME.py`) for users who
+# installed `.[all]` without the dev extras that bring pytest.
 TEST_TEMPLATE = Template('''\
-"""Contract test for the $name plugin (scaffolded by `harness new algorithm $name`)."""
+"""Contract test for the $name plugin (scaffolded by `harness new algorithm $name`).
+Run it with pytest, or as a script: python $test_path"""
 
 from harness.testing import check_algorithm
 
 
 def test_${name}_keeps_the_plugin_contract() -> None:
     check_algorithm("$name")
+
+
+if __name__ == "__main__":
+    test_${name}_keeps_the_plugin_contract()
+    print("$name keeps the plugin contract")
 ''')
 
 
@@ -161,5 +169,5 @@ def new_algorithm(name: str, directory: str | None = None, tests: str | None = N
     module.parent.mkdir(parents=True, exist_ok=True)
     test.parent.mkdir(parents=True, exist_ok=True)
     module.write_text(ALGORITHM_TEMPLATE.substitute(name=name, cls=_class_name(name)))
-    test.write_text(TEST_TEMPLATE.substitute(name=name))
+    test.write_text(TEST_TEMPLATE.substitute(name=name, test_path=test))
     return [module, test]

@@ -337,11 +337,15 @@ def storage_target(url: str | None, suite: Suite) -> str:
     return target
 
 
-def open_storage(url: str | None, suite: Suite) -> optuna.storages.BaseStorage:
-    """Journal file by default (and for paths ending in .journal), else an RDB URL."""
+def open_storage(url: str | None, suite: Suite, create: bool = True) -> optuna.storages.BaseStorage:
+    """Journal file by default (and for paths ending in .journal), else an RDB URL. With
+    `create=False` (tune show) a storage file that does not exist is an error naming it, so a
+    mistyped path never leaves an empty storage behind."""
     from optuna.storages.journal import JournalFileBackend
 
     target = storage_target(url, suite)
+    if not create:
+        _require_existing(target)
     if target.endswith(".journal") and "://" not in target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(target))
@@ -355,6 +359,28 @@ def open_storage(url: str | None, suite: Suite) -> optuna.storages.BaseStorage:
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise ConfigError.single(("storage",), f"cannot open this database: {exc}", found=target,
                                  file=COMMAND_LINE) from None
+
+
+def _require_existing(target: str) -> None:
+    file = target if "://" not in target else None
+    if target.startswith("sqlite:///") and target != "sqlite:///:memory:":
+        file = target.removeprefix("sqlite:///")
+    if file is not None and not Path(file).is_file():
+        raise ConfigError.single(("storage",), f"no tuning storage at {file}: nothing has been tuned with it "
+                                 "(check storage=, or run `harness tune` first)", found=target, file=COMMAND_LINE)
+
+
+def missing_study_message(storage: optuna.storages.BaseStorage, name: str, suite: Suite, algorithm: str) -> str:
+    """Why `tune show` found nothing, naming the studies this storage does hold for the suite and
+    algorithm (most often the tuning ran at another budget) and how to show one."""
+    held = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    related = [n for n in held if n.startswith(f"{suite.name}:{algorithm}:")]
+    if related:
+        hints = "; ".join(f"{n} (budget={n.rsplit(':', 1)[1]}, or study={n})" for n in related)
+        return f"no study {name!r} in this storage; it holds {hints}"
+    if held:
+        return f"no study {name!r} in this storage; it holds {', '.join(held)}: pass study=NAME, or run `harness tune` first"
+    return f"no study {name!r}: this storage holds no studies; run `harness tune` first"
 
 
 def _alive(pid: int) -> bool:

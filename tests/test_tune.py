@@ -262,6 +262,15 @@ def test_cli_tunes_writes_best_params_and_shows_the_study(suite_file, tmp_path: 
     shown = capsys.readouterr().out
     assert "study tiny:vdn:smoke: complete 2" in shown
     assert "best: trial" in shown and "importances: lr" in shown
+    # Shown at another budget: the error names the study that exists and how to show it.
+    assert main(["tune", "show", f"suite={path}", "algorithm=vdn", "budget=short"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no study 'tiny:vdn:short' in this storage; it holds tiny:vdn:smoke (budget=smoke, or study=tiny:vdn:smoke)" in err
+    # A mistyped storage is refused by name, and nothing is created there.
+    for storage in ("elsewhere/tiny.journal", f"sqlite:///{tmp_path}/none/tune.db"):
+        assert main(["tune", "show", f"suite={path}", "algorithm=vdn", f"storage={storage}"]) == 2
+        assert "no tuning storage at" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "none").exists()
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_tuning_reports_it(suite_file, tmp_path: Path, monkeypatch,

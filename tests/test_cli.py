@@ -1,0 +1,62 @@
+"""The command line as a user meets it: listings, estimates and progress output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import registry
+from harness.cli import _first_sentence, main
+
+
+def test_list_suites_prints_bracketed_text_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "suites"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "tasks=[spread_pymarl] workers=1" in listed and "tasks=[smax_3m]" in listed
+
+
+def test_list_algorithms_gives_whole_sentences(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "algorithms"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    for name in registry.algorithm_names():
+        sentence = _first_sentence(registry.get_algorithm(name).__doc__ or "")
+        assert f"{name} {sentence}" in listed
+        assert sentence.endswith((".", ")", "!", "?")), (name, sentence)
+
+
+@pytest.mark.parametrize(("doc", "first"), [
+    ("Short one.", "Short one."),
+    ("Wraps over\n    two lines: e.g. here. Then more.", "Wraps over two lines: e.g. here."),
+    ("Ends a paragraph\n\nNext paragraph.", "Ends a paragraph"),
+    ("Q_tot = sum_i q_i.", "Q_tot = sum_i q_i."),
+])
+def test_first_sentence(doc: str, first: str) -> None:
+    assert _first_sentence(doc) == first
+
+
+def test_a_scaffolded_plugin_passes_its_test_without_pytest(tmp_path, capsys) -> None:
+    """`harness new algorithm` writes a plugin and a test that runs as a plain script (the
+    quickstart's `.[all]` has no pytest); the plugin is found by name with no other file touched."""
+    import os
+    import subprocess
+    import sys
+
+    import algorithms
+
+    name = f"scaffold_probe_{os.getpid()}"
+    module = Path(algorithms.__path__[0]) / f"{name}.py"
+    try:
+        assert main(["new", "algorithm", name, f"tests={tmp_path}"]) == 0
+        printed = capsys.readouterr().out
+        test = tmp_path / f"test_algo_{name}.py"
+        assert f"test it: python {test}" in printed
+        env = {**os.environ, "PYTHONPATH": str(module.parents[1])}
+        # As without pytest installed: importing it fails in the child.
+        no_pytest = f"import sys, runpy; sys.modules['pytest'] = None; runpy.run_path({str(test)!r}, run_name='__main__')"
+        proc = subprocess.run([sys.executable, "-c", no_pytest],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"{name} keeps the plugin contract" in proc.stdout
+    finally:
+        module.unlink(missing_ok=True)

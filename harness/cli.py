@@ -157,7 +157,7 @@ def cmd_show(tokens: list[str]) -> int:
     from harness.plan import plan
     from harness.store import Store
 
-    options, overrides = _split_tokens(tokens, "show", ("suite",))
+    options, overrides = _split_tokens(tokens, "show", ("suite", "calibrate"))
     suite = _load(options, overrides)
     resolved = {
         "suite": suite.name, "file": suite.path, "metric": suite.metric, "seeds": suite.seeds,
@@ -185,25 +185,49 @@ def cmd_show(tokens: list[str]) -> int:
     remaining = [s for s in specs if statuses.get(s.run_id) != "done"]
     total_steps = sum(s.budget["env_steps"] for s in specs)
     left_steps = sum(s.budget["env_steps"] for s in remaining)
-    seconds, unknown = 0.0, 0
-    rates: dict[tuple[str, str], float | None] = {}  # one store query per (env, algorithm)
-    for s in remaining:
-        key = (s.task_config["env"], s.algorithm)
-        if key not in rates:
-            rates[key] = store.throughput(s.task_config, s.algorithm) if store is not None else None
-        rate = rates[key]
-        if rate:
-            seconds += s.budget["env_steps"] / rate
-        else:
-            unknown += 1
     out.print(f"\nplan: {len(specs)} runs ({len(specs) - len(remaining)} done), {total_steps:,} env steps in all, "
               f"{left_steps:,} left")
-    if remaining and unknown < len(remaining):
-        est = seconds / max(1, suite.workers) * len(remaining) / (len(remaining) - unknown)
-        out.print(f"estimated time: {est / 60:.1f} min with {suite.workers} workers (from finished runs' throughput)")
-    elif remaining:
-        out.print("estimated time: unknown until some runs of these algorithms have finished on this store")
+    if remaining:
+        out.print(_show_estimate(suite, remaining, store, _calibrate_option(options)), highlight=False, markup=False)
     return 0
+
+
+def _calibrate_option(options: dict[str, Any]) -> bool:
+    from harness.config import COMMAND_LINE
+
+    value = options.get("calibrate", True)
+    if not isinstance(value, bool):
+        raise ConfigError.single(("calibrate",), "expected true or false", found=str(value), file=COMMAND_LINE)
+    return value
+
+
+def _show_estimate(suite: Any, remaining: list[Any], store: Any, calibrate: bool) -> str:
+    """The estimate line: finished runs' throughput where this store has some, else a few
+    seconds of training per (task, algorithm), cached (harness/estimate.py)."""
+    import torch
+
+    from harness import estimate
+    from harness.executor import worker_threads
+
+    rates: dict[tuple[str, str], float | None] = {}  # one store query per (env, algorithm)
+
+    def throughput(spec: Any) -> float | None:
+        key = (spec.task_config["env"], spec.algorithm)
+        if key not in rates:
+            rates[key] = store.throughput(spec.task_config, spec.algorithm) if store is not None else None
+        return rates[key]
+
+    threads, before = worker_threads(suite.workers), torch.get_num_threads()
+    torch.set_num_threads(threads)  # measured as a worker would run
+    try:
+        result = estimate.estimate(
+            remaining, throughput, estimate.CalibrationCache(suite.checkpoint_dir), threads, calibrate,
+            announce=lambda line: err.print(f"{line}; calibrate=false skips this", highlight=False, markup=False))
+    except KeyboardInterrupt:
+        return "estimated time: calibration interrupted"
+    finally:
+        torch.set_num_threads(before)
+    return estimate.describe(result, len(remaining), suite.workers)
 
 
 def cmd_validate(tokens: list[str]) -> int:

@@ -60,3 +60,33 @@ def test_a_scaffolded_plugin_passes_its_test_without_pytest(tmp_path, capsys) ->
         assert f"{name} keeps the plugin contract" in proc.stdout
     finally:
         module.unlink(missing_ok=True)
+
+
+def test_show_estimates_time_before_any_run_and_says_how(tmp_path, monkeypatch, capsys) -> None:
+    """No store yet: a few seconds of training per (task, algorithm) give the estimate, which
+    says it came from a calibration; the calibration is cached (the second show trains nothing);
+    calibrate=false leaves it unknown and says how to get one."""
+    from harness import estimate
+
+    monkeypatch.chdir(tmp_path)
+    base = ["show", "suite=matrix_games", "tasks=[identity]", "algorithms=[vdn]", "seeds=[0,1]"]
+    assert main(base) == 0
+    captured = capsys.readouterr()
+    assert "calibrating identity/vdn" in captured.err
+    assert "run(s) from calibration)" in captured.out and "2 run(s)" in captured.out
+    assert not (tmp_path / "runs" / "matrix_games.db").exists()  # show creates no store
+    calls: list[object] = []
+    monkeypatch.setattr(estimate, "calibrate", lambda spec, *a, **k: calls.append(spec))
+    assert main(base) == 0
+    assert calls == [] and "from calibration" in capsys.readouterr().out
+    assert main([*base[:2], "tasks=[climbing]", "calibrate=false"]) == 0
+    assert "estimated time: unknown" in capsys.readouterr().out and calls == []
+
+
+def test_a_calibration_turns_into_run_seconds_by_its_budget() -> None:
+    from harness.estimate import Calibration
+
+    c = Calibration(fixed_s=2.0, steps_per_s=100.0, eval_s=0.5)
+    # 1000 steps / 100 per s, 1000 // 250 + 1 = 5 curve evaluations, 40 / 8 = 5 absolute ones.
+    assert c.run_seconds({"env_steps": 1000, "eval_every": 250, "eval_episodes": 8, "absolute_episodes": 40}) == \
+        pytest.approx(2.0 + 10.0 + 0.5 * 10)

@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from harness.errors import ConfigError, HarnessError
 

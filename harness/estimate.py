@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from harness.heartbeat import duration
 from harness.plan import RunSpec, stable_hash
 
 CALIBRATION_FILE = "calibration.json"
@@ -130,9 +130,10 @@ def estimate(remaining: list[RunSpec], throughput: Callable[[RunSpec], float | N
             measured[key] = cache.get(key)
             if measured[key] is None and calibrate_missing:
                 announce(f"calibrating {spec.task}/{spec.algorithm} (a few seconds of training)")
-                measured[key] = calibrate(spec)
-                if measured[key] is not None:
-                    cache.put(key, measured[key])
+                fresh = calibrate(spec)
+                if fresh is not None:
+                    cache.put(key, fresh)
+                measured[key] = fresh
         calibration = measured[key]
         if calibration is None:
             result.add("unknown")
@@ -151,12 +152,5 @@ def describe(est: Estimate, runs: int, workers: int) -> str:
     wall = est.seconds / max(1, workers) * runs / known
     how = ", ".join(f"{n} run(s) from {source}" for source, n in sorted(sources.items()) if source != "unknown")
     extra = f"; {sources['unknown']} unknown, scaled from the rest" if sources.get("unknown") else ""
-    return f"estimated time: {_duration(wall)} with {max(1, workers)} worker(s) ({how}{extra})"
+    return f"estimated time: {duration(wall)} with {max(1, workers)} worker(s) ({how}{extra})"
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -39,6 +39,7 @@ from rich.progress import (
 )
 
 from harness.config import RaySettings
+from harness.heartbeat import Heartbeat
 from harness.plan import RunSpec
 from harness.report import took_no_gradient_step
 from harness.runner import execute_run
@@ -151,6 +152,9 @@ class ProgressView:
         self.runs_bar = self.progress.add_task("runs", total=len(specs))
         self.steps_bar = self.progress.add_task("env steps", total=self.total_steps)
         self.active: dict[str, Any] = {}
+        self.runs_done = self.steps_done = self.steps_trained = 0
+        self.heartbeat = None if console.is_terminal else Heartbeat(
+            "progress", len(specs), self.total_steps, lambda line: console.print(line, markup=False, highlight=False))
 
     def __enter__(self) -> ProgressView:
         self.progress.__enter__()
@@ -170,20 +174,25 @@ class ProgressView:
             label = f"  {self.specs[run_id].label}"
             self.progress.update(self.active[run_id], description=f"{label} ({what})" if what else label)
 
-    def advance(self, run_id: str, env_steps: int) -> None:
+    def advance(self, run_id: str, env_steps: int, trained: bool = True) -> None:
         budget = self.specs[run_id].budget["env_steps"]
         env_steps = min(env_steps, budget)
         delta = env_steps - self.steps.get(run_id, 0)
         self.steps[run_id] = env_steps
         self.progress.advance(self.steps_bar, delta)
+        self.steps_done += delta
+        self.steps_trained += delta if trained else 0
         if run_id in self.active:
             self.progress.update(self.active[run_id], completed=env_steps)
+        if self.heartbeat is not None:
+            self.heartbeat.tick(self.runs_done, self.steps_done, self.steps_trained)
 
     def finished(self, result: RunResult) -> None:
         spec = self.specs[result.run_id]
         if result.status == "done":
             self.advance(result.run_id, spec.budget["env_steps"])
             self.progress.advance(self.runs_bar)
+            self.runs_done += 1
         task = self.active.pop(result.run_id, None)
         if task is not None:
             self.progress.remove_task(task)
@@ -195,8 +204,9 @@ class ProgressView:
                            f"{evaluation_share(result.timings, result.seconds)}){reason}", highlight=False)
 
     def skip(self, spec: RunSpec) -> None:
-        self.advance(spec.run_id, spec.budget["env_steps"])
+        self.advance(spec.run_id, spec.budget["env_steps"], trained=False)
         self.progress.advance(self.runs_bar)
+        self.runs_done += 1
 
 
 def evaluation_share(timings: dict[str, float] | None, seconds: float) -> str:

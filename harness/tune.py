@@ -60,6 +60,7 @@ from harness import registry
 from harness.api import tunable_fields
 from harness.config import COMMAND_LINE, TUNING_DIR, Suite, Task, tuned_params_path
 from harness.errors import ConfigError, HarnessError
+from harness.heartbeat import Heartbeat
 from harness.plan import RunSpec, stable_hash
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -262,6 +263,7 @@ class Objective:
     seeds: list[int]
     checkpoint_root: Path
     stop: Callable[[], bool] = _never  # the coordinator of a Ray task asks it to stop
+    log: Callable[[str], None] = lambda _line: None  # periodic progress lines within a trial
 
     def __call__(self, trial: optuna.Trial) -> float:
         from harness.runner import execute_run
@@ -275,6 +277,9 @@ class Objective:
         trial.set_user_attr("split", next(iter(set(splits.values()))) if len(set(splits.values())) == 1 else "mixed")
         stride = max(math.ceil(s.budget["env_steps"] / s.budget["eval_every"]) for s in specs) + 1
         finals: list[float] = []
+        # A trial trains for minutes with no line of its own otherwise.
+        heartbeat = Heartbeat(f"trial {trial.number}", len(specs), sum(s.budget["env_steps"] for s in specs), self.log)
+        steps_before = 0
         for index, spec in enumerate(specs):
             if "test" in spec.task_config["splits"]:  # the invariant this command exists for
                 raise AssertionError(f"{spec.label}: test split reached a tuning run")
@@ -295,7 +300,11 @@ class Objective:
             def should_stop(pruned: threading.Event = pruned) -> bool:
                 return pruned.is_set() or self.stop()
 
-            result = execute_run(spec, should_stop=should_stop, on_eval=on_eval)
+            def on_progress(env_steps: int, index: int = index, before: int = steps_before) -> None:
+                heartbeat.tick(index, before + env_steps, before + env_steps)
+
+            result = execute_run(spec, on_progress, should_stop=should_stop, on_eval=on_eval)
+            steps_before += spec.budget["env_steps"]
             if pruned.is_set():
                 shutil.rmtree(trial_dir, ignore_errors=True)
                 raise optuna.TrialPruned(f"pruned during {spec.label}")
@@ -513,7 +522,7 @@ def optimize(study: optuna.Study, suite: Suite, options: TuneOptions, space: dic
     if missing <= 0:
         return
     objective = Objective(suite, options.algorithm, space, suite.seeds[: options.seeds_per_trial],
-                          Path(suite.checkpoint_dir) / "tuning" / _slug(study.study_name), stop)
+                          Path(suite.checkpoint_dir) / "tuning" / _slug(study.study_name), stop, log)
     logged = [lambda _study, t: log(describe_trial(t))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -90,3 +90,38 @@ def test_a_calibration_turns_into_run_seconds_by_its_budget() -> None:
     # 1000 steps / 100 per s, 1000 // 250 + 1 = 5 curve evaluations, 40 / 8 = 5 absolute ones.
     assert c.run_seconds({"env_steps": 1000, "eval_every": 250, "eval_episodes": 8, "absolute_episodes": 40}) == \
         pytest.approx(2.0 + 10.0 + 0.5 * 10)
+
+
+def test_heartbeat_lines_are_periodic_and_count_only_trained_steps() -> None:
+    from harness.heartbeat import Heartbeat
+
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat("progress", total_runs=4, total_steps=4000, emit=lines.append, every=60, clock=lambda: now[0])
+    beat.tick(1, 1000, 0)  # a run found done: nothing trained, and too early for a line
+    now[0] = 30.0
+    beat.tick(1, 1500, 500)
+    assert lines == []
+    now[0] = 100.0
+    beat.tick(1, 2000, 1000)  # 1000 trained in 100 s: 10 steps/s, 2000 left
+    assert lines == ["progress: 1/4 runs done, 2,000/4,000 env steps, 10 env steps/s, about 3 min left"]
+    now[0] = 120.0
+    beat.tick(2, 2200, 1200)
+    assert len(lines) == 1  # the next line comes 60 s after the last
+
+
+def test_run_prints_plain_progress_lines_when_output_is_not_a_terminal(tmp_path, monkeypatch) -> None:
+    """Piped or redirected, `harness run` shows runs done, env steps/s and time left."""
+    import os
+    import subprocess
+    import sys
+
+    import harness
+
+    env = {**os.environ, "HARNESS_PROGRESS_EVERY": "0.5", "PYTHONPATH": str(Path(harness.__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "suite=matrix_games", "tasks=[identity]", "algorithms=[vdn]",
+         "seeds=[0]", "budget=smoke", "workers=0", f"store=sqlite:///{tmp_path / 'r.db'}"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "progress: 0/1 runs done," in proc.stderr and "env steps/s" in proc.stderr

@@ -249,6 +249,7 @@ def test_trials_left_running_by_a_dead_process_are_failed(suite_file, tmp_path: 
 def test_cli_tunes_writes_best_params_and_shows_the_study(suite_file, tmp_path: Path, monkeypatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("harness.heartbeat.EVERY_S", 0.0)  # a progress line at every round
     path = suite_file()
     args = ["tune", f"suite={path}", "algorithm=vdn", "trials=2", "seeds_per_trial=1"]
     assert main(args) == 0
@@ -258,6 +259,7 @@ def test_cli_tunes_writes_best_params_and_shows_the_study(suite_file, tmp_path: 
     assert (tmp_path / "runs/tuning/tiny.journal").exists()
     captured = capsys.readouterr()
     assert "trial 0: value" in captured.err and "trial 1: value" in captured.err
+    assert "trial 1: 0/1 runs done, " in captured.err and " env steps/s" in captured.err
     assert main(["tune", "show", f"suite={path}", "algorithm=vdn"]) == 0
     shown = capsys.readouterr().out
     assert "study tiny:vdn:smoke: complete 2" in shown

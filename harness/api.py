@@ -168,6 +168,10 @@ class Backend(abc.ABC):
     # Whether `reset_compositions` can give each env the composition the caller names:
     # evaluation then plays every composition of a task in one batch.
     supports_assigned_compositions: ClassVar[bool] = False
+    # Metrics that are a yes/no outcome of each run by construction (a deterministic game's
+    # greedy play reaches the optimum or not): reports give their means Wilson intervals, which
+    # hold for binomial counts where a bootstrap of 0s and 1s is far too narrow.
+    per_run_outcomes: ClassVar[tuple[str, ...]] = ()
     autoreset: bool = False  # this instance's mode, switched on by `enable_autoreset`
     spec: EnvSpec
 

@@ -20,7 +20,7 @@ from rich.text import Text
 from harness import stats
 from harness.config import Suite, Task
 from harness.plan import RunSpec, plan
-from harness.registry import get_algorithm
+from harness.registry import get_algorithm, get_env
 from harness.store import Store
 
 OTHER_METRIC = {"return": "win_rate", "win_rate": "return"}
@@ -137,15 +137,16 @@ def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
 # Score tables: [runs, strata] with NaN where a run has no score
 
 
-def _estimates(x: np.ndarray, boot: Bootstrap) -> dict[str, Any]:
+def _estimates(x: np.ndarray, boot: Bootstrap, outcome: bool = False) -> dict[str, Any]:
     """Mean and IQM of a score table, each with its stratified interval (None unless every
-    stratum has a score: dropping a composition would silently change what is estimated). When
-    every score is 0 or 1 (per-run yes/no outcomes) the mean's interval is Wilson's."""
+    stratum has a score: dropping a composition would silently change what is estimated). For a
+    metric the backend declares a per-run yes/no outcome, whose scores here are all 0 or 1, the
+    mean's interval is Wilson's (a split mixing compositions averages them: bootstrap again)."""
     if x.size == 0 or not np.isfinite(x).any(axis=0).all():
         return {"mean": None, "iqm": None}
     out = {name: _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x, boot.method)
            for name in ("mean", "iqm")}
-    if stats.is_binary(x):
+    if outcome and stats.is_binary(x):
         out["mean"] = _per_run(stats.wilson_mean(x, boot.confidence), x, "wilson")
     return out
 
@@ -210,6 +211,10 @@ class Leaderboard:
     def compositions(self, task: Task, split: str) -> list[str]:
         return [c.name for c in task.splits.get(split, [])]
 
+    def outcome(self, task: Task, metric: str) -> bool:
+        """Whether `metric` is a per-run yes/no outcome on this task's backend."""
+        return metric in get_env(task.env).per_run_outcomes
+
     def splits(self, task: Task) -> list[str]:
         return [s for s in SPLIT_ORDER if s in task.splits]
 
@@ -226,7 +231,7 @@ class Leaderboard:
                                "team_size": sizes.get(name), "algorithm": algorithm}
                         for metric in (self.metric, OTHER_METRIC[self.metric]):
                             x = _column_table(runs, split, [name], metric)
-                            row[metric] = _estimates(x[np.isfinite(x[:, 0])], self.boot)
+                            row[metric] = _estimates(x[np.isfinite(x[:, 0])], self.boot, self.outcome(task, metric))
                         rows.append(row)
         return rows
 
@@ -251,7 +256,7 @@ class Leaderboard:
                     ok = x.size and np.isfinite(x).any(axis=0).all()
                     rows.append({"task": task.name, "algorithm": algorithm, "team_size": size,
                                  "splits": sorted({s for s, _ in members}, key=SPLIT_ORDER.index),
-                                 "score": _estimates(x, self.boot)["mean"] if ok else None})
+                                 "score": _estimates(x, self.boot, self.outcome(task, self.metric))["mean"] if ok else None})
         return rows
 
     def split_rows(self) -> list[dict[str, Any]]:
@@ -269,8 +274,10 @@ class Leaderboard:
                         "missing": sum(r.status not in ("done", "failed") for r in group),
                     }
                     for metric in (self.metric, OTHER_METRIC[self.metric]):
-                        row[metric] = _estimates(_column_table(runs, split, names, metric), self.boot)
-                    row["absolute"] = _estimates(_column_table(runs, split, names, self.metric, "absolute"), self.boot)
+                        row[metric] = _estimates(_column_table(runs, split, names, metric), self.boot,
+                                                 self.outcome(task, metric))
+                    row["absolute"] = _estimates(_column_table(runs, split, names, self.metric, "absolute"), self.boot,
+                                                 self.outcome(task, self.metric))
                     row["wall_seconds"] = _estimates(_wall_seconds(runs), self.boot)
                     rows.append(row)
         return _rank(rows, self.metric)

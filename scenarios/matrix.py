@@ -168,6 +168,9 @@ class MatrixBackend(Backend):
     # Every env's episode lasts `episode_length` steps, so they all end, and restart, together.
     supports_autoreset = True
     supports_assigned_compositions = True
+    # Greedy play of a fixed payoff table is the same every episode: per composition, a run's
+    # win rate (optimal joint action reached) is 0 or 1.
+    per_run_outcomes = ("win_rate",)
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod

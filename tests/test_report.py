@@ -354,10 +354,25 @@ def test_status_report_and_show_never_create_a_store(tmp_path, capsys):
     for command in ("status", "report"):
         assert main([command, "suite=matrix_games", f"store=sqlite:///{missing}"]) == 2
         assert f"no results store at {missing}" in capsys.readouterr().err
-    assert main(["show", "suite=matrix_games", "tasks=[identity]", f"store=sqlite:///{missing}"]) == 0
-    assert "unknown until some runs" in capsys.readouterr().out
+    assert main(["show", "suite=matrix_games", "tasks=[identity]", f"store=sqlite:///{missing}",
+                 f"checkpoint_dir={tmp_path / 'ck'}", "calibrate=false"]) == 0
+    assert "estimated time: unknown" in capsys.readouterr().out
     assert not (tmp_path / "no").exists()
     empty = tmp_path / "empty.db"
     empty.touch()  # a file that is not a store
     assert main(["status", "suite=matrix_games", f"store=sqlite:///{empty}"]) == 2
     assert "holds no harness results" in capsys.readouterr().err
+
+
+def test_wilson_intervals_only_for_metrics_the_backend_declares_yes_no(board):
+    """The matrix backend declares win_rate a per-run outcome: its 0/1 means get Wilson
+    intervals; a return that happens to be 0 or 1, or a metric of another backend, does not."""
+    from harness.report import _estimates
+
+    _, _, suite, store = board
+    doc = collect(suite, store, Bootstrap(reps=200))
+    row = next(r for r in doc["rows"] if (r["task"], r["split"], r["algorithm"]) == ("climbing", "train", "vdn"))
+    assert row["win_rate"]["mean"]["method"] == "wilson" and row["return"]["mean"]["method"] == "expanded"
+    zeros_and_ones = np.array([[0.0], [1.0], [1.0]])
+    assert _estimates(zeros_and_ones, Bootstrap(reps=200))["mean"]["method"] == "expanded"
+    assert _estimates(zeros_and_ones, Bootstrap(reps=200), outcome=True)["mean"]["method"] == "wilson"

@@ -29,13 +29,15 @@ err = Console(stderr=True, soft_wrap=True)
 
 COMMANDS = {
     "run": "train every (task, algorithm, seed) of a suite; skips finished runs, resumes interrupted ones",
-    "show": "print the resolved suite and its run plan (runs, env steps, estimated time)",
+    "show": "print the resolved suite and its run plan (runs, env steps, estimated time from finished runs or "
+            "a few seconds of training per task and algorithm; calibrate=false skips that)",
     "validate": "check a suite file and report every problem with file, line and key",
     "list": "list suites, algorithms or envs",
     "status": "count the suite's runs by status (format=json for machines)",
-    "report": "write the leaderboard (README.md, leaderboard.json, index.html, manifest) with 95%% bootstrap "
-              "CIs to leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints; replace=true "
-              "to overwrite a leaderboard made with other overrides)",
+    "report": "write the leaderboard (README.md, leaderboard.json, index.html, manifest) with 95%% CIs to "
+              "leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints; "
+              "interval=expanded|percentile|bca; replace=true to overwrite a leaderboard made with other "
+              "overrides or from more finished runs)",
     "new": "scaffold a plugin: `harness new algorithm NAME`",
     "tune": "Optuna search of an algorithm's tunable params on validation (never test) compositions: "
             "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 (executor=ray: what the cluster holds) worker=0 study=NAME storage=URL|PATH.journal]; "
@@ -363,6 +365,17 @@ def _report_reps(options: dict[str, Any]) -> int:
     return reps
 
 
+def _report_interval(options: dict[str, Any]) -> str:
+    from harness.config import COMMAND_LINE
+    from harness.stats import METHODS
+
+    method = str(options.get("interval", "expanded"))
+    if method not in METHODS:
+        raise ConfigError.single(("interval",), f"expected one of {', '.join(METHODS)}", found=method,
+                                 choices=METHODS, file=COMMAND_LINE)
+    return method
+
+
 # Overrides that say where and how runs executed, not what they were: boards made from two stores
 # (or with other worker counts) of one suite compare by their finished runs, not by these.
 _PLACEMENT_KEYS = ("store", "checkpoint_dir", "checkpoint_every", "workers", "executor", "ray_address", "cpus_per_run",
@@ -405,9 +418,9 @@ def cmd_report(tokens: list[str]) -> int:
     from harness.report import Bootstrap, collect, read_runs, table
     from harness.store import Store
 
-    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "replace"))
+    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "interval", "replace"))
     formats = _report_formats(options)
-    boot = Bootstrap(reps=_report_reps(options))
+    boot = Bootstrap(reps=_report_reps(options), method=_report_interval(options))
     suite = _load(options, overrides)
     store = Store(suite.store, create=False)
     runs = read_runs(suite, store)

@@ -20,12 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from harness.config import Suite
 from harness.plan import plan, stable_hash
-from harness.report import OTHER_METRIC, RunRecord, fmt_estimate, runs_cell
+from harness.report import OTHER_METRIC, RunRecord, fmt_estimate, rank_cell, ranked, runs_cell
 
 FORMATS = ("md", "json", "html")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,18 +209,12 @@ def preamble(report: dict[str, Any]) -> str:
 def split_table(report: dict[str, Any], task: str, split: str) -> tuple[list[str], list[list[str]]]:
     """The ranked table of one task and split (shared by the Markdown and HTML pages)."""
     metric, other = report["metric"], OTHER_METRIC[report["metric"]]
-    rows = sorted((r for r in report["rows"] if r["task"] == task and r["split"] == split),
-                  key=lambda r: (r["rank"] is None, r["rank"] or 0, -_mean_of(r, metric)))
+    rows = ranked([r for r in report["rows"] if r["task"] == task and r["split"] == split], metric)
     header = ["rank", "algorithm", f"{metric} mean", f"{metric} IQM", other, "absolute (best checkpoint)",
               "wall s per run", "runs"]
     return header, [[rank_cell(r), r["algorithm"], fmt_estimate(r[metric]["mean"]), fmt_estimate(r[metric]["iqm"]),
                      fmt_estimate(r[other]["mean"]), fmt_estimate(r["absolute"]["mean"]),
                      fmt_estimate(r.get("wall_seconds", {}).get("mean")), runs_cell(r)] for r in rows]
-
-
-def _mean_of(row: dict[str, Any], metric: str) -> float:
-    est = row[metric]["mean"]
-    return est["value"] if est and est["value"] is not None else -np.inf
 
 
 def aggregate_table(agg: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -248,12 +241,6 @@ def problem_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows += [[m["run"], m["status"], "not finished: rerun `harness run` to complete it"] for m in missing]
     rows += [[u["run"], "done, untrained", UNTRAINED] for u in report["problems"].get("untrained", [])]
     return ["run", "status", "reason"], rows
-
-
-def rank_cell(row: dict[str, Any]) -> str:
-    if row.get("rank") is None:
-        return "-"
-    return f"={row['rank']}" if row.get("tied") else str(row["rank"])
 
 
 def markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:

@@ -422,14 +422,14 @@ class Leaderboard:
         """The headline rows only (what `harness run` prints when it finishes)."""
         suite = self.suite
         return {"suite": suite.name, "metric": self.metric, "budget": suite.budget_name,
-                "confidence": self.boot.confidence, "rows": self.split_rows(),
+                "confidence": self.boot.confidence, "interval": self.boot.method, "rows": self.split_rows(),
                 "runs": [r.as_dict() for r in self.runs], "notes": backend_notes(suite)}
 
     def document(self) -> dict[str, Any]:
         suite = self.suite
         return {
             "suite": suite.name, "description": suite.description, "metric": self.metric,
-            "budget": suite.budget_name, "confidence": self.boot.confidence,
+            "budget": suite.budget_name, "confidence": self.boot.confidence, "interval": self.boot.method,
             "algorithms": suite.algorithms,
             "tasks": [{"name": t.name, "env": t.env, "description": t.description, "reference": t.reference,
                        "splits": {s: [{"name": c, "team_size": self.sizes[t.name].get(c)} for c in self.compositions(t, s)]
@@ -573,21 +573,45 @@ def runs_cell(row: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+def rank_cell(row: dict[str, Any]) -> str:
+    """"1" the best, "=1" not distinguishable from it, "k" the others, "-" no score."""
+    if row.get("rank") is None:
+        return "-"
+    return f"={row['rank']}" if row.get("tied") else str(row["rank"])
+
+
+def ranked(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Rows of one task and split in rank order (unscored last), by mean within a rank."""
+    def mean(row: dict[str, Any]) -> float:
+        est = row[metric]["mean"]
+        return est["value"] if est and est["value"] is not None else -np.inf
+
+    return sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0, -mean(r)))
+
+
 def table(report: dict[str, Any]) -> Table:
+    """The terminal table: per task and split, algorithms in rank order (the boards' rule)."""
     metric = report["metric"]
     other = OTHER_METRIC[metric]
-    t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, "
-                    f"mean [{report['confidence']:.0%} bootstrap CI over seeds]",
+    method = {"expanded": "expanded bootstrap", "percentile": "percentile bootstrap", "bca": "BCa bootstrap"}
+    interval = method.get(report.get("interval", "expanded"), "bootstrap")
+    t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, mean "
+                    f"[{report['confidence']:.0%} CI over seeds: {interval}, Wilson for yes/no outcomes]; "
+                    "=1: not distinguishable from the best",
               caption="\n".join(f"Note: {n}" for n in report.get("notes", [])) or None, caption_justify="left")
-    for col in ("task", "split", "algorithm", metric, other.replace("_", " "), "wall s per run", "runs"):
+    for col in ("task", "split", "rank", "algorithm", metric, other.replace("_", " "), "wall s per run", "runs"):
         t.add_column(col)
     previous_task = None
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in report["rows"]:
-        if previous_task is not None and row["task"] != previous_task:
+        groups[(row["task"], row["split"])].append(row)
+    for (task, split), rows in groups.items():
+        if previous_task is not None and task != previous_task:
             t.add_section()
-        previous_task = row["task"]
-        cells = (row["task"], row["split"], row["algorithm"], fmt_estimate(row[metric]["mean"]),
-                 fmt_estimate(row[other]["mean"]), fmt_estimate(row.get("wall_seconds", {}).get("mean")),
-                 runs_cell(row))
-        t.add_row(*(Text(c) for c in cells))  # Text: brackets in CIs are not rich markup
+        previous_task = task
+        for row in ranked(rows, metric):
+            cells = (task, split, rank_cell(row), row["algorithm"], fmt_estimate(row[metric]["mean"]),
+                     fmt_estimate(row[other]["mean"]), fmt_estimate(row.get("wall_seconds", {}).get("mean")),
+                     runs_cell(row))
+            t.add_row(*(Text(c) for c in cells))  # Text: brackets in CIs are not rich markup
     return t

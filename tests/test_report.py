@@ -376,3 +376,16 @@ def test_wilson_intervals_only_for_metrics_the_backend_declares_yes_no(board):
     zeros_and_ones = np.array([[0.0], [1.0], [1.0]])
     assert _estimates(zeros_and_ones, Bootstrap(reps=200))["mean"]["method"] == "expanded"
     assert _estimates(zeros_and_ones, Bootstrap(reps=200), outcome=True)["mean"]["method"] == "wilson"
+
+
+def test_the_terminal_table_ranks_like_the_boards_and_names_its_interval(board, capsys):
+    path, store_url, _, _ = board
+    base = ["report", f"suite={path}", f"store={store_url}", "format=table", "reps=100"]
+    assert main([*base, "interval=percentile"]) == 0
+    printed = capsys.readouterr().out
+    assert "CI over seeds: percentile bootstrap, Wilson for yes/no outcomes" in printed
+    lines = [line for line in printed.splitlines() if "│ climbing" in line and "│ train" in line]
+    # vdn (mean 6) above iql (mean 2), its interval clear of vdn's: ranks 1 and 2, in that order.
+    assert [re.split(r"\s*│\s*", line)[3:5] for line in lines] == [["1", "vdn"], ["2", "iql"]]
+    assert main([*base, "interval=studentized"]) == 2
+    assert "interval: expected one of expanded, percentile, bca" in " ".join(capsys.readouterr().err.split())

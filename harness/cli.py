@@ -414,25 +414,33 @@ def _keep_other_leaderboard(target: Path, overrides: list[str], finished: int) -
 
 
 def cmd_report(tokens: list[str]) -> int:
-    from harness.leaderboard import write_leaderboard
+    from harness.leaderboard import board_origin, write_leaderboard
     from harness.report import Bootstrap, collect, read_runs, table
     from harness.store import Store
 
-    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "interval", "replace"))
+    options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "interval", "replace",
+                                                          "from"))
     formats = _report_formats(options)
     boot = Bootstrap(reps=_report_reps(options), method=_report_interval(options))
     suite = _load(options, overrides)
-    store = Store(suite.store, create=False)
-    runs = read_runs(suite, store)
+    # from=DIR: the runs as a published board recorded them, for boards whose store is gone.
+    source = Path(str(options["from"])) if "from" in options else None
+    if source is not None:
+        from harness.leaderboard import read_board
+
+        runs = read_board(suite, source)
+    else:
+        runs = read_runs(suite, Store(suite.store, create=False))
     if formats == ("table",):
-        out.print(table(collect(suite, store, boot, runs, full=False)))
+        out.print(table(collect(suite, None, boot, runs, full=False)))
         return 0
     target = Path(str(options["out"])) if "out" in options else Path("leaderboards") / suite.name
     if "out" not in options and options.get("replace") is not True:  # checked before the bootstrap, not after
         _keep_other_leaderboard(target, suite.overrides, sum(r.status == "done" for r in runs))
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
-        report = collect(suite, store, boot, runs)
-        written = write_leaderboard(report, suite, runs, target, formats)
+        report = collect(suite, None, boot, runs)
+        written = write_leaderboard(report, suite, runs, target, formats,
+                                    board_origin(source) if source is not None else None)
     out.print(table(report))
     problems = report["problems"]
     if problems["failed"] or problems["missing"] or problems["untrained"]:

@@ -20,9 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
-from harness.config import Suite
+from harness.config import COMMAND_LINE, Suite
+from harness.errors import ConfigError
 from harness.plan import plan, stable_hash
 from harness.report import OTHER_METRIC, RunRecord, fmt_estimate, rank_cell, ranked, runs_cell
 
@@ -34,11 +36,14 @@ PACKAGES = ("teamgen-harness", "numpy", "scipy", "torch", "jax", "jaxlib", "jaxm
 
 
 def write_leaderboard(report: dict[str, Any], suite: Suite, runs: list[RunRecord], out_dir: Path,
-                      formats: tuple[str, ...] = FORMATS) -> list[Path]:
+                      formats: tuple[str, ...] = FORMATS, runs_from: str | None = None) -> list[Path]:
     """Write the chosen formats plus the manifest; returns the paths written. `runs` are the
-    records the report was computed from (the marl-eval export needs every evaluation)."""
+    records the report was computed from (the marl-eval export needs every evaluation);
+    `runs_from` says where they came from when it was not `suite.store` (see `read_board`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(suite)
+    if runs_from is not None:
+        manifest["store"] = runs_from
     written = [_write(out_dir / "manifest.json", _json(manifest))]
     if "json" in formats:
         written.append(_write(out_dir / "leaderboard.json", _json(report | {"manifest": manifest})))
@@ -155,6 +160,79 @@ def _by_split_and_step(evals: list[dict[str, Any]]) -> dict[str, dict[Any, dict[
         step = "absolute" if row["kind"] == "absolute" else row["env_steps"]
         out[row["split"]][step][row["metric"]].append(row["value"])
     return {split: {step: dict(m) for step, m in steps.items()} for split, steps in out.items()}
+
+
+def board_origin(folder: Path) -> str:
+    """Where a published board's runs came from, for the manifest of a board recomputed from it."""
+    try:
+        old = json.loads((folder / "manifest.json").read_text())
+        commit = (old.get("git") or {}).get("commit", "?")[:8]
+        return (f"{old.get('store')}, read back from the board in {folder} (generated {old.get('generated_at')} "
+                f"at commit {commit})")
+    except (OSError, ValueError, AttributeError):
+        return f"read back from the board in {folder}"
+
+
+def read_board(suite: Suite, folder: Path) -> list[RunRecord]:
+    """The runs of `suite` as a published leaderboard folder recorded them (leaderboard.json's
+    runs, marl_eval.json's evaluations): what `harness report from=DIR` recomputes a board from
+    when its store is gone. Lost on the way: gradient step counts (only "untrained" survives),
+    timings, and each evaluation's episode count (the budget's is assumed). Refuses a board whose
+    per-composition means the restored runs do not reproduce (another suite, or a board written
+    before compositions kept their order)."""
+    try:
+        doc = json.loads((folder / "leaderboard.json").read_text())
+        exported = json.loads((folder / "marl_eval.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError.single(("from",), f"not a readable leaderboard folder ({exc})", found=str(folder),
+                                 file=COMMAND_LINE) from None
+    published = {r["run_id"]: r for r in doc.get("runs", [])}
+    untrained = {u["run"] for u in doc.get("problems", {}).get("untrained", [])}
+    tasks = {t.name: t for t in suite.tasks}
+    records = []
+    for spec in plan(suite):
+        row = published.get(spec.run_id, {"status": "missing"})
+        evals = _board_evals(exported, tasks[spec.task], spec) if row["status"] == "done" else []
+        records.append(RunRecord(spec, row["status"], row.get("reason"), row.get("env_steps"), row.get("seconds"),
+                                 evals, 0 if spec.label in untrained else None))
+    _check_restored(doc, records)
+    return records
+
+
+def _board_evals(exported: dict[str, Any], task: Any, spec: Any) -> list[dict[str, Any]]:
+    """One run's evaluation rows from marl_eval.json (values listed in composition order)."""
+    rows = []
+    for split, compositions in task.splits.items():
+        entry = exported.get(task.env, {}).get(f"{task.name}_{split}", {}).get(spec.algorithm, {}).get(
+            f"seed_{spec.seed}", {})
+        names = [c.name for c in compositions]
+        for key, point in entry.items():
+            kind = "absolute" if key == "absolute_metrics" else "curve"
+            steps = spec.budget["env_steps"] if kind == "absolute" else int(point["step_count"])
+            episodes = spec.budget["absolute_episodes" if kind == "absolute" else "eval_episodes"]
+            for metric, values in point.items():
+                if metric == "step_count":
+                    continue
+                rows += [{"kind": kind, "env_steps": steps, "split": split, "composition": name, "metric": metric,
+                          "value": float(v), "episodes": episodes} for name, v in zip(names, values, strict=True)]
+    return rows
+
+
+def _check_restored(doc: dict[str, Any], records: list[RunRecord]) -> None:
+    done: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.status == "done":
+            done[(r.spec.task, r.spec.algorithm)].append(r)
+    for cell in doc.get("cells", []):
+        est = (cell.get(doc["metric"]) or {}).get("mean")
+        runs = done.get((cell["task"], cell["algorithm"]), [])
+        key = (cell["split"], cell["composition"], doc["metric"])
+        values = [r.cells()[key] for r in runs if key in r.cells()]
+        if est and est.get("value") is not None and values and abs(np.mean(values) - est["value"]) > 1e-6:
+            raise ConfigError.single(
+                ("from",), f"the board's runs do not reproduce its own {cell['task']}/{cell['split']}/"
+                f"{cell['composition']} mean for {cell['algorithm']}: another suite, or another composition order",
+                found=str(doc.get("suite")), file=COMMAND_LINE)
 
 
 # ---------------------------------------------------------------------------------------------

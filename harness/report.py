@@ -539,11 +539,15 @@ def team_sizes(task: Task) -> dict[str, int | None]:
     return sizes
 
 
-def collect(suite: Suite, store: Store, boot: Bootstrap | None = None,
+def collect(suite: Suite, store: Store | None, boot: Bootstrap | None = None,
             runs: list[RunRecord] | None = None, full: bool = True) -> dict[str, Any]:
-    """The leaderboard document of `suite` from what `store` holds (missing runs included);
-    `full=False` computes only the headline rows."""
-    board = Leaderboard(suite, runs if runs is not None else read_runs(suite, store), boot or Bootstrap())
+    """The leaderboard document of `suite` from `runs`, or else from what `store` holds (missing
+    runs included); `full=False` computes only the headline rows."""
+    if runs is None:
+        if store is None:
+            raise ValueError("collect needs a store or the runs")
+        runs = read_runs(suite, store)
+    board = Leaderboard(suite, runs, boot or Bootstrap())
     return board.document() if full else board.summary()
 
 

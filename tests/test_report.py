@@ -389,3 +389,23 @@ def test_the_terminal_table_ranks_like_the_boards_and_names_its_interval(board, 
     assert [re.split(r"\s*│\s*", line)[3:5] for line in lines] == [["1", "vdn"], ["2", "iql"]]
     assert main([*base, "interval=studentized"]) == 2
     assert "interval: expected one of expanded, percentile, bca" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_board_recomputed_from_its_own_files_has_the_same_numbers(board, tmp_path, capsys):
+    """report from=DIR reads the runs back from a published board (leaderboard.json and
+    marl_eval.json), for boards whose store is gone: same rows, cells and curves; the manifest
+    says where the runs came from; a board of another suite is refused."""
+    path, store_url, _, _ = board
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_report(path, store_url, first, "format=json,md") == 0
+    assert main(["report", f"suite={path}", f"from={first}", f"out={second}", "reps=500", "format=json,md"]) == 0
+    a, b = (json.loads((d / "leaderboard.json").read_text()) for d in (first, second))
+    for key in ("rows", "cells", "curves", "generalization_gap", "problems"):
+        assert a[key] == b[key], key
+    assert f"read back from the board in {first}" in b["manifest"]["store"]
+    other = dict(SUITE, tasks={"climbing": SUITE["tasks"]["climbing"]}, algorithms=["iql"])
+    wrong = tmp_path / "other.yaml"
+    wrong.write_text(yaml.safe_dump(other | {"seeds": 2}))
+    capsys.readouterr()
+    assert main(["report", f"suite={wrong}", f"from={tmp_path / 'nowhere'}", "format=table"]) == 2
+    assert "not a readable leaderboard folder" in capsys.readouterr().err

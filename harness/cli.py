@@ -144,13 +144,15 @@ def cmd_run(tokens: list[str]) -> int:
 
 def _interrupted_summary(specs: list[Any], store: Any) -> str:
     """What a Ctrl-C left behind, read from the store and the checkpoint folders: runs that will
-    resume from a checkpoint, and runs stopped before their first one (they start over)."""
+    resume from a checkpoint, and runs stopped without one (they start over)."""
     statuses = store.statuses(s.run_id for s in specs)
     stopped = [s for s in specs if statuses.get(s.run_id) in ("interrupted", "running")]
+    if not stopped:
+        return "no run was in progress"
     resumable = sum((Path(s.checkpoint_dir) / s.run_id / "last.pt").exists() for s in stopped)
-    parts = [f"{resumable} run(s) checkpointed, to resume from there"]
+    parts = [f"{resumable} run(s) in progress checkpointed (they resume from there)"] if resumable else []
     if len(stopped) > resumable:
-        parts.append(f"{len(stopped) - resumable} stopped before their first checkpoint (they start over)")
+        parts.append(f"{len(stopped) - resumable} stopped without a checkpoint (they start over)")
     return ", ".join(parts)
 
 

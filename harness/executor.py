@@ -54,10 +54,13 @@ _stopping = threading.Event()  # set by the first Ctrl-C a worker receives; stay
 _running = threading.Event()  # a run is in progress in this worker
 
 
-def _init_worker(progress_queue: Any, parent_pid: int, threads: int) -> None:
+def _init_worker(progress_queue: Any, parent_pid: int, threads: int, stop_all: Any) -> None:
     global _progress_queue, _parent_pid
     _progress_queue, _parent_pid = progress_queue, parent_pid
     signal.signal(signal.SIGINT, lambda *_: _stopping.set())
+    # A terminal's Ctrl-C reaches every worker, but a SIGINT sent to the coordinator alone
+    # (`kill -INT`, a scheduler, `timeout -s INT`) does not: the coordinator then sets `stop_all`.
+    threading.Thread(target=lambda: (stop_all.wait(), _stopping.set()), daemon=True).start()
     threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     import torch
 
@@ -326,6 +329,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
     progress_queue = ctx.Queue()  # a plain queue: no manager process to outlive a killed coordinator
     threads = worker_threads(workers)
     stop = threading.Event()
+    stop_all = ctx.Event()  # asks every worker to checkpoint and stop (see _init_worker)
     pending = {s.run_id: s for s in todo}  # submitted, result not yet recorded
 
     def pump() -> None:  # progress messages -> store + display, on the coordinator only
@@ -348,7 +352,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
     pumper.start()
     slots = min(workers, max(1, len(todo)))
     pool = ProcessPoolExecutor(max_workers=slots, mp_context=ctx,
-                               initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads))
+                               initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads, stop_all))
     queued = deque(todo)
     futures: dict[Future[RunResult], RunSpec] = {}
 
@@ -372,8 +376,9 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                 record(result)
             refill()
     except KeyboardInterrupt:
-        # Workers received the same Ctrl-C: each finishes its rollout, checkpoints and
-        # returns "interrupted". Runs that never started stay pending.
+        # Every worker (told through stop_all, whether or not the signal reached it) finishes
+        # its rollout, checkpoints and returns "interrupted". Runs that never started stay pending.
+        stop_all.set()
         for fut in futures:
             fut.cancel()  # not started: released below in run_plan
         deadline = time.monotonic() + 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,8 +128,9 @@ def _wait_until_group_gone(pgid: int, timeout: float) -> None:
     raise AssertionError(f"processes of the killed coordinator are still alive after {timeout}s")
 
 
-@pytest.mark.parametrize(("how", "extra"), [("kill -9", []), ("ctrl-c", []), ("ctrl-c", ["executor=ray"])],
-                         ids=["kill -9", "ctrl-c", "ctrl-c on ray"])
+@pytest.mark.parametrize(("how", "extra"), [("kill -9", []), ("ctrl-c", []), ("sigint", []),
+                                           ("ctrl-c", ["executor=ray"])],
+                         ids=["kill -9", "ctrl-c", "sigint to the coordinator alone", "ctrl-c on ray"])
 def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, how: str, extra: list[str]) -> None:
     if extra:
         pytest.importorskip("ray")
@@ -137,14 +139,17 @@ def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, ho
     path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2, env_steps=1024 if extra else 256)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}", *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _wait_for_done(path, at_least=2, timeout=120)
         if how == "kill -9":
             proc.send_signal(signal.SIGKILL)  # the coordinator only; workers notice and stop
+        elif how == "sigint":
+            proc.send_signal(signal.SIGINT)  # `kill -INT`, a scheduler: the workers are not signalled
         else:
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the whole job on Ctrl-C
-        code = proc.wait(timeout=90)
+        _, stderr = proc.communicate(timeout=90)
+        code = proc.returncode
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -155,9 +160,15 @@ def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, ho
     suite = load_suite(str(path))
     finished_before = {r["run_id"]: r["finished_at"] for r in Store(suite.store).runs(suite.name) if r["status"] == "done"}
     assert before["done"] < planned, f"the suite finished before it was stopped: {before}"
-    if how == "ctrl-c":
+    if how in ("ctrl-c", "sigint"):
         assert code == 130
         assert before["running"] == 0, before
+        # The message says what was checkpointed, and it is so.
+        checkpointed = sum((Path(suite.checkpoint_dir) / r["run_id"] / "last.pt").exists()
+                           for r in Store(suite.store).runs(suite.name) if r["status"] == "interrupted")
+        said = re.search(r"(\d+) run\(s\) in progress checkpointed", stderr)
+        assert (int(said.group(1)) if said else 0) == checkpointed, stderr[-1000:]
+        assert before["interrupted"] == checkpointed or "stopped without a checkpoint" in stderr, stderr[-1000:]
     assert main(["run", f"suite={path}"]) == 0
     after = _status_counts(path)
     assert after == Counter({"done": planned}), after

@@ -239,6 +239,8 @@ def chromium() -> str | None:
 
 @pytest.mark.skipif(chromium() is None, reason="no Chromium here (Debian: apt install chromium) to render index.html")
 def test_index_html_renders_in_headless_chromium(board, tmp_path):
+    from matplotlib.image import imread
+
     path, store_url, _, _ = board
     out = tmp_path / "board"
     assert run_report(path, store_url, out, "format=html") == 0
@@ -247,7 +249,8 @@ def test_index_html_renders_in_headless_chromium(board, tmp_path):
     assert n_images >= 5  # team size and curves are absent here; profiles, PoI, curves, heatmap are not
     proc = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,1000",
+         "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120)
     body = re.search(r"<body([^>]*)>", proc.stdout)
     assert body, proc.stderr[-2000:]
@@ -256,6 +259,17 @@ def test_index_html_renders_in_headless_chromium(board, tmp_path):
     assert attrs["images"] == str(n_images) and attrs["broken"] == "0"
     assert "errors" not in attrs  # no script error
     assert "Refused to load" not in proc.stderr  # nothing external was even attempted
+    # A full-page screenshot at 1280 px, as a reader's browser would lay the page out.
+    shot = tmp_path / "index.png"
+    height = min(int(attrs["height"]), 16000)  # Chromium's largest capture
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                    f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (height, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
 
 
 def test_non_finite_statistics_become_null_in_json():
@@ -409,3 +423,131 @@ def test_a_board_recomputed_from_its_own_files_has_the_same_numbers(board, tmp_p
     capsys.readouterr()
     assert main(["report", f"suite={wrong}", f"from={tmp_path / 'nowhere'}", "format=table"]) == 2
     assert "not a readable leaderboard folder" in capsys.readouterr().err
+# ---------------------------------------------------------------------------------------------
+# Plot layout: the page's figures, drawn from hand-made report pieces and measured
+
+
+LONG_NAMES = [f"marine,marine,stalker,zealot,colossus_{i}" for i in range(5)] + \
+    [f"supercalifragilistic_team_{i}" for i in range(3)]
+
+
+@pytest.fixture()
+def plt():
+    from harness.report_html import _pyplot
+
+    pyplot = _pyplot()
+    yield pyplot
+    pyplot.close("all")
+
+
+def texts_of(fig) -> list:
+    """Every visible, non-empty text the figure draws: tick labels, titles, axis labels, legends."""
+    out = list(fig.texts)
+    for ax in fig.axes:
+        out += [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        if ax.get_legend():
+            out += ax.get_legend().get_texts()
+    return [t for t in out if t.get_visible() and t.get_text().strip()]
+
+
+def assert_no_text_overlaps(fig) -> None:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(0.98, 0.98)) for t in texts_of(fig)]
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), f"{a!r} overlaps {b!r}"
+
+
+def assert_legends_outside(fig) -> None:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    for legend in legends:
+        for ax in fig.axes:
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def fraction_curves(n_algorithms: int) -> list[dict]:
+    """Win-rate curves from 0 to about 1; the first algorithm has one run behind every point."""
+    curves = []
+    for k in range(n_algorithms):
+        points = []
+        for step in (0, 1000, 2000, 3000):
+            v = min(1.0, step / 3000 * (k + 1) / n_algorithms * 1.2)
+            points.append({"env_steps": step, "value": v, "ci_low": max(0.0, v - 0.2),
+                           "ci_high": min(1.0, v + 0.2), "n": 1 if k == 0 else 5})
+        curves.append({"task": "t", "split": "train", "algorithm": f"algorithm_{k}", "points": points})
+    return curves
+
+
+def fraction_team_sizes(n_algorithms: int) -> list[dict]:
+    return [{"task": "t", "algorithm": f"algorithm_{k}", "team_size": size,
+             "splits": ["train"] if size <= 3 else ["test"],
+             "score": {"value": max(0.0, 1 - 0.2 * (size - 2) - 0.05 * k), "ci_low": 0.0, "ci_high": 1.0, "n": 5}}
+            for k in range(n_algorithms) for size in (2, 3, 4, 5, 6)]
+
+
+def profile_aggregate(n_algorithms: int) -> dict:
+    taus = np.linspace(-0.5, 1.0, 11)
+    names = [f"algorithm_{k}" for k in range(n_algorithms)]
+    fraction = np.clip(1 - taus, 0, 1)
+    return {"algorithms": {a: {"mean": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}} for a in names},
+            "profile": {"taus": taus.tolist(),
+                        "algorithms": {a: {"fraction": fraction.tolist(), "low": np.clip(fraction - 0.1, 0, 1).tolist(),
+                                           "high": np.clip(fraction + 0.1, 0, 1).tolist()} for a in names}}}
+
+
+def test_wcag_contrast_ratio_matches_the_standard_s_reference_values():
+    from harness.report_html import contrast_ratio, text_colour
+
+    assert contrast_ratio((0, 0, 0), (1, 1, 1)) == pytest.approx(21.0)
+    assert contrast_ratio((1, 1, 1), (1, 1, 1)) == pytest.approx(1.0)
+    assert contrast_ratio((0x76 / 255,) * 3, (1, 1, 1)) == pytest.approx(4.54, abs=0.01)  # #767676 on white
+    assert text_colour((0.99, 0.91, 0.14)) == "black" and text_colour((0.27, 0.0, 0.33)) == "white"  # viridis ends
+
+
+def test_heatmap_labels_do_not_overlap_and_every_value_contrasts_with_its_cell(plt):
+    from matplotlib.colors import to_rgba
+
+    from harness.report_html import _composition_heatmap, contrast_ratio
+
+    values = np.linspace(0.0, 1.0, 4 * len(LONG_NAMES)).reshape(4, -1)
+    cells = [{"split": "test" if j > 4 else "train", "composition": name, "algorithm": f"algorithm_{i}",
+              "win_rate": {"mean": {"value": float(values[i, j]), "ci_low": None, "ci_high": None, "n": 3}}}
+             for i in range(4) for j, name in enumerate(LONG_NAMES)]
+    fig = _composition_heatmap(cells, "win_rate")
+    assert_no_text_overlaps(fig)  # the tick labels of neighbouring columns above all
+    heatmap = fig.axes[0]
+    image = heatmap.images[0]
+    assert image.norm.vmin == 0 and image.norm.vmax == 1  # a rate: the colour scale is [0, 1]
+    assert len(heatmap.texts) == values.size
+    for label in heatmap.texts:
+        j, i = (round(c) for c in label.get_position())
+        cell = image.cmap(image.norm(values[i, j]))
+        assert contrast_ratio(to_rgba(label.get_color()), cell) >= 4.5, (label.get_text(), label.get_color())
+
+
+@pytest.mark.parametrize("n_algorithms", [3, 14])
+def test_line_plots_keep_rates_in_0_1_legends_outside_and_text_apart(plt, n_algorithms):
+    from matplotlib.collections import LineCollection
+
+    from harness.report_html import MAX_OVERLAID, _curve_plot, _profile_plot, _team_size_plot, line_plot_rule
+
+    figures = {"curves": _curve_plot(fraction_curves(n_algorithms), "win_rate"),
+               "team sizes": _team_size_plot(fraction_team_sizes(n_algorithms), "success_rate"),
+               "profiles": _profile_plot(profile_aggregate(n_algorithms))}
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            assert ax.get_ylim() == (0.0, 1.0), name
+        assert_legends_outside(fig)
+        assert_no_text_overlaps(fig)
+        if n_algorithms > MAX_OVERLAID:  # small multiples: one panel per algorithm, named in its title
+            assert [ax.get_title() for ax in fig.axes] == [f"algorithm_{k}" for k in range(n_algorithms)], name
+        else:
+            assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None, name
+    # Bands only where two runs or more stand behind a point: none for algorithm_0 (one run each).
+    curves = figures["curves"].axes
+    bands = [sum(not isinstance(c, LineCollection) for c in ax.collections) for ax in curves]
+    assert bands == ([0] + [1] * (n_algorithms - 1) if n_algorithms > MAX_OVERLAID else [n_algorithms - 1])
+    assert ("one panel per algorithm" in line_plot_rule(n_algorithms)) == (n_algorithms > MAX_OVERLAID)

@@ -502,7 +502,7 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 RANKING = ("ranked by mean; an algorithm whose interval overlaps the best one's shares rank 1 (=1: not "
-           "distinguishable from the best); the others are ranked by mean alone")
+           "distinguishable from the best); each other one is ranked 1 + the number of algorithms with a higher mean")
 
 
 def _rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -515,9 +515,11 @@ def _rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     for group in groups.values():
         scored = sorted((r for r in group if r[metric]["mean"] is not None),
                         key=lambda r: -r[metric]["mean"]["value"])
+        means = [r[metric]["mean"]["value"] for r in scored]
         for i, row in enumerate(scored):
             tied = i > 0 and _overlap(row[metric]["mean"], scored[0][metric]["mean"])
-            row["rank"], row["tied"] = (1, True) if tied else (i + 1, False)
+            higher = sum(m > means[i] for m in means)  # equal means share a rank ("1224" ranking)
+            row["rank"], row["tied"] = (1, True) if tied else (higher + 1, False)
         for row in group:
             row.setdefault("rank", None)
             row.setdefault("tied", False)

@@ -339,6 +339,10 @@ def test_ranks_compare_with_the_best_only_not_through_a_chain():
     rows = _rank([row("a", 3.0, 2.8, 3.2), row("b", 2.5, 2.1, 2.9), row("c", 2.0, 1.5, 2.2)], "return")
     assert {r["algorithm"]: (r["rank"], r["tied"]) for r in rows} == {"a": (1, False), "b": (1, True),
                                                                       "c": (3, False)}
+    # Equal means below the best share a rank: 1 + the number of higher means.
+    rows = _rank([row("a", 8.0, 8.0, 8.0), row("b", 0.0, 0.0, 0.0), row("c", 0.0, 0.0, 0.0), row("d", -1.0, -2, -0.5)],
+                 "return")
+    assert {r["algorithm"]: r["rank"] for r in rows} == {"a": 1, "b": 2, "c": 2, "d": 4}
 
 
 def test_a_report_from_fewer_finished_runs_does_not_replace_the_published_one(board, tmp_path, monkeypatch, capsys):

@@ -140,14 +140,16 @@ def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
 def _estimates(x: np.ndarray, boot: Bootstrap, outcome: bool = False) -> dict[str, Any]:
     """Mean and IQM of a score table, each with its stratified interval (None unless every
     stratum has a score: dropping a composition would silently change what is estimated). For a
-    metric the backend declares a per-run yes/no outcome, whose scores here are all 0 or 1, the
-    mean's interval is Wilson's (a split mixing compositions averages them: bootstrap again)."""
+    metric the backend declares a per-run yes/no outcome, the mean's interval is Wilson's over
+    the runs when each run's score (its compositions' mean) is 0 or 1, one trial per run; a run
+    scoring between (some compositions won, some not) sends the estimate back to the bootstrap."""
     if x.size == 0 or not np.isfinite(x).any(axis=0).all():
         return {"mean": None, "iqm": None}
     out = {name: _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x, boot.method)
            for name in ("mean", "iqm")}
-    if outcome and stats.is_binary(x):
-        out["mean"] = _per_run(stats.wilson_mean(x, boot.confidence), x, "wilson")
+    per_run = np.nanmean(x, axis=1)  # compositions of one run are not independent trials
+    if outcome and stats.is_binary(per_run):
+        out["mean"] = _per_run(stats.wilson_mean(per_run, boot.confidence), x, "wilson")
     return out
 
 

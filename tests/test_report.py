@@ -394,6 +394,13 @@ def test_wilson_intervals_only_for_metrics_the_backend_declares_yes_no(board):
     zeros_and_ones = np.array([[0.0], [1.0], [1.0]])
     assert _estimates(zeros_and_ones, Bootstrap(reps=200))["mean"]["method"] == "expanded"
     assert _estimates(zeros_and_ones, Bootstrap(reps=200), outcome=True)["mean"]["method"] == "wilson"
+    # Two compositions per run: one trial per run (4 runs, 2 wins), not 8 cells; a run with one
+    # composition won and one lost is no yes/no outcome.
+    agreeing = np.array([[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    est = _estimates(agreeing, Bootstrap(reps=200), outcome=True)["mean"]
+    assert est["method"] == "wilson" and est["ci_low"] == pytest.approx(0.150, abs=1e-3)  # Wilson 2/4
+    mixed = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    assert _estimates(mixed, Bootstrap(reps=200), outcome=True)["mean"]["method"] == "expanded"
 
 
 def test_the_terminal_table_ranks_like_the_boards_and_names_its_interval(board, capsys):

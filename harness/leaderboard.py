@@ -280,8 +280,9 @@ def preamble(report: dict[str, Any]) -> str:
             f"{finished} of {len(report['runs'])} planned runs finished. Metric: **{report['metric']}** of the greedy "
             f"policy at the end of training. Every estimate is followed by its {report['confidence']:.0%} "
             f"{INTERVALS.get(boot['method'], boot['method'] + ' bootstrap interval')} over seeds ({boot['reps']} "
-            "resamples, stratified by composition); where every per-seed score is 0 or 1 (yes/no outcomes) the "
-            f"mean's interval is Wilson's. `n` counts the runs behind an estimate. {protocol['ranking'].capitalize()}.")
+            "resamples, stratified by composition); for a metric that is a yes/no outcome of each run (declared by "
+            "the environment, as the matrix games' win rate), the mean's interval is Wilson's over the runs. `n` "
+            f"counts the runs behind an estimate. {protocol['ranking'].capitalize()}.")
 
 
 def split_table(report: dict[str, Any], task: str, split: str) -> tuple[list[str], list[list[str]]]:

@@ -442,7 +442,7 @@ def cmd_report(tokens: list[str]) -> int:
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, None, boot, runs)
         written = write_leaderboard(report, suite, runs, target, formats,
-                                    board_origin(source) if source is not None else None)
+                                    origin=board_origin(source) if source is not None else None)
     out.print(table(report))
     problems = report["problems"]
     if problems["failed"] or problems["missing"] or problems["untrained"]:

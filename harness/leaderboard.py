@@ -36,14 +36,14 @@ PACKAGES = ("teamgen-harness", "numpy", "scipy", "torch", "jax", "jaxlib", "jaxm
 
 
 def write_leaderboard(report: dict[str, Any], suite: Suite, runs: list[RunRecord], out_dir: Path,
-                      formats: tuple[str, ...] = FORMATS, runs_from: str | None = None) -> list[Path]:
+                      formats: tuple[str, ...] = FORMATS, origin: dict[str, Any] | None = None) -> list[Path]:
     """Write the chosen formats plus the manifest; returns the paths written. `runs` are the
     records the report was computed from (the marl-eval export needs every evaluation);
-    `runs_from` says where they came from when it was not `suite.store` (see `read_board`)."""
+    `origin` (see `board_origin`) says which board they were read back from, if not a store."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(suite)
-    if runs_from is not None:
-        manifest["store"] = runs_from
+    if origin is not None:
+        manifest["store"], manifest["runs_from"] = origin["store"], origin["runs_from"]
     written = [_write(out_dir / "manifest.json", _json(manifest))]
     if "json" in formats:
         written.append(_write(out_dir / "leaderboard.json", _json(report | {"manifest": manifest})))
@@ -162,15 +162,29 @@ def _by_split_and_step(evals: list[dict[str, Any]]) -> dict[str, dict[Any, dict[
     return {split: {step: dict(m) for step, m in steps.items()} for split, steps in out.items()}
 
 
-def board_origin(folder: Path) -> str:
-    """Where a published board's runs came from, for the manifest of a board recomputed from it."""
+def board_origin(folder: Path) -> dict[str, Any]:
+    """The store a published board's runs were recorded in and the board that first carried
+    them: what the manifest of a board recomputed from it says (kept through any number of
+    recomputations)."""
     try:
         old = json.loads((folder / "manifest.json").read_text())
-        commit = (old.get("git") or {}).get("commit", "?")[:8]
-        return (f"{old.get('store')}, read back from the board in {folder} (generated {old.get('generated_at')} "
-                f"at commit {commit})")
-    except (OSError, ValueError, AttributeError):
-        return f"read back from the board in {folder}"
+    except (OSError, ValueError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    first = old.get("runs_from") or {"board": str(folder), "generated_at": old.get("generated_at"),
+                                      "commit": (old.get("git") or {}).get("commit")}
+    return {"store": old.get("store"), "runs_from": first}
+
+
+def origin_text(manifest: dict[str, Any]) -> str:
+    """'store URL' or 'store URL, runs read back from the board in DIR (generated ... at commit ...)'."""
+    text = f"store {manifest['store']}"
+    first = manifest.get("runs_from")
+    if first:
+        text += (f", runs read back from the board in {first['board']} (generated {first['generated_at']} "
+                 f"at commit {str(first['commit'])[:8]})")
+    return text
 
 
 def read_board(suite: Suite, folder: Path) -> list[RunRecord]:
@@ -412,7 +426,7 @@ def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
              "- Parameters: " + "; ".join(f"{md_text(a)} {md_text(t)}" for a, t in protocol["tuning"].items())
              + " (suite parameters per task are in `leaderboard.json`, `protocol.params`)",
              f"- Code: commit `{git.get('commit', 'unknown')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
-             f"- Suite hash `{manifest['suite_hash']}`; store `{md_text(manifest['store'])}`; "
+             f"- Suite hash `{manifest['suite_hash']}`; {md_text(origin_text(manifest))}; "
              "package versions in `manifest.json`",
              f"- Reproduce: `{reproduce_args('run', report, manifest)}` then "
              f"`{reproduce_args('report', report, manifest)}`", ""]

@@ -21,7 +21,15 @@ from matplotlib.collections import LineCollection
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from harness.leaderboard import aggregate_table, gap_table, preamble, problem_table, smoke_banner, split_table
+from harness.leaderboard import (
+    aggregate_table,
+    gap_table,
+    origin_text,
+    preamble,
+    problem_table,
+    smoke_banner,
+    split_table,
+)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """
@@ -159,7 +167,7 @@ def _protocol_section(report: dict[str, Any], manifest: dict[str, Any]) -> list[
         f"Evaluation: {protocol['evaluation']}",
         "Parameters: " + "; ".join(f"{a} {t}" for a, t in protocol["tuning"].items()),
         f"Code: commit {git.get('commit', 'unknown')}" + (" (uncommitted changes)" if git.get("dirty") else ""),
-        f"Suite hash {manifest['suite_hash']}; store {manifest['store']}; generated {manifest['generated_at']}",
+        f"Suite hash {manifest['suite_hash']}; {origin_text(manifest)}; generated {manifest['generated_at']}",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in manifest["packages"].items() if v),
     ]
     return ["<h2>Protocol</h2><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"]

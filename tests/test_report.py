@@ -427,7 +427,14 @@ def test_a_board_recomputed_from_its_own_files_has_the_same_numbers(board, tmp_p
     a, b = (json.loads((d / "leaderboard.json").read_text()) for d in (first, second))
     for key in ("rows", "cells", "curves", "generalization_gap", "problems"):
         assert a[key] == b[key], key
-    assert f"read back from the board in {first}" in b["manifest"]["store"]
+    assert b["manifest"]["store"] == a["manifest"]["store"]
+    assert b["manifest"]["runs_from"] == {"board": str(first), "generated_at": a["manifest"]["generated_at"],
+                                          "commit": a["manifest"]["git"]["commit"]}
+    assert f"runs read back from the board in {first}" in (second / "README.md").read_text()
+    # Recomputed again from the recomputed board: the origin stays the first board.
+    third = tmp_path / "third"
+    assert main(["report", f"suite={path}", f"from={second}", f"out={third}", "reps=500", "format=json"]) == 0
+    assert json.loads((third / "manifest.json").read_text())["runs_from"] == b["manifest"]["runs_from"]
     other = dict(SUITE, tasks={"climbing": SUITE["tasks"]["climbing"]}, algorithms=["iql"])
     wrong = tmp_path / "other.yaml"
     wrong.write_text(yaml.safe_dump(other | {"seeds": 2}))

@@ -60,13 +60,18 @@ def _init_worker(progress_queue: Any, parent_pid: int, threads: int, stop_all: A
     signal.signal(signal.SIGINT, lambda *_: _stopping.set())
     # A terminal's Ctrl-C reaches every worker, but a SIGINT sent to the coordinator alone
     # (`kill -INT`, a scheduler, `timeout -s INT`) does not: the coordinator then sets `stop_all`.
-    threading.Thread(target=lambda: (stop_all.wait(), _stopping.set()), daemon=True).start()
+    threading.Thread(target=_stop_when_told, args=(stop_all,), daemon=True).start()
     threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     import torch
 
     # Each worker gets its share of the cores; letting every worker use all of them makes
     # the processes fight over the same cores and slows everything down.
     torch.set_num_threads(threads)
+
+
+def _stop_when_told(stop_all: Any) -> None:
+    stop_all.wait()
+    _stopping.set()
 
 
 def worker_threads(workers: int) -> int:

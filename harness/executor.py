@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -115,7 +115,7 @@ def _worker_run(spec: RunSpec) -> RunResult:
             q.put(("phase", spec.run_id, what))
 
     if q is not None:
-        q.put(("start", spec.run_id, 0))
+        q.put(("start", spec.run_id, os.getpid()))
     _running.set()
     try:
         return execute_run(spec, report, _coordinator_gone, _stopping, on_phase=phase)
@@ -328,6 +328,36 @@ def settle_stopped(result: RunResult, store: Store, record: Record) -> None:
                                seconds=result.seconds))
 
 
+@dataclass
+class _Deaths:
+    """Worker deaths seen by one coordinator. A pool whose worker dies (a signal, os._exit, the
+    OOM killer) breaks as a whole, so every run in flight stops with it. The run whose own
+    worker died is retried once (the death may have come from outside, or from a neighbour's
+    memory), and a second death is final; runs whose workers were only shut down with the pool
+    resume from their checkpoints without counting a death."""
+
+    count: Counter[str] = field(default_factory=Counter)
+
+    def settle(self, spec: RunSpec, exitcode: int | None) -> str | None:
+        """None: run it again; else the reason it failed."""
+        if exitcode == -signal.SIGTERM:  # shut down with the broken pool: not its fault
+            return None
+        self.count[spec.run_id] += 1
+        if self.count[spec.run_id] < 2:
+            return None
+        return f"its worker process died twice ({_death_cause(exitcode)})"
+
+
+def _death_cause(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "cause unknown"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        extra = ": killed, or out of memory" if -exitcode == signal.SIGKILL else ""
+        return f"signal {-exitcode} {name}{extra}"
+    return f"exit code {exitcode}: the process exited during the run (os._exit?)"
+
+
 def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView, claim: Claim,
               record: Record) -> None:
     ctx = mp.get_context("spawn")  # fork would copy torch/JAX thread pools in a broken state
@@ -336,49 +366,86 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
     stop = threading.Event()
     stop_all = ctx.Event()  # asks every worker to checkpoint and stop (see _init_worker)
     pending = {s.run_id: s for s in todo}  # submitted, result not yet recorded
+    worker_of: dict[str, int] = {}  # run id -> pid of the worker that started it
 
     def pump() -> None:  # progress messages -> store + display, on the coordinator only
         while not stop.is_set():
             try:
-                kind, run_id, steps = progress_queue.get(timeout=0.2)
+                kind, run_id, value = progress_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             except (EOFError, OSError):
                 return
             if kind == "start" and run_id in pending:
+                worker_of[run_id] = value
                 store.mark_running(run_id)
                 view.started(run_id)
             elif kind == "phase":
-                view.phase(run_id, steps)
+                view.phase(run_id, value)
             else:
-                view.advance(run_id, steps)
+                view.advance(run_id, value)
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
     slots = min(workers, max(1, len(todo)))
-    pool = ProcessPoolExecutor(max_workers=slots, mp_context=ctx,
-                               initializer=_init_worker, initargs=(progress_queue, os.getpid(), threads, stop_all))
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=slots, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(progress_queue, os.getpid(), threads, stop_all))
+
+    pool = new_pool()
     queued = deque(todo)
+    owned: set[str] = set()  # claimed by this coordinator already (a run sent back after a death)
+    deaths = _Deaths()
     futures: dict[Future[RunResult], RunSpec] = {}
 
     def refill() -> None:  # one run per worker: a run is claimed only when a worker is free for it
         while queued and len(futures) < slots:
             spec = queued.popleft()
-            if claim(spec):
+            if spec.run_id in owned or claim(spec):
+                owned.add(spec.run_id)
                 futures[pool.submit(_worker_run, spec)] = spec
 
+    def after_break(broken: list[RunSpec], processes: dict[int, Any]) -> None:
+        """The pool broke: settle each run it was running and start a fresh pool."""
+        nonlocal pool
+        time.sleep(0.5)  # let the pump read the last "start" messages (which worker ran what)
+        for spec in broken:
+            process = processes.get(worker_of.get(spec.run_id, -1))
+            exitcode = process.exitcode if process is not None else None
+            reason = deaths.settle(spec, exitcode)
+            if reason is None:
+                view.console.print(f"    {spec.label}: its worker stopped ({_death_cause(exitcode)}); "
+                                   "running it again from its last checkpoint", highlight=False, markup=False)
+                queued.appendleft(spec)
+            else:
+                pending.pop(spec.run_id, None)
+                record(RunResult(spec.run_id, "failed", reason))
+        pool.shutdown(wait=False, cancel_futures=True)  # its processes are gone already
+        pool = new_pool()
+
+    processes: dict[int, Any] = {}
     try:
         refill()
         while futures:
+            # Every worker process seen so far (the pool forgets a dead one before it reports the
+            # break): after a break, their exit codes say whose worker died.
+            processes.update(getattr(pool, "_processes", None) or {})
             done, _ = wait(futures, return_when=FIRST_COMPLETED, timeout=1.0)
+            broken: list[RunSpec] = []
             for fut in done:
                 spec = futures.pop(fut)
                 try:
                     result = fut.result()
                 except BrokenProcessPool:
-                    result = RunResult(spec.run_id, "failed", "its worker process died (out of memory or a crash)")
+                    broken.append(spec)
+                    continue
                 pending.pop(spec.run_id, None)
                 record(result)
+            if broken:
+                wait(futures, timeout=30)  # a broken pool fails every future in flight at once
+                broken += [futures.pop(f) for f in list(futures)]
+                after_break(broken, processes)
             refill()
     except KeyboardInterrupt:
         # Every worker (told through stop_all, whether or not the signal reached it) finishes

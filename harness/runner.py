@@ -482,8 +482,16 @@ class Run:
         with graceful_interrupts(self.interrupt_flag) as interrupted, watching_busy(self._busy):
             try:
                 result = self._train(lambda: interrupted.is_set() or self.should_stop())
-            except (KeyboardInterrupt, StopRequested):
+            except StopRequested:
                 result = RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
+            except KeyboardInterrupt:
+                # A second Ctrl-C stops at once; with no Ctrl-C at all, plugin code raised it.
+                result = (RunResult(self.spec.run_id, "interrupted", "stopped before the end; resumes from its last checkpoint")
+                          if interrupted.is_set() else
+                          RunResult(self.spec.run_id, "failed", "KeyboardInterrupt raised inside the run (no Ctrl-C came)"))
+            except SystemExit as exc:  # plugin code that exits would otherwise take the worker, or the suite, with it
+                result = RunResult(self.spec.run_id, "failed", f"the run called sys.exit({exc.code!r}); plugins must "
+                                   "raise an exception instead")
             except RunFailed as exc:
                 result = RunResult(self.spec.run_id, "failed", str(exc))
             except Exception as exc:

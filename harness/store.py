@@ -268,6 +268,10 @@ class Store:
         for r in rows:
             for key in ("params", "budget", "task_config", "versions", "timings"):
                 r[key] = json.loads(r[key]) if r[key] else {}
+            if r["status"] == "running" and not _owner_alive(r["owner"]):
+                # Its coordinator is gone (killed): it resumes from its checkpoint next time, as
+                # the next `harness run` will record; say so now rather than "running".
+                r["status"], r["reason"] = "interrupted", "its coordinator stopped while the run was in progress"
         return rows
 
     def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:

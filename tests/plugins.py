@@ -20,3 +20,28 @@ class CrashingVDN(VDN):  # type: ignore[misc, valid-type]
 
     def act(self, step, memory, explore):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom: a bug in the plugin")
+
+
+class ExitingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Calls sys.exit inside acting, as a careless plugin might."""
+
+    def act(self, step, memory, explore):  # type: ignore[no-untyped-def]
+        import sys
+
+        sys.exit(3)
+
+
+class HardExitingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Ends its process with os._exit inside acting: what a segfault in a native extension does."""
+
+    def act(self, step, memory, explore):  # type: ignore[no-untyped-def]
+        import os
+
+        os._exit(7)
+
+
+class InterruptingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Raises KeyboardInterrupt from its update with no Ctrl-C anywhere."""
+
+    def update(self) -> dict[str, float]:
+        raise KeyboardInterrupt

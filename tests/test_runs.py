@@ -160,9 +160,9 @@ def test_stopped_suite_resumes_with_one_done_run_per_planned_run(smoke_suite, ho
     suite = load_suite(str(path))
     finished_before = {r["run_id"]: r["finished_at"] for r in Store(suite.store).runs(suite.name) if r["status"] == "done"}
     assert before["done"] < planned, f"the suite finished before it was stopped: {before}"
+    assert before["running"] == 0, before  # a killed coordinator's runs read as interrupted, not running
     if how in ("ctrl-c", "sigint"):
         assert code == 130
-        assert before["running"] == 0, before
         # The message says what was checkpointed, and it is so.
         checkpointed = sum((Path(suite.checkpoint_dir) / r["run_id"] / "last.pt").exists()
                            for r in Store(suite.store).runs(suite.name) if r["status"] == "interrupted")
@@ -307,3 +307,51 @@ def test_two_stores_of_one_suite_never_share_checkpoint_folders(smoke_suite) -> 
     assert load_suite("matrix_games").checkpoint_dir == "runs/checkpoints/matrix_games"
     assert default_checkpoint_dir("smoke", "sqlite:///runs/smoke.db") == "runs/checkpoints/smoke"
     assert load_suite(str(smoke_suite()), ["store=sqlite:///c.db"]).checkpoint_dir.endswith("/checkpoints")  # given: kept
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_plugins_that_exit_or_kill_their_worker_fail_alone(smoke_suite, workers: int) -> None:
+    """sys.exit and KeyboardInterrupt from plugin code fail their run like any exception; a plugin
+    that ends its worker process (os._exit, as a native crash would) fails after one retry, the
+    pool is rebuilt and the other runs finish. A subprocess with a timeout: a hang fails the test."""
+    plugins = ["'plugins:ExitingVDN'", "'plugins:InterruptingVDN'"] + (["'plugins:HardExitingVDN'"] if workers else [])
+    path = smoke_suite(algorithms=f"[vdn, {', '.join(plugins)}]", seeds=1, workers=workers)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", f"suite={path}", "tasks=[climbing]"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    suite = load_suite(str(path), ["tasks=[climbing]"])
+    runs = {r["algorithm"]: r for r in Store(suite.store).runs(suite.name)}
+    assert runs["vdn"]["status"] == "done"
+    assert runs["plugins:ExitingVDN"]["status"] == "failed" and "sys.exit(3)" in runs["plugins:ExitingVDN"]["reason"]
+    assert "KeyboardInterrupt raised inside the run" in runs["plugins:InterruptingVDN"]["reason"]
+    if workers:
+        hard = runs["plugins:HardExitingVDN"]
+        assert hard["status"] == "failed" and "worker process died twice (exit code 7" in hard["reason"]
+        assert "running it again from its last checkpoint" in proc.stderr
+
+
+def test_a_killed_worker_costs_no_run(smoke_suite) -> None:
+    """kill -9 of one worker (the OOM killer's way): its run is retried once from its checkpoint,
+    the pool is rebuilt, the neighbour resumes, and every run ends done exactly once."""
+    psutil = pytest.importorskip("psutil")
+    path = smoke_suite(algorithms="[iql, vdn, qmix]", seeds=2, workers=2, env_steps=1024)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", f"suite={path}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_done(path, at_least=1, timeout=120)
+        workers = [c for c in psutil.Process(proc.pid).children() if "multiprocessing.spawn" in " ".join(c.cmdline())]
+        workers[0].kill()
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "its worker stopped (" in stderr and "Traceback" not in stderr
+    counts = _status_counts(path)
+    assert counts == Counter({"done": sum(counts.values())}), counts
+    suite = load_suite(str(path))
+    keys = eval_keys(Store(suite.store), [s.run_id for s in plan(suite)])
+    assert len(keys) == len(set(keys))  # nothing recorded twice

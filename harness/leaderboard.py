@@ -293,19 +293,23 @@ def _check_restored(doc: dict[str, Any], records: list[RunRecord]) -> None:
 
 
 def md_text(text: Any) -> str:
-    """A user string safe inside a Markdown table cell or line (no HTML, no column or line
-    breaks: a carriage return ends a Markdown line too)."""
+    """A user string safe inside a Markdown table cell or line: no HTML, no column or line
+    breaks (a carriage return ends a Markdown line too), no GitHub math between two `$`.
+    Backslashes first: a name ending in one would otherwise undo the escape of a `|`."""
     s = str(text)
-    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("\r", " "), ("\n", " ")):
+    for ch, rep in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("$", "\\$"),
+                    ("\r", " "), ("\n", " ")):
         s = s.replace(ch, rep)
     return s
 
 
 def md_code(text: Any) -> str:
-    """`text` (already through `md_text`: no raw HTML in the file, whatever the renderer) as a
-    code span that a backtick run inside cannot close: the fence is one backtick longer than
-    the longest run."""
+    """`text` as a code span (a command to paste). Markdown shows a code span's text as it is,
+    so backslash escapes would show: only HTML is escaped (no raw HTML in the file, whatever
+    the renderer), and the fence is one backtick longer than any backtick run inside."""
     s = str(text)
+    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", " "), ("\n", " ")):
+        s = s.replace(ch, rep)
     fence = "`" * (1 + max((len(run) for run in re.findall("`+", s)), default=0))
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"
@@ -495,4 +499,4 @@ def reproduce_args(command: str, report: dict[str, Any], manifest: dict[str, Any
     suite = report["suite"] if builtin else str(suite_file)  # a file of the user's: its path
     overrides = manifest.get("overrides") or [f"budget={report['protocol']['budget']}"]
     words = ["harness", command, f"suite={suite}", *overrides]
-    return md_text(" ".join(shlex.quote(str(w)) for w in words))
+    return " ".join(shlex.quote(str(w)) for w in words)  # for `md_code`

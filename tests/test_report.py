@@ -499,6 +499,7 @@ def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys)
         assert raw not in readme
     assert f"| algorithm | {md_text(MATH_NAME)} | {md_text(HOSTILE)} |" in readme  # the per-composition header
     assert f"### train ({md_text(MATH_NAME)}, {md_text(HOSTILE)})" in readme
+    assert "### test (\\\\frac{a\\$)" in readme
     assert f"| {md_text(HOSTILE_ALGORITHM)} |" in readme  # a table row with its column break escaped
     page = (out / "index.html").read_text()
     for raw in ("<i>", "<b>", "<script>alert"):
@@ -507,6 +508,17 @@ def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys)
     assert page.count("<img ") >= 4  # profiles, probability of improvement, curves, heatmap
     if chromium() is not None:
         assert_renders(out / "index.html", tmp_path)
+
+
+def test_markdown_escapes_cannot_be_undone_and_code_spans_stay_pasteable():
+    from harness.leaderboard import md_code
+
+    # A backslash before a pipe would escape the escape: "a\\|b" must stay one table cell.
+    assert md_text("a\\|b") == "a\\\\\\|b"
+    assert md_text("$x$ \r<i>") == "\\$x\\$  &lt;i&gt;"  # no GitHub math, no line break, no HTML
+    # Code spans show backslashes: only HTML is escaped, and backticks cannot close the span.
+    assert md_code("harness run 'a|b$c'") == "`harness run 'a|b$c'`"
+    assert md_code("a`b``c <i>") == "```a`b``c &lt;i&gt;```"
 
 
 def test_plot_labels_are_drawn_as_plain_text(plt):

@@ -388,31 +388,50 @@ def _shaping(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] not in _PLACEMENT_KEYS]
 
 
+KEEP_OR_REPLACE = "fix or delete it, or pass out=DIR to write elsewhere or replace=true to overwrite the board"
+
+
 def _keep_other_leaderboard(target: Path, overrides: list[str], finished: int) -> None:
     """The default folder may hold a published leaderboard made with other overrides (another
     budget, a subset of tasks), or from more finished runs than this store has (a partial
-    re-run, another store): refuse to replace it by accident."""
+    re-run, another store): refuse to replace it by accident. A damaged manifest or board is
+    refused too (exit 2 naming it): nothing says what replacing it would lose."""
     from harness.config import COMMAND_LINE
+    from harness.leaderboard import read_json_object
 
     manifest = target / "manifest.json"
     if not manifest.exists():
         return
-    previous = _shaping(json.loads(manifest.read_text()).get("overrides", []))
+    previous = _shaping(_string_list(read_json_object(manifest, "out", KEEP_OR_REPLACE), "overrides", manifest))
     overrides = _shaping(overrides)
     if sorted(previous) != sorted(overrides):
         raise ConfigError.single(
             ("out",), f"{target} holds a leaderboard made with overrides {previous or 'none'}, this one has "
             f"{overrides or 'none'}: pass out=DIR to write it elsewhere, or replace=true to overwrite it",
             found=str(target), file=COMMAND_LINE)
-    try:
-        published = sum(r.get("status") == "done" for r in json.loads((target / "leaderboard.json").read_text())["runs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # no readable board to compare with: the overrides check above is all we can do
+    board = target / "leaderboard.json"
+    if not board.exists():
+        return  # a board written without format=json: the overrides check above is all we can do
+    runs = read_json_object(board, "out", KEEP_OR_REPLACE).get("runs")
+    if not (isinstance(runs, list) and all(isinstance(r, dict) for r in runs)):
+        raise ConfigError.single(("out",), f"{board} has no list of runs: {KEEP_OR_REPLACE}", file=COMMAND_LINE)
+    published = sum(r.get("status") == "done" for r in runs)
     if finished < published:
         raise ConfigError.single(
             ("out",), f"{target} holds a leaderboard of {published} finished runs and this store has {finished}: "
             "replacing it would publish less. Pass out=DIR to write this one elsewhere, or replace=true to overwrite",
             found=str(target), file=COMMAND_LINE)
+
+
+def _string_list(doc: dict[str, Any], key: str, path: Path) -> list[str]:
+    """doc[key] (absent: none), which must be a list of strings."""
+    from harness.config import COMMAND_LINE
+
+    value = doc.get(key, [])
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError.single(("out",), f"{path}: {key} is not a list of strings: {KEEP_OR_REPLACE}",
+                                 found=value, file=COMMAND_LINE)
+    return value
 
 
 def cmd_report(tokens: list[str]) -> int:

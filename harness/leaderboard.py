@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 from collections import defaultdict
@@ -165,16 +166,45 @@ def _by_split_and_step(evals: list[dict[str, Any]]) -> dict[str, dict[Any, dict[
 def board_origin(folder: Path) -> dict[str, Any]:
     """The store a published board's runs were recorded in and the board that first carried
     them: what the manifest of a board recomputed from it says (kept through any number of
-    recomputations)."""
+    recomputations). A missing or damaged manifest only loses that history."""
     try:
         old = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         old = {}
     if not isinstance(old, dict):
         old = {}
-    first = old.get("runs_from") or {"board": str(folder), "generated_at": old.get("generated_at"),
-                                      "commit": (old.get("git") or {}).get("commit")}
+    git: dict[str, Any] = old["git"] if isinstance(old.get("git"), dict) else {}
+    first = old.get("runs_from")
+    if not (isinstance(first, dict) and {"board", "generated_at", "commit"} <= first.keys()):
+        first = {"board": str(folder), "generated_at": old.get("generated_at"), "commit": git.get("commit")}
     return {"store": old.get("store"), "runs_from": first}
+
+
+def read_json_object(path: Path, key: str, advice: str) -> dict[str, Any]:
+    """The JSON object in `path`; a file that cannot be read, is not JSON or holds something
+    else (a list, a number) is the user's to fix: a ConfigError on option `key` naming the
+    path, what is wrong and `advice`, never a traceback."""
+    def fail(what: str) -> ConfigError:
+        return ConfigError.single((key,), f"{path} {what}: {advice}", file=COMMAND_LINE)
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"cannot be read ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"is not valid JSON (line {exc.lineno} col {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise fail("is not UTF-8 text") from None
+    except RecursionError:
+        raise fail("nests too deeply to read") from None
+    if not isinstance(doc, dict):
+        raise fail(f"holds a JSON {_json_kind(doc)}, not an object")
+    return doc
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def origin_text(manifest: dict[str, Any]) -> str:
@@ -187,6 +217,9 @@ def origin_text(manifest: dict[str, Any]) -> str:
     return text
 
 
+NOT_A_BOARD = "not a readable leaderboard folder (from= takes a folder that harness report wrote)"
+
+
 def read_board(suite: Suite, folder: Path) -> list[RunRecord]:
     """The runs of `suite` as a published leaderboard folder recorded them (leaderboard.json's
     runs, marl_eval.json's evaluations): what `harness report from=DIR` recomputes a board from
@@ -194,12 +227,19 @@ def read_board(suite: Suite, folder: Path) -> list[RunRecord]:
     timings, and each evaluation's episode count (the budget's is assumed). Refuses a board whose
     per-composition means the restored runs do not reproduce (another suite, or a board written
     before compositions kept their order)."""
+    doc = read_json_object(folder / "leaderboard.json", "from", NOT_A_BOARD)
+    exported = read_json_object(folder / "marl_eval.json", "from", NOT_A_BOARD)
     try:
-        doc = json.loads((folder / "leaderboard.json").read_text())
-        exported = json.loads((folder / "marl_eval.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError.single(("from",), f"not a readable leaderboard folder ({exc})", found=str(folder),
-                                 file=COMMAND_LINE) from None
+        records = _restored_runs(suite, doc, exported)
+        _check_restored(doc, records)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        # Valid JSON of another shape (edited by hand, another tool's): say so, not a traceback.
+        raise ConfigError.single(("from",), f"{NOT_A_BOARD}: its files do not have the layout harness report writes "
+                                 f"({type(exc).__name__}: {exc})", found=str(folder), file=COMMAND_LINE) from None
+    return records
+
+
+def _restored_runs(suite: Suite, doc: dict[str, Any], exported: dict[str, Any]) -> list[RunRecord]:
     published = {r["run_id"]: r for r in doc.get("runs", [])}
     untrained = {u["run"] for u in doc.get("problems", {}).get("untrained", [])}
     tasks = {t.name: t for t in suite.tasks}
@@ -209,7 +249,6 @@ def read_board(suite: Suite, folder: Path) -> list[RunRecord]:
         evals = _board_evals(exported, tasks[spec.task], spec) if row["status"] == "done" else []
         records.append(RunRecord(spec, row["status"], row.get("reason"), row.get("env_steps"), row.get("seconds"),
                                  evals, 0 if spec.label in untrained else None))
-    _check_restored(doc, records)
     return records
 
 
@@ -254,15 +293,31 @@ def _check_restored(doc: dict[str, Any], records: list[RunRecord]) -> None:
 
 
 def md_text(text: Any) -> str:
-    """A user string safe inside a Markdown table cell or line (no HTML, no column breaks)."""
+    """A user string safe inside a Markdown table cell or line: no HTML, no column or line
+    breaks (a carriage return ends a Markdown line too), no GitHub math between two `$`.
+    Backslashes first: a name ending in one would otherwise undo the escape of a `|`."""
     s = str(text)
-    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("\n", " ")):
+    for ch, rep in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("$", "\\$"),
+                    ("\r", " "), ("\n", " ")):
         s = s.replace(ch, rep)
     return s
 
 
+def md_code(text: Any) -> str:
+    """`text` as a code span (a command to paste). Markdown shows a code span's text as it is,
+    so backslash escapes would show: only HTML is escaped (no raw HTML in the file, whatever
+    the renderer), and the fence is one backtick longer than any backtick run inside."""
+    s = str(text)
+    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", " "), ("\n", " ")):
+        s = s.replace(ch, rep)
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", s)), default=0))
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    # Headers carry user strings too (composition names in the per-composition table).
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
     return lines + [""]
 
@@ -356,7 +411,7 @@ def markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
 def _md_aggregates(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for agg in report["aggregates"]:
-        lines += [f"## Across tasks, {agg['split']} (normalised: 0 = random, 1 = best known)", ""]
+        lines += [f"## Across tasks, {md_text(agg['split'])} (normalised: 0 = random, 1 = best known)", ""]
         lines += [f"Tasks: {', '.join(md_text(t) for t in agg['tasks'])}."
                   + (f" Left out: {'; '.join(md_text(t) for t in agg['left_out'])}." if agg["left_out"] else ""), ""]
         lines += _md_table(*aggregate_table(agg))
@@ -371,7 +426,7 @@ def _md_task(report: dict[str, Any], task: dict[str, Any], metric: str) -> list[
         lines += [f"- {md_text(algorithm)} skipped: {md_text(why)}"]
     for split, comps in task["splits"].items():
         names = ", ".join(md_text(c["name"]) for c in comps)
-        lines += [f"### {split} ({names})", ""]
+        lines += [f"### {md_text(split)} ({names})", ""]
         lines += _md_table(*split_table(report, task["name"], split))
         if len(comps) > 1:
             lines += _md_compositions(report, task["name"], split, [c["name"] for c in comps], metric)
@@ -386,7 +441,7 @@ def _md_compositions(report: dict[str, Any], task: str, split: str, names: list[
     cells = {(c["algorithm"], c["composition"]): c for c in report["cells"] if c["task"] == task and c["split"] == split}
     algorithms = list(dict.fromkeys(a for a, _ in cells))
     rows = [[a] + [fmt_estimate(cells[(a, n)][metric]["mean"]) for n in names] for a in algorithms]
-    return [f"Per composition ({metric} mean):", ""] + _md_table(["algorithm", *names], rows)
+    return [f"Per composition ({md_text(metric)} mean):", ""] + _md_table(["algorithm", *names], rows)
 
 
 def _md_tests(report: dict[str, Any], task: str) -> list[str]:
@@ -395,7 +450,7 @@ def _md_tests(report: dict[str, Any], task: str) -> list[str]:
         significant = [p for p in block["pairs"]
                        if (p.get("welch_p_holm") is not None and p["welch_p_holm"] < 0.05)
                        or (p.get("mwu_p_holm") is not None and p["mwu_p_holm"] < 0.05)]
-        lines += [f"Pairwise tests, {block['split']}: {len(significant)} of {len(block['pairs'])} pairs differ at "
+        lines += [f"Pairwise tests, {md_text(block['split'])}: {len(significant)} of {len(block['pairs'])} pairs differ at "
                   "the 5% level after Holm correction (Welch's t or Mann–Whitney U).", ""]
         if significant:
             lines += _md_table(
@@ -428,8 +483,8 @@ def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
              f"- Code: commit `{git.get('commit', 'unknown')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
              f"- Suite hash `{manifest['suite_hash']}`; {md_text(origin_text(manifest))}; "
              "package versions in `manifest.json`",
-             f"- Reproduce: `{reproduce_args('run', report, manifest)}` then "
-             f"`{reproduce_args('report', report, manifest)}`", ""]
+             f"- Reproduce: {md_code(reproduce_args('run', report, manifest))} then "
+             f"{md_code(reproduce_args('report', report, manifest))}", ""]
     return lines
 
 
@@ -444,4 +499,4 @@ def reproduce_args(command: str, report: dict[str, Any], manifest: dict[str, Any
     suite = report["suite"] if builtin else str(suite_file)  # a file of the user's: its path
     overrides = manifest.get("overrides") or [f"budget={report['protocol']['budget']}"]
     words = ["harness", command, f"suite={suite}", *overrides]
-    return md_text(" ".join(shlex.quote(str(w)) for w in words))
+    return " ".join(shlex.quote(str(w)) for w in words)  # for `md_code`

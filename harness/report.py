@@ -190,6 +190,17 @@ def _normaliser(task: Task, metric: str) -> tuple[float, float] | None:
     return None
 
 
+def unusable_reference(ref: tuple[float, float]) -> str | None:
+    """Why reference scores cannot normalise (a suite may carry `.nan` or `.inf`, or best equal
+    to random): the aggregates leave the task out with this reason rather than fail."""
+    random, best = ref
+    if not (np.isfinite(random) and np.isfinite(best)):
+        return f"reference scores not finite: random {random}, best {best}"
+    if best == random:
+        return f"reference best equals random ({best})"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The leaderboard document
 
@@ -311,6 +322,9 @@ class Leaderboard:
                 continue
             if ref is None:
                 left_out.append(f"{task.name} (no reference scores)")
+                continue
+            if why := unusable_reference(ref):
+                left_out.append(f"{task.name} ({why})")
                 continue
             if not set(algorithms) <= set(task.algorithms):
                 left_out.append(f"{task.name} (not every algorithm runs on it)")
@@ -603,12 +617,15 @@ def table(report: dict[str, Any]) -> Table:
     other = OTHER_METRIC[metric]
     method = {"expanded": "expanded bootstrap", "percentile": "percentile bootstrap", "bca": "BCa bootstrap"}
     interval = method.get(report.get("interval", "expanded"), "bootstrap")
-    t = Table(title=f"{report['suite']} ({report['budget']} budget): final greedy evaluation, mean "
-                    f"[{report['confidence']:.0%} CI over seeds: {interval}, Wilson for yes/no outcomes]; "
-                    "=1: not distinguishable from the best",
-              caption="\n".join(f"Note: {n}" for n in report.get("notes", [])) or None, caption_justify="left")
+    notes = "\n".join(f"Note: {n}" for n in report.get("notes", []))
+    # Text, not str: rich would read brackets in a suite name or a plugin's note as markup (and
+    # fail on "[/]").
+    t = Table(title=Text(f"{report['suite']} ({report['budget']} budget): final greedy evaluation, mean "
+                         f"[{report['confidence']:.0%} CI over seeds: {interval}, Wilson for yes/no outcomes]; "
+                         "=1: not distinguishable from the best"),
+              caption=Text(notes) if notes else None, caption_justify="left")
     for col in ("task", "split", "rank", "algorithm", metric, other.replace("_", " "), "wall s per run", "runs"):
-        t.add_column(col)
+        t.add_column(Text(col))
     previous_task = None
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in report["rows"]:

@@ -174,7 +174,15 @@ def _protocol_section(report: dict[str, Any], manifest: dict[str, Any]) -> list[
 
 
 # ---------------------------------------------------------------------------------------------
-# Plots (plot labels are drawn by matplotlib into the PNG, so they need no HTML escaping)
+# Plots (plot labels are drawn by matplotlib into the PNG, so they need no HTML escaping, but
+# every user string goes through `plain`)
+
+
+def plain(text: Any) -> str:
+    """A user string drawn as plain text: matplotlib reads text between two `$` as mathtext and
+    fails the whole report on a name like `$x^{2$`; an escaped `\\$` is drawn as a `$`."""
+    return str(text).replace("$", r"\$")
+
 
 # Beyond this many algorithms, lines and bands on one axes merge into a coloured mass: the line
 # plots switch to small multiples, one panel per algorithm with the others' means in grey.
@@ -255,14 +263,14 @@ def _line_plot(series: list[Series], xlabel: str, ylabel: str, fraction: bool, m
         return _small_multiples(series, xlabel, ylabel, fraction, marker, shade)
     fig, ax = _pyplot().subplots(figsize=(6.5, 3.8))
     for i, s in enumerate(series):
-        _draw(ax, s, f"C{i}", marker, fraction, label=s.label)
+        _draw(ax, s, f"C{i}", marker, fraction, label=plain(s.label))
     _shade(ax, shade)
     if fraction:
         ax.set_ylim(0, 1)
     if marker:
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(plain(xlabel))
+    ax.set_ylabel(plain(ylabel))
     if series:
         ax.legend(**LEGEND_OUTSIDE)
     return fig
@@ -280,9 +288,9 @@ def _small_multiples(series: list[Series], xlabel: str, ylabel: str, fraction: b
                           autolim=False)
         _draw(ax, s, HIGHLIGHT, marker, fraction)
         _shade(ax, shade)
-        ax.set_title(s.label, fontsize=8, pad=2)
-    fig.supxlabel(xlabel, fontsize=9)
-    fig.supylabel(ylabel, fontsize=9, x=0.05 / fig.get_size_inches()[0])  # in the margin `_panels` left for it
+        ax.set_title(plain(s.label), fontsize=8, pad=2)
+    fig.supxlabel(plain(xlabel), fontsize=9)
+    fig.supylabel(plain(ylabel), fontsize=9, x=0.05 / fig.get_size_inches()[0])  # in the margin `_panels` left for it
     return fig
 
 
@@ -435,8 +443,9 @@ def _poi_plot(agg: dict[str, Any]) -> Any:
     size = 1.2 + 0.45 * len(names)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(matrix, vmin=0, vmax=1, cmap="RdBu")  # a probability: the scale is exactly [0, 1]
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    labels = [plain(n) for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=7)
+    ax.set_yticks(range(len(names)), labels, fontsize=7)
     if len(names) <= 12:
         _label_cells(ax, image, matrix, lambda v: f"{v:.2f}")
     fig.colorbar(image, ax=ax, label="P(row > column)")
@@ -480,13 +489,13 @@ def _composition_heatmap(cells: list[dict[str, Any]], metric: str) -> Any:
     ax = fig.add_subplot()
     limits = (0, 1) if is_fraction(metric) else (None, None)
     image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=limits[0], vmax=limits[1])
-    ax.set_xticks(range(len(columns)), [f"{s}\n{wrap_name(n)}" for s, n in columns], fontsize=8)
-    ax.set_yticks(range(len(algorithms)), algorithms, fontsize=8)
+    ax.set_xticks(range(len(columns)), [plain(f"{s}\n{wrap_name(n)}") for s, n in columns], fontsize=8)
+    ax.set_yticks(range(len(algorithms)), [plain(a) for a in algorithms], fontsize=8)
     _label_cells(ax, image, matrix, _short)
     # Columns as wide as their widest label (plus a gap), so horizontal labels never touch.
     column = max(0.8, _widest(fig, ax.get_xticklabels()) + 0.15)
     _place(fig, ax, column * len(columns), max(1.2, 0.3 * len(algorithms)))  # the colour bar needs some height
-    fig.colorbar(image, cax=fig.add_axes(_colorbar_rect(fig, ax)), label=metric)
+    fig.colorbar(image, cax=fig.add_axes(_colorbar_rect(fig, ax)), label=plain(metric))
     return fig
 
 

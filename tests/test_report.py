@@ -43,7 +43,7 @@ SUITE = {
 
 def final_value(task: str, algorithm: str, seed: int, composition_index: int) -> float:
     """The (made-up) final score of each run on each composition: distinct and easy to average."""
-    base = {"iql": 1.0, "vdn": 5.0}[algorithm]
+    base = 1.0 if algorithm == "iql" else 5.0  # vdn, or a test's plugin standing in for it
     return base + seed + 0.5 * composition_index + (2.0 if task == "two_type" else 0.0)
 
 
@@ -237,16 +237,9 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium here (Debian: apt install chromium) to render index.html")
-def test_index_html_renders_in_headless_chromium(board, tmp_path):
-    from matplotlib.image import imread
-
-    path, store_url, _, _ = board
-    out = tmp_path / "board"
-    assert run_report(path, store_url, out, "format=html") == 0
-    page = out / "index.html"
-    n_images = page.read_text().count("<img ")
-    assert n_images >= 5  # team size and curves are absent here; profiles, PoI, curves, heatmap are not
+def assert_renders(page: Path, tmp_path: Path) -> dict[str, str]:
+    """Load the page in headless Chromium: it loaded, every image decoded, no script error, no
+    external request; returns the data-* attributes its check script set on <body>."""
     proc = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,1000",
@@ -256,9 +249,26 @@ def test_index_html_renders_in_headless_chromium(board, tmp_path):
     assert body, proc.stderr[-2000:]
     attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(1)))
     assert attrs.get("loaded") == "yes", proc.stderr[-2000:]
-    assert attrs["images"] == str(n_images) and attrs["broken"] == "0"
+    assert attrs["images"] == str(page.read_text().count("<img ")) and attrs["broken"] == "0"
     assert "errors" not in attrs  # no script error
     assert "Refused to load" not in proc.stderr  # nothing external was even attempted
+    return attrs
+
+
+NO_CHROMIUM = "no Chromium here (Debian: apt install chromium) to render index.html"
+
+
+@pytest.mark.skipif(chromium() is None, reason=NO_CHROMIUM)
+def test_index_html_renders_in_headless_chromium(board, tmp_path):
+    from matplotlib.image import imread
+
+    path, store_url, _, _ = board
+    out = tmp_path / "board"
+    assert run_report(path, store_url, out, "format=html") == 0
+    page = out / "index.html"
+    n_images = page.read_text().count("<img ")
+    assert n_images >= 5  # team size and curves are absent here; profiles, PoI, curves, heatmap are not
+    attrs = assert_renders(page, tmp_path)
     # A full-page screenshot at 1280 px, as a reader's browser would lay the page out.
     shot = tmp_path / "index.png"
     height = min(int(attrs["height"]), 16000)  # Chromium's largest capture
@@ -441,6 +451,178 @@ def test_a_board_recomputed_from_its_own_files_has_the_same_numbers(board, tmp_p
     capsys.readouterr()
     assert main(["report", f"suite={wrong}", f"from={tmp_path / 'nowhere'}", "format=table"]) == 2
     assert "not a readable leaderboard folder" in capsys.readouterr().err
+# ---------------------------------------------------------------------------------------------
+# Hostile input: names that are HTML, table syntax or mathtext; damaged board files; NaN references
+
+MATH_NAME = "$x^{2$"  # unbalanced mathtext: matplotlib fails on it unless it is drawn as plain text
+HOSTILE_ALGORITHM = "<i>al$g$</i>|x"  # a plugin's name: HTML, a table column break and mathtext
+
+
+def finished_board(tmp_path: Path, suite_dict: dict, filename: str) -> tuple[Path, str]:
+    """A suite file and a store in which every planned run is done."""
+    path = tmp_path / filename
+    path.write_text(yaml.safe_dump(suite_dict))
+    store_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = Store(store_url)
+    specs = plan(load_suite(str(path), [f"store={store_url}"]))
+    store.register(specs)
+    for spec in specs:
+        store.finish(RunResult(spec.run_id, "done", None, evals_for(spec), env_steps=200, grad_steps=10, seconds=1.0))
+    return path, store_url
+
+
+@pytest.fixture()
+def hostile_board(tmp_path, monkeypatch):
+    """Task, composition, algorithm and suite names that are HTML, Markdown table syntax, rich
+    markup and mathtext, on a task with reference scores (so every plot is drawn)."""
+    from harness import registry
+
+    monkeypatch.setitem(registry._ALGORITHMS, HOSTILE_ALGORITHM, registry.get_algorithm("vdn"))
+    task = {"env": "matrix", "args": {"game": "two_type"}, "description": HOSTILE,
+            "reference": {"random": 0.0, "best": 10.0},
+            "train": [{"name": MATH_NAME, "types": ["A", "B"]}, {"name": HOSTILE, "types": ["B", "A"]}],
+            "test": [{"name": "\\frac{a$", "types": ["B", "B"]}]}
+    suite = dict(SUITE, algorithms=["iql", HOSTILE_ALGORITHM], tasks={"a$b$c": task})
+    return finished_board(tmp_path, suite, "hostile[bold].yaml")
+
+
+def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys):
+    """The per-composition table header, headings, rows, plots (no mathtext) and the terminal
+    table (no rich markup) all show hostile names as text, and the page still renders."""
+    path, store_url = hostile_board
+    out = tmp_path / "board"
+    assert run_report(path, store_url, out) == 0
+    printed = capsys.readouterr().out
+    assert "hostile[bold]" in printed and "a$b$c" in printed  # rich markup left as typed
+    readme = (out / "README.md").read_text()
+    for raw in ("<i>", "<b>", "<script>"):
+        assert raw not in readme
+    assert f"| algorithm | {md_text(MATH_NAME)} | {md_text(HOSTILE)} |" in readme  # the per-composition header
+    assert f"### train ({md_text(MATH_NAME)}, {md_text(HOSTILE)})" in readme
+    assert "### test (\\\\frac{a\\$)" in readme
+    assert f"| {md_text(HOSTILE_ALGORITHM)} |" in readme  # a table row with its column break escaped
+    page = (out / "index.html").read_text()
+    for raw in ("<i>", "<b>", "<script>alert"):
+        assert raw not in page
+    assert "&lt;i&gt;al$g$&lt;/i&gt;|x" in page
+    assert page.count("<img ") >= 4  # profiles, probability of improvement, curves, heatmap
+    if chromium() is not None:
+        assert_renders(out / "index.html", tmp_path)
+
+
+def test_markdown_escapes_cannot_be_undone_and_code_spans_stay_pasteable():
+    from harness.leaderboard import md_code
+
+    # A backslash before a pipe would escape the escape: "a\\|b" must stay one table cell.
+    assert md_text("a\\|b") == "a\\\\\\|b"
+    assert md_text("$x$ \r<i>") == "\\$x\\$  &lt;i&gt;"  # no GitHub math, no line break, no HTML
+    # Code spans show backslashes: only HTML is escaped, and backticks cannot close the span.
+    assert md_code("harness run 'a|b$c'") == "`harness run 'a|b$c'`"
+    assert md_code("a`b``c <i>") == "```a`b``c &lt;i&gt;```"
+
+
+def test_plot_labels_are_drawn_as_plain_text(plt):
+    from harness.report_html import _composition_heatmap, _curve_plot, plain
+
+    names = [MATH_NAME, "a$b$c", "\\frac{x}", "a\\$b$"]
+    curves = [dict(c, algorithm=name) for c, name in zip(fraction_curves(4), names, strict=True)]
+    cells = [{"split": "train", "composition": name, "algorithm": name,
+              "return": {"mean": {"value": 1.0, "ci_low": None, "ci_high": None, "n": 1}}} for name in names]
+    for fig in (_curve_plot(curves, "return"), _composition_heatmap(cells, "return")):
+        fig.canvas.draw()  # mathtext would raise here on MATH_NAME
+        for text in texts_of(fig):
+            shown, is_math = text._preprocess_math(text.get_text())
+            assert not is_math, text.get_text()
+    legend = [t.get_text() for t in _curve_plot(curves, "return").axes[0].get_legend().get_texts()]
+    assert legend == [plain(n) for n in names]
+    label = plt.figure().text(0, 0, plain("a\\$b$"))
+    assert label._preprocess_math(label.get_text()) == ("a\\$b$", False)  # shown exactly as named
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("manifest.json", "{not json", "is not valid JSON (line 1 col 2"),
+    ("manifest.json", "[1, 2]", "holds a JSON array, not an object"),
+    ("manifest.json", "42", "holds a JSON number, not an object"),
+    ("manifest.json", '{"overrides": 5}', "overrides is not a list of strings"),
+    ("leaderboard.json", "{\"runs\": ", "is not valid JSON"),
+    ("leaderboard.json", '"board"', "holds a JSON string, not an object"),
+    ("leaderboard.json", '{"runs": 3}', "has no list of runs"),
+])
+def test_a_damaged_published_board_is_an_error_naming_the_file(board, tmp_path, monkeypatch, capsys, name,
+                                                               content, problem):
+    """The refuse-to-replace check reads the published manifest and board: damaged, they are
+    exit 2 naming the file and the ways out, not a JSONDecodeError; replace=true still works."""
+    path, store_url, suite, _ = board
+    monkeypatch.chdir(tmp_path)
+    base = ["report", f"suite={path}", f"store={store_url}", "reps=100", "format=json"]
+    assert main(base) == 0
+    damaged = Path("leaderboards") / suite.name / name
+    damaged.write_text(content)
+    capsys.readouterr()
+    assert main(base) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{damaged} {problem}" in err or f"{damaged}: {problem}" in err, err
+    assert "fix or delete it" in err and "out=DIR" in err and "replace=true" in err and "Traceback" not in err
+    assert damaged.read_text() == content  # nothing was replaced
+    assert main([*base, "replace=true"]) == 0
+
+
+@pytest.mark.parametrize("leaderboard, problem", [
+    ("[1, 2]", "holds a JSON array, not an object"),
+    ("3.5", "holds a JSON number, not an object"),
+    ("{oops", "is not valid JSON"),
+    ('{"runs": 3}', "do not have the layout harness report writes"),
+    ('{"runs": [5]}', "do not have the layout harness report writes"),
+    ('{"runs": [], "problems": []}', "do not have the layout harness report writes"),
+])
+def test_report_from_a_folder_of_other_json_is_an_error(board, tmp_path, capsys, leaderboard, problem):
+    path, _, _, _ = board
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "leaderboard.json").write_text(leaderboard)
+    (folder / "marl_eval.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["report", f"suite={path}", f"from={folder}", "format=table"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert problem in err and "not a readable leaderboard folder" in err and "Traceback" not in err
+
+
+def test_a_damaged_manifest_in_the_source_board_only_loses_its_history(board, tmp_path):
+    """from=DIR needs leaderboard.json and marl_eval.json; the manifest only says where the runs
+    came from, so a damaged one (not an object, or fields of the wrong type) is read as absent."""
+    path, store_url, _, _ = board
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_report(path, store_url, first, "format=json") == 0
+    for manifest in ("[]", '{"git": "abc", "runs_from": 7, "generated_at": "then"}'):
+        (first / "manifest.json").write_text(manifest)
+        assert main(["report", f"suite={path}", f"from={first}", f"out={second}", "reps=100", "format=json,md"]) == 0
+        origin = json.loads((second / "manifest.json").read_text())["runs_from"]
+        assert origin["board"] == str(first) and origin["commit"] is None
+
+
+def test_tasks_with_non_finite_reference_scores_are_left_out_of_aggregates(board):
+    """A suite may carry `.nan` or `.inf` reference scores: the aggregates leave that task out and
+    say why; the rest of the report is computed as usual."""
+    _, _, suite, store = board
+    tasks = {t.name: t for t in suite.tasks}
+    tasks["climbing"].reference = {"random": float("nan"), "best": 1.0}
+    tasks["two_type"].reference = {"random": 0.0, "best": 10.0}
+    doc = collect(suite, store, Bootstrap(reps=200))
+    agg = next(a for a in doc["aggregates"] if a["split"] == "train")  # climbing has no test split
+    assert agg["tasks"] == ["two_type"]
+    assert agg["left_out"] == ["climbing (reference scores not finite: random nan, best 1.0)"]
+    assert {r["task"] for r in doc["rows"]} == {"climbing", "two_type"}
+    tasks["two_type"].reference = {"random": 0.0, "best": float("inf")}
+    doc = collect(suite, store, Bootstrap(reps=200))
+    assert doc["aggregates"] == []  # no task left to aggregate, and no crash
+    from harness.leaderboard import markdown
+    from harness.report_html import html_page
+
+    manifest = {"suite_hash": "h", "store": "s", "generated_at": "now", "packages": {}, "suite_file": suite.path,
+                "overrides": []}
+    assert "## climbing" in markdown(doc, manifest) and "<h2>climbing</h2>" in html_page(doc, manifest)
+
+
 # ---------------------------------------------------------------------------------------------
 # Plot layout: the page's figures, drawn from hand-made report pieces and measured
 

@@ -241,6 +241,9 @@ def _render(doc: object, raw_tail: str) -> str:
 def _check_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str], docs: st.SearchStrategy[str],
                      examples: int) -> None:
     stats = {"n": 0, "slowest": 0.0, "case": ""}
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    assert validate(capsys, f"suite={good}")[0] == 0  # untimed: the first validate imports every backend
 
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

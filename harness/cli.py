@@ -72,7 +72,7 @@ def _split_tokens(tokens: list[str], command: str, allowed: tuple[str, ...]) -> 
         if not sep:
             raise ConfigError.single((), f"'{command}' expects key=value arguments", found=token, file=COMMAND_LINE)
         if key in allowed:
-            options[key] = parse_value(value) if key != "suite" else value
+            options[key] = parse_value(value, (key,)) if key != "suite" else value
         else:
             overrides.append(token)
     return options, overrides

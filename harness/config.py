@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pydantic import (
 
 from harness import registry
 from harness.errors import ConfigError, Problem, closest
-from harness.yaml_lines import LineIndex, load_yaml
+from harness.yaml_lines import LineIndex, Refused, load_yaml, parse_text
 
 SPLITS = ("train", "validation", "test")
 METRICS = ("return", "win_rate")
@@ -49,17 +50,26 @@ DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
 # ---------------------------------------------------------------------------------------------
 # Schema (pydantic models; `extra="forbid"` so typos are caught)
 
+# Upper bounds far above real use, so that a huge value is refused at validate rather than
+# allocating until MemoryError once runs start.
+MAX_ENV_STEPS = 10**10
+MAX_SEEDS = 1000
+MAX_LIST = 1000  # tasks, algorithms, compositions of a split
+MAX_WORKERS = 4096
+MAX_NUMBER = 10**15  # no setting of any algorithm or backend needs an integer larger than this
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class BudgetModel(Strict):
-    env_steps: int = Field(gt=0, description="environment steps of training, summed over parallel envs")
-    eval_every: int = Field(gt=0, description="evaluate every this many env steps")
-    eval_episodes: int = Field(gt=0, description="greedy evaluation episodes per composition")
+    env_steps: int = Field(gt=0, le=MAX_ENV_STEPS, description="environment steps of training, summed over parallel envs")
+    eval_every: int = Field(gt=0, le=MAX_ENV_STEPS, description="evaluate every this many env steps")
+    eval_episodes: int = Field(gt=0, le=100_000, description="greedy evaluation episodes per composition")
     absolute_episodes: int | None = Field(
-        None, gt=0, description="episodes for the absolute metric (default 10 x eval_episodes)"
+        None, gt=0, le=1_000_000, description="episodes for the absolute metric (default 10 x eval_episodes)"
     )
 
     @model_validator(mode="after")
@@ -76,8 +86,8 @@ class ReferenceModel(Strict):
     """Reference scores of a task in the suite's metric, for normalised cross-task aggregates:
     normalised = (score - random) / (best - random), so 0 is a uniform-random team, 1 the best known."""
 
-    random: float = Field(description="expected score of a uniform-random policy")
-    best: float = Field(description="best known score (the optimum when known)")
+    random: float = Field(allow_inf_nan=False, description="expected score of a uniform-random policy")
+    best: float = Field(allow_inf_nan=False, description="best known score (the optimum when known)")
 
     @model_validator(mode="after")
     def _distinct(self) -> ReferenceModel:
@@ -96,13 +106,13 @@ class TaskModel(Strict):
     rollout_steps: int | None = Field(
         None, gt=0, le=1_000_000, description="rollout: continuous only: batched env steps between updates "
         "(default: the env's episode_limit)")
-    train: list[dict[str, Any]] | None = None
-    validation: list[dict[str, Any]] | None = None
-    test: list[dict[str, Any]] | None = None
+    train: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
+    validation: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
+    test: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     params: ParamTable = Field(default_factory=dict)
     algorithms: list[str] | None = Field(
-        None, description="run only these of the suite's algorithms on this task (default: every one "
+        None, max_length=MAX_LIST, description="run only these of the suite's algorithms on this task (default: every one "
         "whose action space fits the task)")
     description: str = ""
     reference: ReferenceModel | None = Field(
@@ -113,32 +123,33 @@ class SuiteModel(Strict):
     name: str | None = None
     description: str = ""
     metric: Literal["return", "win_rate"] = "return"
-    seeds: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(ge=0)]] = Field(
+    seeds: Annotated[int, Field(gt=0, le=MAX_SEEDS)] | Annotated[
+        list[Annotated[int, Field(ge=0, lt=2**32)]], Field(max_length=MAX_SEEDS)] = Field(
         5, description="a count (seeds 0..n-1) or a list of distinct non-negative seeds")
     budget: str | dict[str, Any] = "short"
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    algorithms: list[str | dict[str, Any]] = Field(min_length=1)
+    algorithms: list[str | dict[str, Any]] = Field(min_length=1, max_length=MAX_LIST)
     params: ParamTable = Field(default_factory=dict)
-    tasks: dict[str, TaskModel] = Field(min_length=1)
+    tasks: dict[str, TaskModel] = Field(min_length=1, max_length=MAX_LIST)
     backend: str | None = Field(
         None, description="swap the backend of every task of the same family (backend=smacv2 runs the "
         "SMAX tasks on StarCraft II)")
     executor: Literal["local", "ray"] = Field(
         "local", description="local: worker processes on this machine; ray: one Ray task per run")
-    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] | Literal["auto"] = Field(
         "auto", description="runs at once (0 = in this process); with executor=ray and no ray_address, the "
         "size of the private Ray instance in runs")
     ray_address: str | None = Field(
         None, description="executor=ray: auto (the cluster `ray start` runs here) or HOST:PORT; unset starts "
         "a private Ray instance on this machine")
-    cpus_per_run: Annotated[float, Field(gt=0)] = Field(1.0, description="executor=ray: CPUs each run reserves")
-    gpus_per_run: Annotated[float, Field(ge=0)] = Field(0.0, description="executor=ray: GPUs each run reserves")
-    max_retries: Annotated[int, Field(ge=0)] = Field(
+    cpus_per_run: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = Field(1.0, description="executor=ray: CPUs each run reserves")
+    gpus_per_run: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] = Field(0.0, description="executor=ray: GPUs each run reserves")
+    max_retries: Annotated[int, Field(ge=0, le=100)] = Field(
         2, description="executor=ray: times a run whose worker process or node died is retried from its "
         "last checkpoint before it is recorded as failed")
     store: str | None = None
     checkpoint_dir: str | None = None
-    checkpoint_every: Annotated[float, Field(ge=0)] = Field(
+    checkpoint_every: Annotated[float, Field(ge=0, le=10**7, allow_inf_nan=False)] = Field(
         300.0, description="seconds between periodic checkpoints of a run (0 = at every evaluation); a run "
         "stopped by Ctrl-C or its coordinator always checkpoints first")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -285,12 +296,17 @@ def suite_path(ref: str) -> Path:
     )
 
 
-def parse_value(text: str) -> Any:
-    """Command-line values use YAML syntax: 3, 1e-3, true, [qmix, vdn], {a: 1}."""
+def parse_value(text: str, key: tuple[str, ...] = ()) -> Any:
+    """Command-line values use YAML syntax: 3, 1e-3, true, [qmix, vdn], {a: 1}; text that is not
+    YAML stays a string. Read as strictly as a suite file (no duplicate keys or alias bombs)."""
+    if text == "":
+        return ""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return parse_text(text)[0]
     except yaml.YAMLError:
         return text
+    except Refused as exc:
+        raise ConfigError.single(key + exc.path, exc.message, found=text, file=COMMAND_LINE) from None
 
 
 def parse_overrides(tokens: list[str]) -> list[tuple[tuple[str, ...], Any, str]]:
@@ -299,7 +315,8 @@ def parse_overrides(tokens: list[str]) -> list[tuple[tuple[str, ...], Any, str]]
         key, sep, value = token.partition("=")
         if not sep or not key:
             raise ConfigError.single((), "expected key=value", found=token, file=COMMAND_LINE)
-        out.append((tuple(key.split(".")), parse_value(value), token))
+        path = tuple(key.split("."))
+        out.append((path, parse_value(value, path), token))
     return out
 
 
@@ -315,16 +332,29 @@ def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ..
             raise ConfigError.single(
                 path[:1], "unknown suite key", found=path[0], choices=SuiteModel.model_fields, file=COMMAND_LINE
             )
+        _check_task_exists(raw, path)
         node = raw
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             nxt = node.get(part) if isinstance(node, dict) else None
             if not isinstance(nxt, dict):
                 nxt = {}
                 node[part] = nxt
+                # Made by the override (a task or algorithm the file lacks, a value replaced by a
+                # mapping): whatever is wrong beneath it is the command line's doing.
+                touched.add(path[:depth])
             node = nxt
         node[path[-1]] = value
         touched.add(path)
     return touched
+
+
+def _check_task_exists(raw: dict[str, Any], path: tuple[str, ...]) -> None:
+    """`tasks.NAME.key=value` sets a key of an existing task; a typo in NAME would otherwise make a
+    half-defined new task whose errors read as if the file were wrong."""
+    tasks = raw.get("tasks")
+    if len(path) > 2 and path[0] == "tasks" and isinstance(tasks, dict) and path[1] not in tasks:
+        raise ConfigError.single(path[:2], f"unknown task; expected one of {', '.join(map(str, tasks))}",
+                                 found=path[1], choices=map(str, tasks), file=COMMAND_LINE)
 
 
 def _select_tasks(tasks: dict[str, Any], names: list[Any]) -> dict[str, Any]:
@@ -348,11 +378,33 @@ def load_suite(ref: str, overrides: list[str] | None = None) -> Suite:
         raise ConfigError.single((), "a suite file must be a mapping of keys", found=type(raw).__name__, file=str(path))
     overrides, mode = _params_mode(list(overrides or []))
     touched = apply_overrides(raw, overrides)
-    suite = _Resolver(path, lines, touched).resolve(raw, overrides)
+    resolver = _Resolver(path, lines, touched)
+    problems = number_problems(raw)
+    if problems:
+        raise resolver.error(problems)
+    suite = resolver.resolve(raw, overrides)
     if mode == "tuned":
         apply_tuned_params(suite)
         suite.overrides.append("params=tuned")
     return suite
+
+
+def number_problems(data: Any) -> list[Problem]:
+    """NaN, infinities and absurdly large integers anywhere in the suite: no setting takes them,
+    and further on they would crash a computation (infinite CPUs) or allocate without end."""
+    problems: list[Problem] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:  # a loop, not recursion: aliases may share values, but the reader bounded the total
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((path + (k,), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(path, "expected a finite number", value, True))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            problems.append(Problem(path, f"expected a number no larger than {MAX_NUMBER:.0e}", value, True))
+    return problems
 
 
 def _params_mode(overrides: list[str]) -> tuple[list[str], str]:
@@ -406,27 +458,26 @@ def apply_tuned_params(suite: Suite) -> None:
 
 def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
     """The pydantic model class reached by walking `loc` from `model` (None if not a model)."""
-    current: Any = model
+    current: Any = _unwrap_optional(model)
     parts = list(loc)
-    while parts:
+    while parts and current is not None:
         if isinstance(current, type) and issubclass(current, BaseModel):
             f = current.model_fields.get(parts.pop(0))
-            if f is None:
-                return None
-            current = f.annotation
-            continue
-        origin, args = typing.get_origin(current), typing.get_args(current)
-        if origin in (dict, list):
+            current = None if f is None else _unwrap_optional(f.annotation)
+        elif typing.get_origin(current) in (dict, list):
             parts.pop(0)
-            current = args[-1]
-        elif origin in (typing.Union, types.UnionType):
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            current = models[0] if models else None
-            if current is None:
-                return None
+            current = _unwrap_optional(typing.get_args(current)[-1])
         else:
             return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    """`Model | None` (or any union holding a model) -> Model; other hints unchanged."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else None
+    return hint
 
 
 def _expected(msg: str) -> str:
@@ -438,17 +489,18 @@ def _expected(msg: str) -> str:
     return msg
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    """The part of a pydantic error location that indexes the user's data (drops the tags
-    pydantic adds for union members, like 'constrained-int')."""
+def _data_path(loc: tuple[Any, ...], data: Any, kind: str = "") -> tuple[Any, ...]:
+    """The part of a pydantic error location that indexes the user's data: drops the tags pydantic
+    adds for union members and validators ('constrained-int', 'list[...]', 'function-after[...]').
+    A last part that is not in the data stays only where it names a key (missing or unknown)."""
     path: list[Any] = []
     for i, part in enumerate(loc):
         indexes = (isinstance(data, dict) and part in data) or (
             isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
         if indexes:
             data = data[part]
-        elif not (isinstance(data, dict) and i == len(loc) - 1):
-            continue  # a tag pydantic added for a union member; a missing/unknown last key stays
+        elif not (isinstance(data, dict) and i == len(loc) - 1 and kind in ("missing", "extra_forbidden")):
+            continue
         path.append(part)
     return tuple(path)
 
@@ -456,12 +508,12 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
 def pydantic_problems(exc: ValidationError, model: type[BaseModel], data: Any = None) -> list[Problem]:
     problems: dict[tuple[Any, ...], Problem] = {}
     for err in exc.errors():
-        loc = _data_path(tuple(err["loc"]), data) if data is not None else tuple(err["loc"])
+        loc = _data_path(tuple(err["loc"]), data, err["type"]) if data is not None else tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             valid = list(owner.model_fields) if owner else []
-            problem = Problem(loc, f"unknown key; expected one of {', '.join(valid)}", loc[-1], True,
-                              closest(str(loc[-1]), valid))
+            expected = f"expected one of {', '.join(valid)}" if valid else "this mapping takes no such keys"
+            problem = Problem(loc, f"unknown key; {expected}", loc[-1], True, closest(str(loc[-1]), valid))
         elif err["type"] == "missing":
             problem = Problem(loc, "missing required key")
         else:
@@ -506,7 +558,7 @@ class _Resolver:
 
     def resolve(self, raw: dict[str, Any], overrides: list[str]) -> Suite:
         model = self.validate(SuiteModel, raw, ())
-        name = model.name or Path(self.file).stem
+        name = self.suite_name(model)
         seeds = list(range(model.seeds)) if isinstance(model.seeds, int) else list(model.seeds)
         problems: list[Problem] = []
 
@@ -553,6 +605,19 @@ class _Resolver:
             overrides=overrides,
             tuning=model.tuning,
         )
+
+    def suite_name(self, model: SuiteModel) -> str:
+        """The name becomes part of paths (runs/NAME.db, runs/checkpoints/NAME): an identifier only,
+        so that `name: ../../x` cannot point the store or checkpoints elsewhere."""
+        name = model.name if model.name is not None else Path(self.file).stem
+        if NAME_PATTERN.fullmatch(name):
+            return name
+        if model.name is None:
+            message = ("the suite is named after its file, whose name is not an identifier; expected "
+                       "letters, digits, _ or - (or set name:)")
+        else:
+            message = "expected an identifier: letters, digits, _ or - (no path)"
+        raise self.error([Problem(("name",), message, name, True)])
 
     def algorithms(self, model: SuiteModel) -> dict[str, dict[str, Any]]:
         """name -> suite-level params given inline ({name: qmix, params: {...}} or {qmix: {...}})."""
@@ -694,8 +759,8 @@ class _Resolver:
             raise self.error([Problem(path, "expected a mapping describing a team composition", entry, True)])
         entry = dict(entry)
         name, weight = entry.pop("name", None), entry.pop("weight", 1.0)
-        if not isinstance(weight, (int, float)) or weight <= 0:
-            raise self.error([Problem(path + ("weight",), "expected a positive number", weight, True)])
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise self.error([Problem(path + ("weight",), "expected a positive finite number", weight, True)])
         spec = self.validate(backend.Composition, entry, path)
         return Composition(str(name) if name else backend.composition_name(args, spec), float(weight), spec)
 

@@ -86,7 +86,7 @@ class MatrixArgs(BaseModel):
     payoffs: dict[str, list[Any]] | None = Field(
         None, description="a table per composition, keyed by comma-joined unit types ('A,B')"
     )
-    n_actions: int = Field(3, ge=2, description="actions of the identity game")
+    n_actions: int = Field(3, ge=2, le=1000, description="actions of the identity game")
     k: float = Field(-100.0, le=0, description="penalty of the penalty game")
     episode_length: int = Field(1, ge=1, le=10_000, description="1 = one-step game; >1 = repeated")
     types: list[str] | None = Field(None, description="unit types (default: from payoffs or p1..pn)")

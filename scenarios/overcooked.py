@@ -230,10 +230,10 @@ class OvercookedArgs(Strict):
     horizon: int = Field(400, ge=1, le=100_000, description="steps per episode (400 in the Overcooked-AI paper)")
     shaped_reward: bool = Field(True, description="add the annealed shaped reward on training instances")
     shaped_reward_horizon: int = Field(
-        1_000_000, ge=1, description="training env steps over which the shaped-reward factor decays from 1 to 0"
+        1_000_000, ge=1, le=10**10, description="training env steps over which the shaped-reward factor decays from 1 to 0"
     )
     max_items: int = Field(8, ge=0, le=64, description="items lying on counters shown as entities (nearest first)")
-    win_soups: int = Field(1, ge=1, description="soups an episode must deliver to count as won")
+    win_soups: int = Field(1, ge=1, le=1000, description="soups an episode must deliver to count as won")
 
 
 PARTNER_KINDS = ("self", "random", "stay", "checkpoint")

@@ -115,8 +115,8 @@ class SmaxComposition(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allies: int = Field(ge=1, description="units the algorithm controls")
-    enemies: int | None = Field(default=None, ge=1, description="enemy units (default: as many as allies)")
+    allies: int = Field(ge=1, le=1000, description="units the algorithm controls")
+    enemies: int | None = Field(default=None, ge=1, le=1000, description="enemy units (default: as many as allies)")
     units: dict[str, int] | None = Field(default=None, description="exact ally unit counts per type")
     mix: list[int] | None = Field(default=None, min_length=2, max_length=2,
                                   description="exact counts of the race's first and second unit type")

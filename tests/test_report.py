@@ -473,8 +473,7 @@ def finished_board(tmp_path: Path, suite_dict: dict, filename: str) -> tuple[Pat
 
 @pytest.fixture()
 def hostile_board(tmp_path, monkeypatch):
-    """Task, composition, algorithm and suite names that are HTML, Markdown table syntax, rich
-    markup and mathtext, on a task with reference scores (so every plot is drawn)."""
+    """Task, composition and algorithm names that are HTML, Markdown table syntax and mathtext, on a task with reference scores (so every plot is drawn)."""
     from harness import registry
 
     monkeypatch.setitem(registry._ALGORITHMS, HOSTILE_ALGORITHM, registry.get_algorithm("vdn"))
@@ -483,7 +482,7 @@ def hostile_board(tmp_path, monkeypatch):
             "train": [{"name": MATH_NAME, "types": ["A", "B"]}, {"name": HOSTILE, "types": ["B", "A"]}],
             "test": [{"name": "\\frac{a$", "types": ["B", "B"]}]}
     suite = dict(SUITE, algorithms=["iql", HOSTILE_ALGORITHM], tasks={"a$b$c": task})
-    return finished_board(tmp_path, suite, "hostile[bold].yaml")
+    return finished_board(tmp_path, suite, "hostile.yaml")  # suite names are identifiers: no markup there
 
 
 def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys):
@@ -493,7 +492,7 @@ def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys)
     out = tmp_path / "board"
     assert run_report(path, store_url, out) == 0
     printed = capsys.readouterr().out
-    assert "hostile[bold]" in printed and "a$b$c" in printed  # rich markup left as typed
+    assert "a$b$c" in printed and HOSTILE_ALGORITHM in printed  # left as typed
     readme = (out / "README.md").read_text()
     for raw in ("<i>", "<b>", "<script>"):
         assert raw not in readme

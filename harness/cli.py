@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -106,20 +107,50 @@ def _check_device(device: str, suite_file: str) -> None:
                                      found=device, file=suite_file)
 
 
+def _open_store(suite: Any, create: bool = True) -> Any:
+    """The suite's store; a problem with it is blamed on where store= was given."""
+    from harness.config import COMMAND_LINE
+    from harness.store import Store
+
+    try:
+        return Store(suite.store, create=create)
+    except ConfigError as exc:
+        given_here = any(o.startswith("store=") for o in suite.overrides)
+        raise exc.located(COMMAND_LINE if given_here else suite.path) from None
+
+
+def _check_checkpoint_dir(suite: Any) -> None:
+    """Fail before any run starts, not in every worker: the folder must be, or become, a
+    writable directory."""
+    from harness.config import COMMAND_LINE
+    from harness.store import why_not_a_folder
+
+    folder = Path(suite.checkpoint_dir)
+    where = COMMAND_LINE if any(o.startswith("checkpoint_dir=") for o in suite.overrides) else suite.path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(folder, os.W_OK) else "not writable"
+    except OSError as exc:
+        problem = f"cannot be made a folder: {why_not_a_folder(exc)}"
+    if problem:
+        raise ConfigError.single(("checkpoint_dir",), f"{folder} {problem}; expected a writable folder",
+                                 found=str(folder), file=where)
+
+
 def cmd_run(tokens: list[str]) -> int:
     from harness.executor import run_plan
     from harness.plan import plan
     from harness.report import collect, table
-    from harness.store import Store
 
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
     _check_device(suite.device, suite.path)
+    _check_checkpoint_dir(suite)
     # A script's background job starts with SIGINT ignored. Local worker processes install
     # their own handler anyway; the coordinator does the same so that Ctrl-C (or kill -INT)
     # stops a suite the same way under either executor (Ray's workers block SIGINT).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    store = Store(suite.store)
+    store = _open_store(suite)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "
               f"{len(suite.seeds)} seeds ({len(specs)} runs), budget '{suite.budget_name}', store {suite.store}")
@@ -181,7 +212,7 @@ def cmd_show(tokens: list[str]) -> int:
     print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=100).rstrip())
     specs = plan(suite)
     try:
-        store: Store | None = Store(suite.store, create=False)
+        store: Store | None = _open_store(suite, create=False)
     except ConfigError:  # nothing has run with this store yet: showing the plan creates none
         store = None
     statuses = store.statuses(s.run_id for s in specs) if store is not None else {}
@@ -296,13 +327,12 @@ def _list_line(name: str, text: str, whole: bool = False) -> None:
 
 def cmd_status(tokens: list[str]) -> int:
     from harness.plan import plan
-    from harness.store import Store
 
     options, overrides = _split_tokens(tokens, "status", ("suite", "format"))
     fmt = _format(options, ("table", "json"))
     suite = _load(options, overrides)
     specs = plan(suite)
-    store = Store(suite.store, create=False)
+    store = _open_store(suite, create=False)
     rows = {r["run_id"]: r for r in store.runs(run_ids=[s.run_id for s in specs])}
     counts = Counter(rows.get(s.run_id, {}).get("status", "missing") for s in specs)
     failed = [{"run": s.label, "run_id": s.run_id, "reason": rows[s.run_id]["reason"]}
@@ -437,7 +467,6 @@ def _string_list(doc: dict[str, Any], key: str, path: Path) -> list[str]:
 def cmd_report(tokens: list[str]) -> int:
     from harness.leaderboard import board_origin, write_leaderboard
     from harness.report import Bootstrap, collect, read_runs, table
-    from harness.store import Store
 
     options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "interval", "replace",
                                                           "from"))
@@ -451,7 +480,7 @@ def cmd_report(tokens: list[str]) -> int:
 
         runs = read_board(suite, source)
     else:
-        runs = read_runs(suite, Store(suite.store, create=False))
+        runs = read_runs(suite, _open_store(suite, create=False))
     if formats == ("table",):
         out.print(table(collect(suite, None, boot, runs, full=False)))
         return 0
@@ -521,6 +550,7 @@ def cmd_tune(tokens: list[str]) -> int:
     if show:
         return _show_study(suite, settings)
     _check_device(suite.device, suite.path)
+    _check_checkpoint_dir(suite)
     tune.check_options(settings)
     space = tune.suite_space(suite, settings.algorithm)
     tasks = [t.name for t in tune.tuning_tasks(suite, settings.algorithm)]

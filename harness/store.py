@@ -7,6 +7,7 @@ and re-running a suite can never duplicate rows.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -141,6 +142,28 @@ def _add_missing_columns(engine: sa.Engine) -> None:
             conn.execute(sa.text(f'ALTER TABLE {runs_table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
+def why_not_a_folder(exc: OSError) -> str:
+    """mkdir's failure in words (EEXIST from mkdir -p means a file is in the way)."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "the path, or a folder above it, is a file"
+    return exc.strerror or str(exc)
+
+
+def _make_parent(file: Path, url: str) -> None:
+    """The store file's folder, made if missing; a path through a file or a read-only place is
+    the user's to fix, named here rather than found by SQLite later."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError.single(("store",), f"cannot make the folder {file.parent} for the store: "
+                                 f"{why_not_a_folder(exc)}", found=url) from None
+    if file.exists() and not file.is_file():
+        raise ConfigError.single(("store",), f"{file} is not a regular file; expected a path for an SQLite file",
+                                 found=url)
+    if not os.access(file.parent, os.W_OK):
+        raise ConfigError.single(("store",), f"cannot write in {file.parent}", found=url)
+
+
 class Store:
     """A results store. `create=False` (commands that only read: status, report, show) opens an
     existing store only: a mistyped URL is an error naming it, not a new empty store whose
@@ -157,8 +180,12 @@ class Store:
             raise ConfigError.single(("store",), f"no results store at {file}: nothing has run with this store "
                                      "(check store=, or run the suite first)", found=url)
         if file is not None:
-            Path(file).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, future=True)
+            _make_parent(Path(file), url)
+        try:
+            self.engine = sa.create_engine(url, future=True)
+        except (sa.exc.NoSuchModuleError, ImportError) as exc:  # an unknown dialect, or its driver is missing
+            raise ConfigError.single(("store",), f"cannot use this database ({exc}); expected sqlite:///PATH.db or "
+                                     "postgresql+psycopg://USER@HOST/DB (with the postgres extra)", found=url) from None
         if parsed.drivername.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

@@ -284,3 +284,23 @@ def test_any_document_validates_or_is_refused(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.slow
 def test_any_document_validates_or_is_refused_many(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _check_documents(tmp_path, capsys, _documents(), examples=1500)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("store=foo://x/y", "store: cannot use this database (Can't load plugin: sqlalchemy.dialects:foo)"),
+    ("store=sqlite:////dev/null/x.db", "store: cannot make the folder /dev/null for the store: the path, or a folder "
+                                       "above it, is a file"),
+    ("checkpoint_dir={file}", "checkpoint_dir: {file} cannot be made a folder: the path, or a folder above it, is a file"),
+])
+def test_unusable_store_and_checkpoint_paths_are_refused_before_any_run(tmp_path: Path, override: str, message: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    extra = [] if override.startswith("store=") else [f"store=sqlite:///{tmp_path / 'ok.db'}"]
+    args = ["run", "suite=matrix_games", "tasks=[identity]", "algorithms=[vdn]", "seeds=1", "budget=smoke",
+            override.format(file=a_file), *extra]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"<command line>: {message.format(file=a_file)}" in err and "Traceback" not in err

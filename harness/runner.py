@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -387,7 +388,9 @@ def selection_score(rows: list[dict[str, Any]], metric: str) -> float:
 
 
 class MetricsLog:
-    """Per-run JSON-lines file of training and evaluation metrics, plus TensorBoard if installed."""
+    """Per-run JSON-lines file of training and evaluation metrics, plus TensorBoard if installed.
+    TensorBoard is a convenience: if it fails (a full disk, a broken install) it is reported
+    once and switched off, and the run goes on."""
 
     def __init__(self, directory: Path) -> None:
         self.file = open(directory / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
@@ -402,8 +405,15 @@ class MetricsLog:
     def write(self, env_steps: int, kind: str, values: dict[str, float]) -> None:
         self.file.write(json.dumps({"env_steps": env_steps, "kind": kind, **values}) + "\n")
         if self.tb is not None:
-            for key, value in values.items():
-                self.tb.add_scalar(f"{kind}/{key}", value, env_steps)
+            self._tensorboard(lambda: [self.tb.add_scalar(f"{kind}/{k}", v, env_steps) for k, v in values.items()])
+
+    def _tensorboard(self, call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except Exception as exc:
+            print(f"harness: TensorBoard logging failed ({type(exc).__name__}: {exc}); it is off for the rest "
+                  "of this run, metrics.jsonl keeps everything", file=sys.stderr)
+            self.tb = None
 
     def eval_rows(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -413,19 +423,33 @@ class MetricsLog:
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:
-            self.tb.close()
+            self._tensorboard(self.tb.close)
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a checkpoint behind
+        raise
 
 
 def _load(path: Path) -> dict[str, Any] | None:
+    """A checkpoint, or None when there is none. One that cannot be read (truncated by a full
+    disk, damaged) is moved aside, with a message naming both paths, and the run starts over:
+    failing on it would fail every retry until someone deleted the file by hand."""
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        print(f"harness: the checkpoint {path} could not be read ({type(exc).__name__}: {str(exc)[:200]}); moved to "
+              f"{aside.name}, and this run starts over", file=sys.stderr)
+        return None
 
 
 EvalCallback = Callable[[int, list[dict[str, Any]]], None]

@@ -8,6 +8,7 @@ and re-running a suite can never duplicate rows.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 
 STATUSES = ("pending", "running", "interrupted", "done", "failed")
 
@@ -142,6 +143,30 @@ def _add_missing_columns(engine: sa.Engine) -> None:
             conn.execute(sa.text(f'ALTER TABLE {runs_table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
+# SQLite's words for a store that no retry can fix, and what the user can do about each.
+_STORE_FAILURES = {
+    "malformed": "the file is damaged: restore it from a backup, or start a new one with another store=",
+    "not a database": "this file is not an SQLite database: check store=",
+    "disk is full": "the disk is full: free some space and run the same command again",
+    "readonly": "the file or its folder is read-only: fix the permissions, or choose another store=",
+}
+
+
+class StoreFailed(HarnessError):
+    """A store that can no longer be read or written (see _STORE_FAILURES)."""
+
+
+def _unusable_store(url: str, context: Any) -> None:
+    """SQLAlchemy's handle_error hook: a damaged, full or read-only store becomes an error that
+    names it and says what to do (exit 2), not a traceback. Anything else (a lock held by
+    another coordinator, which the callers retry) passes through unchanged."""
+    text = str(context.original_exception).lower()
+    for words, remedy in _STORE_FAILURES.items():
+        if words in text:
+            shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+            raise StoreFailed(f"the results store {shown} failed ({context.original_exception}): {remedy}")
+
+
 def why_not_a_folder(exc: OSError) -> str:
     """mkdir's failure in words (EEXIST from mkdir -p means a file is in the way)."""
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):
@@ -188,6 +213,7 @@ class Store:
                                      "postgresql+psycopg://USER@HOST/DB (with the postgres extra)", found=url) from None
         if parsed.drivername.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        sa.event.listen(self.engine, "handle_error", functools.partial(_unusable_store, url))
         try:
             if create:
                 _create_tables(self.engine)

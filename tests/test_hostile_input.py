@@ -304,3 +304,27 @@ def test_unusable_store_and_checkpoint_paths_are_refused_before_any_run(tmp_path
     assert main(args) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"<command line>: {message.format(file=a_file)}" in err and "Traceback" not in err
+
+
+def test_a_damaged_store_is_an_error_naming_it_with_a_remedy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Random bytes over a store's pages, or a file that is no database at all: exit 2 naming the
+    store and what to do, never a traceback."""
+    from harness.cli import main
+    from harness.config import load_suite
+    from harness.plan import plan
+    from harness.store import Store
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = Store(url)
+    store.register(plan(load_suite("matrix_games", [f"store={url}"])))  # 350 rows: several pages
+    store.engine.dispose()
+    raw = bytearray((tmp_path / "runs.db").read_bytes())
+    raw[4096:len(raw)] = bytes((i * 97 + 13) % 256 for i in range(len(raw) - 4096))  # every page but the header
+    (tmp_path / "runs.db").write_bytes(bytes(raw))
+    (tmp_path / "noise.db").write_bytes(bytes(range(256)) * 64)
+    for name in ("runs.db", "noise.db"):
+        capsys.readouterr()
+        assert main(["status", "suite=matrix_games", f"store=sqlite:///{tmp_path / name}"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"the results store sqlite:///{tmp_path / name} failed" in err and "Traceback" not in err
+        assert "malformed" in err or "not an SQLite database" in err

@@ -355,3 +355,35 @@ def test_a_killed_worker_costs_no_run(smoke_suite) -> None:
     suite = load_suite(str(path))
     keys = eval_keys(Store(suite.store), [s.run_id for s in plan(suite)])
     assert len(keys) == len(set(keys))  # nothing recorded twice
+
+
+def test_a_truncated_checkpoint_is_moved_aside_and_the_run_starts_over(smoke_suite, tmp_path: Path, capfd) -> None:
+    """A last.pt cut short (a full disk, a crash mid-copy) is renamed last.pt.corrupt-<time>, the
+    message names it, and the run starts over and finishes instead of failing every retry."""
+    path = smoke_suite(algorithms="[vdn]", seeds=1)
+    spec = spec_for(path, "climbing", "vdn", checkpoint_dir=tmp_path / "ck")
+    calls: list[int] = []
+    stopped = execute_run(spec, on_progress=calls.append, should_stop=lambda: len(calls) >= 5)
+    assert stopped.status == "interrupted"
+    last = Path(spec.checkpoint_dir) / spec.run_id / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    progress: list[int] = []
+    resumed = execute_run(spec, on_progress=progress.append)
+    assert resumed.status == "done", resumed.reason
+    assert progress[0] <= calls[0], "it resumed from something, not from scratch"
+    moved = list(last.parent.glob("last.pt.corrupt-*"))
+    assert len(moved) == 1
+    assert f"the checkpoint {last} could not be read" in capfd.readouterr().err and moved[0].name in str(moved)
+
+
+def test_a_failed_checkpoint_write_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    from harness import runner
+
+    def full_disk(payload, file):  # type: ignore[no-untyped-def]
+        Path(file).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner.torch, "save", full_disk)
+    with pytest.raises(OSError):
+        runner._save(tmp_path / "last.pt", {"x": 1})
+    assert list(tmp_path.iterdir()) == []

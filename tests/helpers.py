@@ -41,3 +41,16 @@ def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: s
 def eval_keys(store: Store, run_ids: list[str]) -> list[tuple]:
     return [(r["run_id"], r["kind"], r["env_steps"], r["split"], r["composition"], r["metric"])
             for r in store.evals(run_ids)]
+
+
+# A small valid suite file: the starting point of the bad-input tests.
+GOOD_SUITE = """\
+metric: return
+seeds: 2
+budget: {env_steps: 100, eval_every: 50, eval_episodes: 2}
+algorithms: [vdn]
+tasks:
+  game:
+    env: matrix
+    args: {game: nonmonotonic_3x3}
+"""

@@ -8,23 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import GOOD_SUITE as GOOD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.config import load_suite
 from harness.errors import ConfigError
-
-GOOD = """\
-metric: return
-seeds: 2
-budget: {env_steps: 100, eval_every: 50, eval_episodes: 2}
-algorithms: [vdn]
-tasks:
-  game:
-    env: matrix
-    args: {game: nonmonotonic_3x3}
-"""
 
 SECONDS = 2.0  # every answer, however hostile the input, within this on a busy 2-core machine
 

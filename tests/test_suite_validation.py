@@ -8,21 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import GOOD_SUITE as GOOD
 
 from harness.cli import main
 from harness.config import load_suite
 from harness.errors import ConfigError
-
-GOOD = """\
-metric: return
-seeds: 2
-budget: {env_steps: 100, eval_every: 50, eval_episodes: 2}
-algorithms: [vdn]
-tasks:
-  game:
-    env: matrix
-    args: {game: nonmonotonic_3x3}
-"""
 
 
 def write(tmp_path: Path, text: str) -> Path:

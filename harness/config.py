@@ -147,6 +147,9 @@ class SuiteModel(Strict):
     max_retries: Annotated[int, Field(ge=0, le=100)] = Field(
         2, description="executor=ray: times a run whose worker process or node died is retried from its "
         "last checkpoint before it is recorded as failed")
+    allow_imports: list[str] = Field(
+        default_factory=list, description="modules whose code the suite may import through 'module:Class' "
+        "names or factories, beyond this project's own, the wrapped environment libraries and installed plugins")
     store: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: Annotated[float, Field(ge=0, le=10**7, allow_inf_nan=False)] = Field(
@@ -348,6 +351,18 @@ def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ..
     return touched
 
 
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _allowed_imports(raw: dict[str, Any], resolver: Any) -> tuple[str, ...]:
+    """The suite's allow_imports: module names whose code the user trusts (see registry)."""
+    value = raw.get("allow_imports", [])
+    if not isinstance(value, list) or not all(isinstance(m, str) and MODULE_NAME.fullmatch(m) for m in value):
+        raise resolver.error([Problem(("allow_imports",), "expected a list of module names such as [mypkg, "
+                                      "mypkg.envs]", value, True)])
+    return tuple(value)
+
+
 def _check_task_exists(raw: dict[str, Any], path: tuple[str, ...]) -> None:
     """`tasks.NAME.key=value` sets a key of an existing task; a typo in NAME would otherwise make a
     half-defined new task whose errors read as if the file were wrong."""
@@ -382,7 +397,11 @@ def load_suite(ref: str, overrides: list[str] | None = None) -> Suite:
     problems = number_problems(raw)
     if problems:
         raise resolver.error(problems)
-    suite = resolver.resolve(raw, overrides)
+    gate = registry.ALLOWED_IMPORTS.set(_allowed_imports(raw, resolver))
+    try:
+        suite = resolver.resolve(raw, overrides)
+    finally:
+        registry.ALLOWED_IMPORTS.reset(gate)
     if mode == "tuned":
         apply_tuned_params(suite)
         suite.overrides.append("params=tuned")

@@ -8,6 +8,7 @@ a quick experiment without packaging.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -72,8 +73,41 @@ def load_all() -> None:
     _load_entry_points("harness.envs", _ENVS)
 
 
+# Import paths a suite may name ('module:Class' algorithms, a PettingZoo factory): resolving one
+# runs that module's code, so only modules the user trusts are imported. Trusted: this project's
+# own packages, the environment libraries its backends wrap, the modules of installed
+# `harness.*` entry points, and what the suite's `allow_imports` (a suite key, so also
+# `allow_imports=[...]` on the command line) adds. The gate is up while a suite is resolved
+# (every command resolves its suite before anything runs); None, in workers and for direct API
+# use, means the names were checked already or come from code, not from a file.
+TRUSTED_PACKAGES = ("harness", "algorithms", "scenarios", "pettingzoo", "mpe2")
+ALLOWED_IMPORTS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("allowed_imports",
+                                                                                         default=None)
+
+
+def _entry_point_modules() -> set[str]:
+    return {ep.value.partition(":")[0] for group in ("harness.algorithms", "harness.envs")
+            for ep in entry_points(group=group)}
+
+
+def check_import_allowed(module_name: str, spec: str, path: tuple[str | int, ...]) -> None:
+    """ConfigError unless `module_name` (or a package above it) is trusted (see ALLOWED_IMPORTS);
+    nothing is imported to decide."""
+    extra = ALLOWED_IMPORTS.get()
+    if extra is None:
+        return
+    allowed = (*TRUSTED_PACKAGES, *extra, *_entry_point_modules())
+    if not any(module_name == a or module_name.startswith(a + ".") for a in allowed):
+        top = module_name.partition(".")[0]
+        raise ConfigError.single(
+            path, f"module '{module_name}' is not allowed to be imported: add it to the suite's allow_imports "
+            f"(allow_imports: [{top}], or allow_imports=[{top}] on the command line) if you trust its code",
+            found=spec)
+
+
 def _from_import_path(spec: str, kind: str, path: tuple[str | int, ...]) -> Any:
     module_name, _, attr = spec.partition(":")
+    check_import_allowed(module_name, spec, path)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.api import EnvSpec, Step
 from harness.errors import ConfigError, closest
-from harness.registry import register_env
+from harness.registry import check_import_allowed, register_env
 from scenarios.python_batch import Frame, Outcome, PythonBatchBackend
 
 INSTALL_HINT = "pip install -e '.[pettingzoo]' -c constraints.txt"
@@ -344,8 +344,18 @@ def _sibling_hint(parent: str, leaf: str) -> str | None:
     return f"{parent}.{found}" if found else None
 
 
+def _import_allowed(path: str) -> bool:
+    try:
+        check_import_allowed(path.partition(":")[0], path, ("args", "env"))
+    except ConfigError:
+        return False  # check_task reports it, naming the key
+    return True
+
+
 def resolve_factory(path: str) -> Any:
-    """The callable named by `path` (ConfigError at args.env if there is none)."""
+    """The callable named by `path` (ConfigError at args.env if there is none, or if its module
+    is not one the user allowed to be imported)."""
+    check_import_allowed(path.partition(":")[0], path, ("args", "env"))
     problem = _module_problem(path)
     if problem:
         raise ConfigError.single(
@@ -440,7 +450,7 @@ class PettingZooBackend(ParallelEnvBackend):
     @classmethod
     def missing_requirements(cls, args: PettingZooArgs) -> str | None:
         problem = requirement_problem(cls.name, "pettingzoo", "the pettingzoo package")
-        if problem or _module_problem(args.env):
+        if problem or not _import_allowed(args.env) or _module_problem(args.env):
             return problem  # a typo in args.env is a config error (check_task), not a missing package
         try:
             quiet_import(args.env.partition(":")[0])

@@ -23,6 +23,7 @@ budget: smoke
 budgets:
   smoke: {{env_steps: {env_steps}, eval_every: 128, eval_episodes: 4}}
 algorithms: {algorithms}
+allow_imports: [plugins]  # tests/plugins.py: the misbehaving algorithms
 workers: {workers}
 store: sqlite:///{dir}/store.db
 checkpoint_dir: {dir}/checkpoints

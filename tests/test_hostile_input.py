@@ -318,3 +318,24 @@ def test_a_damaged_store_is_an_error_naming_it_with_a_remedy(tmp_path: Path, cap
         err = " ".join(capsys.readouterr().err.split())
         assert f"the results store sqlite:///{tmp_path / name} failed" in err and "Traceback" not in err
         assert "malformed" in err or "not an SQLite database" in err
+
+
+def test_validate_imports_nothing_a_suite_names_unless_allowed(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A factory or 'module:Class' outside the trusted packages is refused by name at validate:
+    not imported, not called. allow_imports (in the file or on the command line) lets it in."""
+    import sys
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.yaml"
+    shell = f'  shell:\n    env: pettingzoo\n    args: {{env: "os:system", kwargs: {{command: "touch {marker}"}}}}\n'
+    path.write_text(GOOD.replace("algorithms: [vdn]", "algorithms: ['antigravity:X']") + shell)
+    assert main(["validate", f"suite={path}"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "algorithms[0]: module 'antigravity' is not allowed to be imported" in err
+    assert "tasks.shell.args.env: module 'os' is not allowed to be imported" in err
+    assert "antigravity" not in sys.modules and not marker.exists()
+    assert main(["validate", f"suite={path}", "tasks=[game]", "algorithms=[vdn, 'plugins:CrashingVDN']"]) == 2
+    assert "module 'plugins' is not allowed" in capsys.readouterr().err
+    assert main(["validate", f"suite={path}", "tasks=[game]", "algorithms=[vdn, 'plugins:CrashingVDN']",
+                 "allow_imports=[plugins]"]) == 0

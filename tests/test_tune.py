@@ -53,6 +53,7 @@ budget: smoke
 budgets:
   smoke: {{env_steps: 64, eval_every: 32, eval_episodes: 2}}
 algorithms: [vdn, me_qmix]
+allow_imports: [plugins]  # tests/plugins.py: the misbehaving algorithms
 workers: 0
 store: sqlite:///{dir}/store.db
 checkpoint_dir: {dir}/checkpoints

@@ -281,6 +281,7 @@ budget: smoke
 budgets:
   smoke: {{env_steps: 320, eval_every: 160, eval_episodes: 4}}
 algorithms: [qmix, ippo]
+allow_imports: [countdown_env]  # tests/countdown_env.py: a backend written for these tests
 workers: 0
 store: sqlite:///{dir}/store.db
 checkpoint_dir: {dir}/checkpoints

@@ -107,34 +107,38 @@ def _check_device(device: str, suite_file: str) -> None:
                                      found=device, file=suite_file)
 
 
+def _given_in(suite: Any, key: str) -> str:
+    """Where the suite's `key` came from: the command line when an override set it, else the file."""
+    from harness.config import COMMAND_LINE
+
+    return COMMAND_LINE if any(o.startswith(f"{key}=") for o in suite.overrides) else suite.path
+
+
 def _open_store(suite: Any, create: bool = True) -> Any:
     """The suite's store; a problem with it is blamed on where store= was given."""
-    from harness.config import COMMAND_LINE
     from harness.store import Store
 
     try:
         return Store(suite.store, create=create)
     except ConfigError as exc:
-        given_here = any(o.startswith("store=") for o in suite.overrides)
-        raise exc.located(COMMAND_LINE if given_here else suite.path) from None
+        raise exc.located(_given_in(suite, "store")) from None
 
 
 def _check_checkpoint_dir(suite: Any) -> None:
     """Fail before any run starts, not in every worker: the folder must be, or become, a
     writable directory."""
-    from harness.config import COMMAND_LINE
-    from harness.store import why_not_a_folder
+    from harness.store import make_folder
 
     folder = Path(suite.checkpoint_dir)
-    where = COMMAND_LINE if any(o.startswith("checkpoint_dir=") for o in suite.overrides) else suite.path
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        problem = None if os.access(folder, os.W_OK) else "not writable"
-    except OSError as exc:
-        problem = f"cannot be made a folder: {why_not_a_folder(exc)}"
-    if problem:
-        raise ConfigError.single(("checkpoint_dir",), f"{folder} {problem}; expected a writable folder",
-                                 found=str(folder), file=where)
+    why = make_folder(folder)
+    if why:
+        problem = f"cannot be made a folder: {why}"
+    elif not os.access(folder, os.W_OK):
+        problem = "not writable"
+    else:
+        return
+    raise ConfigError.single(("checkpoint_dir",), f"{folder} {problem}; expected a writable folder",
+                             found=str(folder), file=_given_in(suite, "checkpoint_dir"))
 
 
 def cmd_run(tokens: list[str]) -> int:

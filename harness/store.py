@@ -167,21 +167,24 @@ def _unusable_store(url: str, context: Any) -> None:
             raise StoreFailed(f"the results store {shown} failed ({context.original_exception}): {remedy}")
 
 
-def why_not_a_folder(exc: OSError) -> str:
-    """mkdir's failure in words (EEXIST from mkdir -p means a file is in the way)."""
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        return "the path, or a folder above it, is a file"
-    return exc.strerror or str(exc)
+def make_folder(folder: Path) -> str | None:
+    """mkdir -p `folder`: None when it exists or was made, else why not in words (EEXIST from
+    mkdir -p means a file is in the way). Shared by the store's folder and the checkpoint folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            return "the path, or a folder above it, is a file"
+        return exc.strerror or str(exc)
+    return None
 
 
 def _make_parent(file: Path, url: str) -> None:
     """The store file's folder, made if missing; a path through a file or a read-only place is
     the user's to fix, named here rather than found by SQLite later."""
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError.single(("store",), f"cannot make the folder {file.parent} for the store: "
-                                 f"{why_not_a_folder(exc)}", found=url) from None
+    why = make_folder(file.parent)
+    if why:
+        raise ConfigError.single(("store",), f"cannot make the folder {file.parent} for the store: {why}", found=url)
     if file.exists() and not file.is_file():
         raise ConfigError.single(("store",), f"{file} is not a regular file; expected a path for an SQLite file",
                                  found=url)

@@ -145,12 +145,13 @@ def _estimates(x: np.ndarray, boot: Bootstrap, outcome: bool = False) -> dict[st
     scoring between (some compositions won, some not) sends the estimate back to the bootstrap."""
     if x.size == 0 or not np.isfinite(x).any(axis=0).all():
         return {"mean": None, "iqm": None}
-    out = {name: _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x, boot.method)
-           for name in ("mean", "iqm")}
+    def bootstrap(name: str) -> dict[str, Any]:
+        return _per_run(stats.stratified_bootstrap(x, name, **boot.kwargs()), x, boot.method)
+
     per_run = np.nanmean(x, axis=1)  # compositions of one run are not independent trials
-    if outcome and stats.is_binary(per_run):
-        out["mean"] = _per_run(stats.wilson_mean(per_run, boot.confidence), x, "wilson")
-    return out
+    if outcome and stats.is_binary(per_run):  # no mean bootstrap computed only to be replaced
+        return {"mean": _per_run(stats.wilson_mean(per_run, boot.confidence), x, "wilson"), "iqm": bootstrap("iqm")}
+    return {"mean": bootstrap("mean"), "iqm": bootstrap("iqm")}
 
 
 def _per_run(est: stats.Estimate, x: np.ndarray, method: str) -> dict[str, Any]:

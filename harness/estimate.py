@@ -22,8 +22,9 @@ import json
 import platform
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness.heartbeat import duration
@@ -106,11 +107,10 @@ class Estimate:
     """Seconds for the remaining runs, and how each run's figure was obtained."""
 
     seconds: float = 0.0
-    sources: dict[str, int] | None = None  # "finished runs" / "calibration" / "unknown" -> runs
+    sources: Counter[str] = field(default_factory=Counter)  # "finished runs" / "calibration" / "unknown" -> runs
 
     def add(self, source: str, seconds: float = 0.0) -> None:
-        self.sources = self.sources or {}
-        self.sources[source] = self.sources.get(source, 0) + 1
+        self.sources[source] += 1
         self.seconds += seconds
 
 
@@ -144,7 +144,7 @@ def estimate(remaining: list[RunSpec], throughput: Callable[[RunSpec], float | N
 
 def describe(est: Estimate, runs: int, workers: int) -> str:
     """The estimate line of `harness show`: wall time and where the figures came from."""
-    sources = est.sources or {}
+    sources = est.sources
     known = runs - sources.get("unknown", 0)
     if known == 0:
         return ("estimated time: unknown (no finished runs of these algorithms in this store; "

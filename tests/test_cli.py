@@ -55,7 +55,8 @@ def test_a_scaffolded_plugin_passes_its_test_without_pytest(tmp_path, capsys) ->
         # As without pytest installed: importing it fails in the child.
         no_pytest = f"import sys, runpy; sys.modules['pytest'] = None; runpy.run_path({str(test)!r}, run_name='__main__')"
         proc = subprocess.run([sys.executable, "-c", no_pytest],
-                              capture_output=True, text=True, timeout=600, env=env)
+                              capture_output=True, text=True, timeout=600, env=env,
+                              cwd=tmp_path)  # not the checkout, whose folders would shadow the installed package
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"{name} keeps the plugin contract" in proc.stdout
     finally:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import io
 import json
 import math
 import os
@@ -427,12 +429,21 @@ class MetricsLog:
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically. torch.save goes to memory and we write the bytes: torch's
+    own zip writer reports a full disk as "unexpected pos", which names neither the disk nor the
+    file; Python's write raises ENOSPC, which we turn into a message with the remedy."""
+    data = io.BytesIO()
+    torch.save(payload, data)
     tmp = path.with_suffix(".tmp")
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as file:
+            file.write(data.getbuffer())
         os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a checkpoint behind
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the disk of the checkpoint folder {path.parent}: free "
+                                        "some space, then run again with retry_failed=true") from exc
         raise
 
 

@@ -376,14 +376,15 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_starts_over(smoke_sui
     assert f"the checkpoint {last} could not be read" in capfd.readouterr().err and moved[0].name in str(moved)
 
 
-def test_a_failed_checkpoint_write_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to make a write fail with ENOSPC")
+def test_a_checkpoint_write_on_a_full_disk_names_the_folder_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """The temp file is a link to /dev/full, where every write fails with ENOSPC as on a full disk:
+    the error names the folder and the remedy, the link is removed, the previous checkpoint stays."""
     from harness import runner
 
-    def full_disk(payload, file):  # type: ignore[no-untyped-def]
-        Path(file).write_bytes(b"half")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(runner.torch, "save", full_disk)
-    with pytest.raises(OSError):
-        runner._save(tmp_path / "last.pt", {"x": 1})
-    assert list(tmp_path.iterdir()) == []
+    runner._save(tmp_path / "last.pt", {"x": 1})
+    (tmp_path / "last.tmp").symlink_to("/dev/full")
+    with pytest.raises(OSError, match=f"no space left on the disk of the checkpoint folder {tmp_path}: free some"):
+        runner._save(tmp_path / "last.pt", {"x": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert runner._load(tmp_path / "last.pt") == {"x": 1}

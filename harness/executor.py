@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -331,17 +331,29 @@ def settle_stopped(result: RunResult, store: Store, record: Record) -> None:
 @dataclass
 class _Deaths:
     """Worker deaths seen by one coordinator. A pool whose worker dies (a signal, os._exit, the
-    OOM killer) breaks as a whole, so every run in flight stops with it. The run whose own
-    worker died is retried once (the death may have come from outside, or from a neighbour's
-    memory), and a second death is final; runs whose workers were only shut down with the pool
-    resume from their checkpoints without counting a death."""
+    OOM killer) breaks as a whole, and the pool shuts the other workers down with SIGTERM. The
+    run whose own worker died is retried once (the death may have come from outside, or from a
+    neighbour's memory), and a second death is final; runs that were only shut down with the
+    pool resume from their checkpoints. When every worker of a break ended by SIGTERM, the one
+    that broke it cannot be told apart (a run that SIGTERMs itself, or a kill from outside), so
+    each of them counts a stop, and `MAX_STOPS` stops fail a run: never retried forever."""
+
+    MAX_STOPS: ClassVar[int] = 5
 
     count: Counter[str] = field(default_factory=Counter)
+    stops: Counter[str] = field(default_factory=Counter)
 
-    def settle(self, spec: RunSpec, exitcode: int | None) -> str | None:
-        """None: run it again; else the reason it failed."""
-        if exitcode == -signal.SIGTERM:  # shut down with the broken pool: not its fault
-            return None
+    def settle(self, spec: RunSpec, exitcode: int | None, culprit_known: bool) -> str | None:
+        """None: run it again; else the reason it failed. `culprit_known`: another worker of the
+        same break died of something other than SIGTERM."""
+        if exitcode == -signal.SIGTERM:
+            if culprit_known:
+                return None
+            self.stops[spec.run_id] += 1
+            if self.stops[spec.run_id] < self.MAX_STOPS:
+                return None
+            return (f"its worker process was stopped {self.MAX_STOPS} times by SIGTERM (sent by the run itself, or "
+                    "by something outside the harness); run it again with retry_failed=true")
         self.count[spec.run_id] += 1
         if self.count[spec.run_id] < 2:
             return None
@@ -410,10 +422,14 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
         """The pool broke: settle each run it was running and start a fresh pool."""
         nonlocal pool
         time.sleep(0.5)  # let the pump read the last "start" messages (which worker ran what)
+        exitcodes = {}
         for spec in broken:
             process = processes.get(worker_of.get(spec.run_id, -1))
-            exitcode = process.exitcode if process is not None else None
-            reason = deaths.settle(spec, exitcode)
+            exitcodes[spec.run_id] = process.exitcode if process is not None else None
+        culprit_known = any(code != -signal.SIGTERM for code in exitcodes.values())
+        for spec in broken:
+            exitcode = exitcodes[spec.run_id]
+            reason = deaths.settle(spec, exitcode, culprit_known)
             if reason is None:
                 view.console.print(f"    {spec.label}: its worker stopped ({_death_cause(exitcode)}); "
                                    "running it again from its last checkpoint", highlight=False, markup=False)

@@ -40,6 +40,17 @@ class HardExitingVDN(VDN):  # type: ignore[misc, valid-type]
         os._exit(7)
 
 
+class TerminatingVDN(VDN):  # type: ignore[misc, valid-type]
+    """Sends SIGTERM to its own process inside acting: from outside, the same as the pool shutting
+    an innocent neighbour down."""
+
+    def act(self, step, memory, explore):  # type: ignore[no-untyped-def]
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class InterruptingVDN(VDN):  # type: ignore[misc, valid-type]
     """Raises KeyboardInterrupt from its update with no Ctrl-C anywhere."""
 

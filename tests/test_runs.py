@@ -312,9 +312,9 @@ def test_two_stores_of_one_suite_never_share_checkpoint_folders(smoke_suite) -> 
 @pytest.mark.parametrize("workers", [2, 0])
 def test_plugins_that_exit_or_kill_their_worker_fail_alone(smoke_suite, workers: int) -> None:
     """sys.exit and KeyboardInterrupt from plugin code fail their run like any exception; a plugin
-    that ends its worker process (os._exit, as a native crash would) fails after one retry, the
-    pool is rebuilt and the other runs finish. A subprocess with a timeout: a hang fails the test."""
-    plugins = ["'plugins:ExitingVDN'", "'plugins:InterruptingVDN'"] + (["'plugins:HardExitingVDN'"] if workers else [])
+    that ends its worker process (os._exit, as a native crash would) fails after one retry, one that
+    SIGTERMs itself after five, the pool is rebuilt and the other runs finish. A subprocess with a timeout: a hang fails the test."""
+    plugins = ["'plugins:ExitingVDN'", "'plugins:InterruptingVDN'"] + (["'plugins:HardExitingVDN'", "'plugins:TerminatingVDN'"] if workers else [])
     path = smoke_suite(algorithms=f"[vdn, {', '.join(plugins)}]", seeds=1, workers=workers)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-m", "harness", "run", f"suite={path}", "tasks=[climbing]"], env=env,
@@ -330,6 +330,8 @@ def test_plugins_that_exit_or_kill_their_worker_fail_alone(smoke_suite, workers:
         hard = runs["plugins:HardExitingVDN"]
         assert hard["status"] == "failed" and "worker process died twice (exit code 7" in hard["reason"]
         assert "running it again from its last checkpoint" in proc.stderr
+        stopped = runs["plugins:TerminatingVDN"]
+        assert stopped["status"] == "failed" and "was stopped 5 times by SIGTERM" in stopped["reason"]
 
 
 def test_a_killed_worker_costs_no_run(smoke_suite) -> None:
@@ -388,3 +390,23 @@ def test_a_checkpoint_write_on_a_full_disk_names_the_folder_and_leaves_no_temp_f
         runner._save(tmp_path / "last.pt", {"x": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert runner._load(tmp_path / "last.pt") == {"x": 1}
+
+
+def test_worker_deaths_are_settled_by_exit_code() -> None:
+    """A death is retried once; a SIGTERM beside a real death is the pool's shutdown (free); a
+    break where every worker ended by SIGTERM counts a stop for each, and MAX_STOPS fail a run."""
+    import signal
+    from types import SimpleNamespace
+
+    from harness.executor import _Deaths
+
+    killed, term = -signal.SIGKILL, -signal.SIGTERM
+    a, b = (SimpleNamespace(run_id=name) for name in "ab")
+    deaths = _Deaths()
+    assert deaths.settle(a, killed, culprit_known=True) is None
+    assert all(deaths.settle(b, term, culprit_known=True) is None for _ in range(20))  # innocent neighbour
+    assert deaths.settle(a, killed, culprit_known=True) == "its worker process died twice (signal 9 SIGKILL: killed, or out of memory)"
+    verdicts = [deaths.settle(b, term, culprit_known=False) for _ in range(_Deaths.MAX_STOPS)]
+    assert verdicts[:-1] == [None] * (_Deaths.MAX_STOPS - 1) and "stopped 5 times by SIGTERM" in str(verdicts[-1])
+    exits = _Deaths()
+    assert exits.settle(a, 7, culprit_known=True) is None and "(exit code 7: " in str(exits.settle(a, 7, True))

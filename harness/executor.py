@@ -412,13 +412,25 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
     futures: dict[Future[RunResult], RunSpec] = {}
 
     def refill() -> None:  # one run per worker: a run is claimed only when a worker is free for it
+        nonlocal pool
         while queued and len(futures) < slots:
             spec = queued.popleft()
             if spec.run_id in owned or claim(spec):
                 owned.add(spec.run_id)
-                futures[pool.submit(_worker_run, spec)] = spec
+                try:
+                    futures[pool.submit(_worker_run, spec)] = spec
+                except BrokenProcessPool:
+                    # A worker died since the last wait: with runs in flight, their futures report
+                    # the break and after_break settles them; with none (it died after returning
+                    # its result), there is nothing to settle, only a pool to replace.
+                    queued.appendleft(spec)
+                    if futures:
+                        return
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = new_pool()
+                    pool_pids.clear()
 
-    def after_break(broken: list[RunSpec], processes: dict[int, Any]) -> None:
+    def after_break(broken: list[RunSpec]) -> None:
         """The pool broke: settle each run it was running and start a fresh pool."""
         nonlocal pool
         time.sleep(0.5)  # let the pump read the last "start" messages (which worker ran what)
@@ -426,7 +438,10 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
         for spec in broken:
             process = processes.get(worker_of.get(spec.run_id, -1))
             exitcodes[spec.run_id] = process.exitcode if process is not None else None
-        culprit_known = any(code != -signal.SIGTERM for code in exitcodes.values())
+        # Any worker of this pool, running a run or idle after returning one, that ended other
+        # than by the pool's SIGTERM is the one that broke it.
+        culprit_known = any(code != -signal.SIGTERM for code in exitcodes.values()) or any(
+            processes[pid].exitcode not in (None, -signal.SIGTERM) for pid in pool_pids)
         for spec in broken:
             exitcode = exitcodes[spec.run_id]
             reason = deaths.settle(spec, exitcode, culprit_known)
@@ -439,14 +454,18 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                 record(RunResult(spec.run_id, "failed", reason))
         pool.shutdown(wait=False, cancel_futures=True)  # its processes are gone already
         pool = new_pool()
+        pool_pids.clear()
 
-    processes: dict[int, Any] = {}
+    processes: dict[int, Any] = {}  # every worker process seen, by pid
+    pool_pids: set[int] = set()  # those of the current pool
     try:
         refill()
-        while futures:
+        while futures or queued:
             # Every worker process seen so far (the pool forgets a dead one before it reports the
             # break): after a break, their exit codes say whose worker died.
-            processes.update(getattr(pool, "_processes", None) or {})
+            current = getattr(pool, "_processes", None) or {}
+            processes.update(current)
+            pool_pids.update(current)
             done, _ = wait(futures, return_when=FIRST_COMPLETED, timeout=1.0)
             broken: list[RunSpec] = []
             for fut in done:
@@ -461,7 +480,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
             if broken:
                 wait(futures, timeout=30)  # a broken pool fails every future in flight at once
                 broken += [futures.pop(f) for f in list(futures)]
-                after_break(broken, processes)
+                after_break(broken)
             refill()
     except KeyboardInterrupt:
         # Every worker (told through stop_all, whether or not the signal reached it) finishes

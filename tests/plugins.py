@@ -51,6 +51,20 @@ class TerminatingVDN(VDN):  # type: ignore[misc, valid-type]
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class LateExitingVDN(VDN):  # type: ignore[misc, valid-type]
+    """At its first update, leaves a timer that ends its worker process half a second later: the
+    worker dies in this run, while idle after it, or in the next run, by timing."""
+
+    def update(self) -> dict[str, float]:
+        import os
+        import threading
+
+        if not getattr(self, "_timer_set", False):
+            self._timer_set = True
+            threading.Timer(0.5, os._exit, (9,)).start()
+        return super().update()
+
+
 class InterruptingVDN(VDN):  # type: ignore[misc, valid-type]
     """Raises KeyboardInterrupt from its update with no Ctrl-C anywhere."""
 

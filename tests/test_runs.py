@@ -410,3 +410,19 @@ def test_worker_deaths_are_settled_by_exit_code() -> None:
     assert verdicts[:-1] == [None] * (_Deaths.MAX_STOPS - 1) and "stopped 5 times by SIGTERM" in str(verdicts[-1])
     exits = _Deaths()
     assert exits.settle(a, 7, culprit_known=True) is None and "(exit code 7: " in str(exits.settle(a, 7, True))
+
+
+def test_a_worker_that_dies_between_runs_breaks_nothing(smoke_suite) -> None:
+    """A worker that dies after returning its result leaves a broken pool with nothing in flight:
+    the next submission finds it broken, the pool is replaced, and the suite finishes: every run
+    done, or failed with a worker-death reason; no traceback, no run left running."""
+    path = smoke_suite(algorithms="[vdn, 'plugins:LateExitingVDN', iql]", seeds=4, workers=2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", f"suite={path}", "tasks=[climbing]"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    suite = load_suite(str(path), ["tasks=[climbing]"])
+    runs = Store(suite.store).runs(suite.name)
+    assert len(runs) == 12
+    for run in runs:
+        assert run["status"] == "done" or (run["status"] == "failed" and "worker process" in run["reason"]), run

@@ -77,10 +77,11 @@ def _stop_when_told(stop_all: Any) -> None:
 def worker_threads(workers: int) -> int:
     """Torch threads per worker: OMP_NUM_THREADS when the user set it (several coordinators
     or other jobs may share the machine), else an equal share of the cores. Oversubscribed
-    cores make torch's small-matrix kernels spin and run many times slower."""
+    cores make torch's small-matrix kernels spin and run many times slower. `workers=0` (runs in
+    the calling process, one at a time) gets every core, like one worker."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def _coordinator_gone() -> bool:

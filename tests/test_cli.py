@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,19 @@ def test_show_estimates_time_before_any_run_and_says_how(tmp_path, monkeypatch, 
     assert calls == [] and "from calibration" in capsys.readouterr().out
     assert main([*base[:2], "tasks=[climbing]", "calibrate=false"]) == 0
     assert "estimated time: unknown" in capsys.readouterr().out and calls == []
+
+
+def test_show_and_threads_with_workers_0(tmp_path, monkeypatch, capsys) -> None:
+    """workers: 0 runs in this process, one run at a time: every core for it (show used to divide
+    by zero there)."""
+    from harness.executor import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert worker_threads(0) == worker_threads(1) == max(1, os.cpu_count() or 1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "suite=matrix_games", "tasks=[identity]", "algorithms=[vdn]", "workers=0",
+                 "calibrate=false"]) == 0
+    assert "estimated time: unknown" in capsys.readouterr().out
 
 
 def test_a_calibration_turns_into_run_seconds_by_its_budget() -> None:

@@ -9,6 +9,7 @@ a quick experiment without packaging.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -85,9 +86,12 @@ ALLOWED_IMPORTS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.Co
                                                                                          default=None)
 
 
-def _entry_point_modules() -> set[str]:
-    return {ep.value.partition(":")[0] for group in ("harness.algorithms", "harness.envs")
-            for ep in entry_points(group=group)}
+@functools.cache
+def _entry_point_modules() -> frozenset[str]:
+    """Modules of the installed plugins: read once per process (as `load_all` reads them), not
+    at every name a suite resolves."""
+    return frozenset(ep.value.partition(":")[0] for group in ("harness.algorithms", "harness.envs")
+                     for ep in entry_points(group=group))
 
 
 def check_import_allowed(module_name: str, spec: str, path: tuple[str | int, ...]) -> None:

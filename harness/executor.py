@@ -407,13 +407,20 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                                    initargs=(progress_queue, os.getpid(), threads, stop_all))
 
     pool = new_pool()
+
+    def replace_pool() -> None:
+        """Drop a broken pool (its processes are gone already) for a fresh one."""
+        nonlocal pool
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = new_pool()
+        pool_pids.clear()
+
     queued = deque(todo)
     owned: set[str] = set()  # claimed by this coordinator already (a run sent back after a death)
     deaths = _Deaths()
     futures: dict[Future[RunResult], RunSpec] = {}
 
     def refill() -> None:  # one run per worker: a run is claimed only when a worker is free for it
-        nonlocal pool
         while queued and len(futures) < slots:
             spec = queued.popleft()
             if spec.run_id in owned or claim(spec):
@@ -427,13 +434,10 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
                     queued.appendleft(spec)
                     if futures:
                         return
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = new_pool()
-                    pool_pids.clear()
+                    replace_pool()
 
     def after_break(broken: list[RunSpec]) -> None:
         """The pool broke: settle each run it was running and start a fresh pool."""
-        nonlocal pool
         time.sleep(0.5)  # let the pump read the last "start" messages (which worker ran what)
         exitcodes = {}
         for spec in broken:
@@ -453,9 +457,7 @@ def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressVie
             else:
                 pending.pop(spec.run_id, None)
                 record(RunResult(spec.run_id, "failed", reason))
-        pool.shutdown(wait=False, cancel_futures=True)  # its processes are gone already
-        pool = new_pool()
-        pool_pids.clear()
+        replace_pool()
 
     processes: dict[int, Any] = {}  # every worker process seen, by pid
     pool_pids: set[int] = set()  # those of the current pool

@@ -59,6 +59,9 @@ class MEIGMConfig(QMIXConfig):
     transform_lr: float = 1e-3
     alpha_lr: float = tunable(0.3, 1e-3, 1.0, log=True)
     alpha_init: float = 1.0  # [R] SAC's usual log(alpha) = 0 start
+    # False keeps alpha at alpha_init throughout (no L_alpha), as the authors' released code
+    # does with alpha 0.03; the paper tunes it towards the target entropy.
+    learn_alpha: bool = True
     target_entropy_per_agent: float = tunable(0.24, 0.01, 1.0, log=True)
     # "gap": the authors' code down-weights some TD errors (see `loss`); the paper does not.
     td_weighting: Literal["none", "gap"] = "none"
@@ -175,6 +178,7 @@ class MaxEntropyIGM:
         else:
             self.transform = Identity()
         self.temperature = Temperature(cfg.alpha_init)
+        self.temperature.log_alpha.requires_grad_(cfg.learn_alpha)
         self.transform.to(self.device)
         self.temperature.to(self.device)
         # Separate optimisers: L_F and L_alpha have their own learning rates.
@@ -255,7 +259,7 @@ class MaxEntropyIGM:
         entropy = torch.where(present, -(log_pi.exp() * log_pi).sum(-1), 0.0).sum(-1)
         target = self.cfg.target_entropy_per_agent * present.sum(-1)
         alpha = self.temperature()
-        loss_alpha = temperature_loss(alpha, entropy[filled], target[filled])
+        loss_alpha = temperature_loss(alpha, entropy[filled], target[filled]) if self.cfg.learn_alpha else q.new_zeros(())
         stats = {
             "transform_loss": float(loss_f.detach()),
             "alpha": float(alpha.detach()),

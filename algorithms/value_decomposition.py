@@ -123,8 +123,9 @@ class QMIXConfig(ValueDecompositionConfig):
     hypernet_embed: int = 64
     hypernet_heads: int = 4
     # "flat": QMIX's original MLP hypernetworks on the flattened state (`FlatQMixer`): cheaper,
-    # but bound to the task's largest team, like `agent_encoder: flat`.
-    mixer: Literal["attention", "flat"] = "attention"
+    # but bound to the task's largest team, like `agent_encoder: flat`. "sum": Q_tot is the sum
+    # of the utilities (VDN's mixer), as the ME-IGM authors' released nmix code computes it.
+    mixer: Literal["attention", "flat", "sum"] = "attention"
 
 
 class ValueDecomposition:
@@ -173,7 +174,8 @@ class ValueDecomposition:
         honoured = {
             "agent_encoder": encoder == "attention" or any(isinstance(m, FlatEncoder) for m in encoders),
             "attn_self_residual": not residual or any(isinstance(m, EntityEncoder) and m.self_residual for m in encoders),
-            "mixer": getattr(self.cfg, "mixer", "attention") == "attention" or isinstance(self.mixer, FlatQMixer),
+            "mixer": {"attention": True, "flat": isinstance(self.mixer, FlatQMixer),
+                      "sum": isinstance(self.mixer, SumMixer)}[getattr(self.cfg, "mixer", "attention")],
             "agent_id": not getattr(self.cfg, "agent_id", False)
             or any(isinstance(m, RecurrentAgent) and m.agent_ids for m in self.agent.modules()),
         }
@@ -393,6 +395,8 @@ class QMIX(ValueDecomposition):
         cfg = self.cfg
         assert isinstance(cfg, QMIXConfig)
         spec = self.spec
+        if cfg.mixer == "sum":
+            return SumMixer()
         if cfg.mixer == "flat":
             return FlatQMixer(spec.state_features, spec.max_state_entities, spec.max_agents, cfg.mixing_embed,
                               cfg.hypernet_embed)

@@ -1,4 +1,4 @@
-"""`harness` command line: run, show, validate, list, status, report, new, tune, bench.
+"""`harness` command line: run, show, validate, list, status, report, claims, new, tune, bench.
 
 Every command takes `key=value` tokens; `suite=NAME|PATH` picks the suite and any other key
 overrides the suite file (`budget=smoke seeds=3 algorithms=[qmix,vdn] store=sqlite:///x.db`).
@@ -39,6 +39,9 @@ COMMANDS = {
               "leaderboards/<suite>/ (out=DIR, format=md,json,html; format=table only prints; "
               "interval=expanded|percentile|bca; replace=true to overwrite a leaderboard made with other "
               "overrides or from more finished runs)",
+    "claims": "check the papers' claims the suite declares: a verdict for each (supported, not supported, "
+              "inconclusive) with counts, effect, interval and Holm-corrected p-value [run=true first runs "
+              "what is missing; format=json]",
     "new": "scaffold a plugin: `harness new algorithm NAME`",
     "tune": "Optuna search of an algorithm's tunable params on validation (never test) compositions: "
             "algorithm=NAME [trials=10 seeds_per_trial=3 n_jobs=1 (executor=ray: what the cluster holds) worker=0 study=NAME storage=URL|PATH.journal]; "
@@ -54,6 +57,7 @@ EXAMPLES = """examples:
   harness show suite=matrix_games tasks=[climbing]
   harness report suite=matrix_games
   harness report suite=matrix_games format=json out=/tmp/board
+  harness claims suite=matrix_games run=true
   harness new algorithm myalg
   harness tune suite=matrix_games algorithm=me_qmix trials=20 budget=short
   harness tune show suite=matrix_games algorithm=me_qmix budget=short
@@ -231,11 +235,15 @@ def cmd_show(tokens: list[str]) -> int:
 
 
 def _calibrate_option(options: dict[str, Any]) -> bool:
+    return _bool_option(options, "calibrate", True)
+
+
+def _bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
     from harness.config import COMMAND_LINE
 
-    value = options.get("calibrate", True)
+    value = options.get(key, default)
     if not isinstance(value, bool):
-        raise ConfigError.single(("calibrate",), "expected true or false", found=str(value), file=COMMAND_LINE)
+        raise ConfigError.single((key,), "expected true or false", found=str(value), file=COMMAND_LINE)
     return value
 
 
@@ -281,8 +289,9 @@ def cmd_validate(tokens: list[str]) -> int:
                 suite_space(suite, algorithm)
             else:
                 suite_space(suite, suite.algorithms[0])  # reports the unknown algorithm by name
+    claims = f", {len(suite.claims)} claims" if suite.claims else ""
     out.print(f"[green]ok[/]: {suite.path} — {len(suite.tasks)} tasks, {len(suite.algorithms)} algorithms, "
-              f"{len(suite.seeds)} seeds, {len(plan(suite))} runs")
+              f"{len(suite.seeds)} seeds, {len(plan(suite))} runs{claims}")
     return 0
 
 
@@ -479,12 +488,15 @@ def cmd_report(tokens: list[str]) -> int:
     suite = _load(options, overrides)
     # from=DIR: the runs as a published board recorded them, for boards whose store is gone.
     source = Path(str(options["from"])) if "from" in options else None
+    store = None
     if source is not None:
         from harness.leaderboard import read_board
 
         runs = read_board(suite, source)
+        store = _existing_store(suite) if suite.claims else None  # the claims' runs, where a store holds them
     else:
-        runs = read_runs(suite, _open_store(suite, create=False))
+        store = _open_store(suite, create=False)
+        runs = read_runs(suite, store)
     if formats == ("table",):
         out.print(table(collect(suite, None, boot, runs, full=False)))
         return 0
@@ -493,6 +505,10 @@ def cmd_report(tokens: list[str]) -> int:
         _keep_other_leaderboard(target, suite.overrides, sum(r.status == "done" for r in runs))
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, None, boot, runs)
+        if store is not None and suite.claims:  # a claim's runs may lie outside the board's: they need the store
+            from harness.claims import check
+
+            report["claims"] = [v.as_dict() for v in check(suite, store)]
         written = write_leaderboard(report, suite, runs, target, formats,
                                     origin=board_origin(source) if source is not None else None)
     out.print(table(report))
@@ -503,6 +519,65 @@ def cmd_report(tokens: list[str]) -> int:
     for path in written:
         err.print(f"wrote {path}", highlight=False, markup=False)
     return 0
+
+
+def _existing_store(suite: Any) -> Any:
+    """The suite's store, or None where its SQLite file does not exist yet (nothing has run)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(suite.store)
+    except Exception:  # the store's own check words the error
+        return _open_store(suite, create=False)
+    if url.drivername.startswith("sqlite") and url.database and not Path(url.database).is_file():
+        return None
+    return _open_store(suite, create=False)
+
+
+def cmd_claims(tokens: list[str]) -> int:
+    from harness import claims
+    from harness.executor import run_plan
+
+    options, overrides = _split_tokens(tokens, "claims", ("suite", "run", "format"))
+    suite = _load(options, overrides)
+    fmt = _format(options, ("text", "json"))
+    if not suite.claims:
+        err.print(f"{suite.name} declares no claims (a claims: section in its file)")
+        return 0
+    store = _existing_store(suite)
+    verdicts = claims.check(suite, store)
+    missing = claims.missing_runs(verdicts)
+    exit_code = 0
+    if _bool_option(options, "run", False) and missing:
+        _check_device(suite.device, suite.path)
+        _check_checkpoint_dir(suite)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        store = _open_store(suite)
+        err.print(f"[bold]{suite.name}[/]: {len(missing)} run(s) for {len(suite.claims)} claim(s), store {suite.store}")
+        try:
+            summary = run_plan(missing, store, suite.workers, err, retry_failed=suite.retry_failed,
+                               ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
+        except KeyboardInterrupt:
+            err.print(f"[yellow]interrupted[/]: {_interrupted_summary(missing, store)}; run the same command to resume")
+            return 130
+        exit_code = summary.exit_code
+        verdicts = claims.check(suite, store)
+    if fmt == "json":
+        out.print_json(json.dumps([v.as_dict() for v in verdicts]))
+    else:
+        for v in verdicts:
+            style = {"supported": "green", "not supported": "red"}.get(v.verdict, "yellow")
+            first, *rest = v.lines()
+            name, _, tail = first.partition(": ")
+            out.print(f"[bold]{escape(name)}[/]: [{style}]{escape(tail)}[/]", highlight=False)
+            for line in rest:
+                out.print(escape(line), highlight=False)
+        counts = claims.summary_counts(verdicts)
+        out.print(", ".join(f"{n} {k}" for k, n in counts.items()), highlight=False)
+    waiting = claims.waiting_line(suite, verdicts, f"harness claims suite={options['suite']}")
+    if waiting:
+        err.print(waiting, highlight=False)
+    return exit_code
 
 
 def cmd_new(tokens: list[str]) -> int:
@@ -787,7 +862,7 @@ def cmd_bench(tokens: list[str]) -> int:
 
 
 HANDLERS = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list,
-            "status": cmd_status, "report": cmd_report, "new": cmd_new, "tune": cmd_tune, "bench": cmd_bench}
+            "status": cmd_status, "report": cmd_report, "claims": cmd_claims, "new": cmd_new, "tune": cmd_tune, "bench": cmd_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,6 +119,47 @@ class TaskModel(Strict):
         None, description="random and best-known scores for normalised aggregates across tasks")
 
 
+class ConfigurationModel(Strict):
+    """A named setting of a registered algorithm, run and reported under its own name."""
+
+    algorithm: str = Field(description="the registered algorithm it configures")
+    params: dict[str, Any] = Field(default_factory=dict, description="its fields, over the suite's params for that algorithm")
+    description: str = ""
+
+
+class ClaimModel(Strict):
+    """A paper's claim, pre-registered: what is compared, on which runs, with which test."""
+
+    source: str = Field(min_length=1, description="the paper and its table or figure")
+    statement: str = Field(min_length=1, description="the claim in one sentence")
+    task: str = Field(description="the suite task it is checked on (any text when `unrunnable`)")
+    split: Literal["train", "validation", "test"] = "test"
+    composition: str | None = Field(None, description="one composition of the split (default: their mean)")
+    metric: Literal["return", "win_rate"] | None = Field(None, description="default: the suite's metric")
+    better: str = Field(description="the algorithm or configuration claimed better")
+    than: Annotated[list[str], Field(min_length=1, max_length=MAX_LIST)] = Field(
+        description="the algorithms it is claimed better than (one comparison each, Holm-corrected)")
+    direction: Literal["greater", "less"] = Field("greater", description="greater: higher scores are better")
+    seeds: Annotated[int, Field(gt=0, le=MAX_SEEDS)] | Annotated[
+        list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1, max_length=MAX_SEEDS)] = Field(
+        description="pre-registered: a count (seeds 0..n-1) or a list of distinct seeds")
+    test: Literal["fisher", "binomial", "mann_whitney", "wilcoxon", "bootstrap"] = Field(
+        description="fisher or binomial (paired) for per-seed yes/no outcomes; mann_whitney, wilcoxon (paired) "
+        "or bootstrap (difference of means) for scores")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the claim, Holm over its comparisons")
+    min_effect: float = Field(0.0, ge=0, description="smallest difference (success rate or mean) that counts")
+    budget: str | None = Field(None, description="budget profile of its runs (default: the suite's)")
+    success_at: float | None = Field(None, description="fisher/binomial on scores: a seed succeeds at this score or above")
+    unrunnable: str | None = Field(None, description="why this harness cannot check it; declared, reported, never run")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"expected distinct seeds, found {v}")
+        return v
+
+
 class SuiteModel(Strict):
     name: str | None = None
     description: str = ""
@@ -163,6 +204,11 @@ class SuiteModel(Strict):
     tuning: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="harness tune search-space overrides: ALGORITHM -> FIELD -> "
         "{low, high, log} or [low, high] (null leaves the field out of the search)")
+    configurations: dict[str, ConfigurationModel] = Field(
+        default_factory=dict, description="named settings of registered algorithms (NAME -> {algorithm, params}), "
+        "usable wherever an algorithm name is")
+    claims: dict[str, ClaimModel] = Field(
+        default_factory=dict, description="the papers' claims this suite checks (harness claims)")
 
     @field_validator("seeds")
     @classmethod
@@ -201,6 +247,9 @@ class Task:
     # Reporting only, so not part of `config_dict` (changing them must not change run ids).
     description: str = ""
     reference: dict[str, float] | None = None  # {"random": r, "best": b} in the suite's metric
+    # Algorithms that only the suite's claims run here, with their params layered exactly as if
+    # they were listed, so a claim's runs and a board's are the same runs (same ids).
+    claimed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def algorithms(self) -> list[str]:
@@ -234,6 +283,34 @@ def default_checkpoint_dir(name: str, store: str | None) -> str:
     import hashlib
 
     return f"runs/checkpoints/{name}-{hashlib.sha256(store.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A resolved claim (see `ClaimModel` for each field)."""
+
+    name: str
+    source: str
+    statement: str
+    task: str
+    split: str
+    composition: str | None
+    metric: str
+    better: str
+    than: tuple[str, ...]
+    direction: str
+    seeds: tuple[int, ...]
+    test: str
+    alpha: float
+    min_effect: float
+    budget_name: str
+    budget: dict[str, int]  # resolved for the claim's task ({} when unrunnable)
+    success_at: float | None = None
+    unrunnable: str | None = None
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return (self.better, *self.than)
 
 
 @dataclass(frozen=True)
@@ -271,6 +348,13 @@ class Suite:
     # params=tuned: algorithm -> its `harness tune` record (None: no record, runs with defaults);
     # None when the suite runs its own params (params=default, the default).
     tuned_params: dict[str, dict[str, Any] | None] | None = None
+    claims: list[Claim] = field(default_factory=list)
+    # Named configurations -> the registered algorithm that runs them.
+    plugins: dict[str, str] = field(default_factory=dict)
+
+    def plugin(self, algorithm: str) -> str:
+        """The registered algorithm that runs `algorithm` (itself, or a configuration's)."""
+        return self.plugins.get(algorithm, algorithm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +413,7 @@ def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ..
     for path, value, _token in parse_overrides(tokens):
         if path == ("tasks",) and isinstance(value, list):
             raw["tasks"] = _select_tasks(raw.get("tasks") or {}, value)
+            _drop_claims_on_other_tasks(raw)
             touched.add(path)
             continue
         if path[0] not in SuiteModel.model_fields:
@@ -370,6 +455,13 @@ def _check_task_exists(raw: dict[str, Any], path: tuple[str, ...]) -> None:
     if len(path) > 2 and path[0] == "tasks" and isinstance(tasks, dict) and path[1] not in tasks:
         raise ConfigError.single(path[:2], f"unknown task; expected one of {', '.join(map(str, tasks))}",
                                  found=path[1], choices=map(str, tasks), file=COMMAND_LINE)
+
+
+def _drop_claims_on_other_tasks(raw: dict[str, Any]) -> None:
+    """`tasks=[...]` runs a part of the suite: its claims on the other tasks go with them."""
+    claims = raw.get("claims")
+    if isinstance(claims, dict):
+        raw["claims"] = {k: c for k, c in claims.items() if not isinstance(c, dict) or c.get("task") in raw["tasks"]}
 
 
 def _select_tasks(tasks: dict[str, Any], names: list[Any]) -> dict[str, Any]:
@@ -449,7 +541,8 @@ def apply_tuned_params(suite: Suite) -> None:
     import json
 
     suite.tuned_params = {}
-    for algorithm in suite.algorithms:
+    claimed = [a for t in suite.tasks for a in t.claimed if a not in suite.algorithms]
+    for algorithm in dict.fromkeys([*suite.algorithms, *claimed]):
         path = tuned_params_path(suite.name, algorithm)
         if not path.is_file():
             suite.tuned_params[algorithm] = None
@@ -460,14 +553,15 @@ def apply_tuned_params(suite: Suite) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError.single(("params",), f"unreadable tuning record ({exc}); expected the JSON "
                                      "written by harness tune", found=str(path), file=str(path)) from None
-        known = {f.name for f in dataclasses.fields(registry.get_algorithm(algorithm).Config)}
+        known = {f.name for f in dataclasses.fields(registry.get_algorithm(suite.plugin(algorithm)).Config)}
         unknown = sorted(set(params) - known)
         if unknown:
             raise ConfigError.single(("params", unknown[0]), f"not a parameter of {algorithm}; expected one of "
                                      f"{', '.join(sorted(known))}", found=unknown[0], file=str(path))
         for task in suite.tasks:
-            if algorithm in task.params:
-                task.params[algorithm] = {**task.params[algorithm], **params}
+            for table in (task.params, task.claimed):
+                if algorithm in table:
+                    table[algorithm] = {**table[algorithm], **params}
         suite.tuned_params[algorithm] = {**record, "file": str(path)}
 
 
@@ -555,6 +649,7 @@ class _Resolver:
         self.lines = lines
         self.touched = touched
         self.inline_paths: dict[str, tuple[Any, ...]] = {}  # algorithm -> where its inline params are
+        self.configurations: dict[str, ConfigurationModel] = {}
 
     def error(self, problems: list[Problem], prefix: tuple[Any, ...] = ()) -> ConfigError:
         located = []
@@ -580,6 +675,7 @@ class _Resolver:
         name = self.suite_name(model)
         seeds = list(range(model.seeds)) if isinstance(model.seeds, int) else list(model.seeds)
         problems: list[Problem] = []
+        self.configurations = self.checked_configurations(model)
 
         def attempt(fn: Any, *args: Any) -> Any:
             """Run one independent check, keeping its problems so all are reported at once."""
@@ -597,6 +693,8 @@ class _Resolver:
             for tname, t in model.tasks.items():
                 budget = attempt(self.budget, tname, t, *choice)  # reported even where the task has other problems
                 tasks.append(attempt(self.task, tname, t, model, algorithms or {}, budget or {}))
+        claims = attempt(self.claims, model, [t for t in tasks if t is not None], choice, algorithms or {}) \
+            if choice and not problems else None
         if problems:
             unique = {(p.path, p.message): p for p in problems}
             raise ConfigError(list(unique.values()))
@@ -623,7 +721,127 @@ class _Resolver:
                             local_cpus=max(1, math.ceil(int(workers) * model.cpus_per_run))),
             overrides=overrides,
             tuning=model.tuning,
+            claims=claims or [],
+            plugins={name: c.algorithm for name, c in self.configurations.items()},
         )
+
+    def checked_configurations(self, model: SuiteModel) -> dict[str, ConfigurationModel]:
+        """Each configuration names a registered algorithm, under a name of its own."""
+        registered = set(registry.algorithm_names())
+        problems = []
+        for name, c in model.configurations.items():
+            path = ("configurations", name)
+            if not NAME_PATTERN.fullmatch(name):
+                problems.append(Problem(path, "expected an identifier: letters, digits, _ or -", name, True))
+            elif name in registered:
+                problems.append(Problem(path, "a registered algorithm has this name; expected a name of its own",
+                                        name, True))
+            try:
+                registry.get_algorithm(c.algorithm, path + ("algorithm",))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise self.error(problems)
+        return dict(model.configurations)
+
+    def algorithm_class(self, name: str, path: tuple[Any, ...] = ("algorithms",)) -> Any:
+        """The registered class that runs `name`: an algorithm's own, or a configuration's."""
+        configuration = self.configurations.get(name)
+        try:
+            if configuration is not None:
+                return registry.get_algorithm(configuration.algorithm, ("configurations", name, "algorithm"))
+            return registry.get_algorithm(name, path)
+        except ConfigError as exc:
+            if configuration is None and exc.problems and exc.problems[0].message.startswith("unknown algorithm"):
+                names = [*registry.algorithm_names(), *self.configurations]
+                raise self.error([Problem(path, "unknown algorithm; expected a registered algorithm or one of the "
+                                          "suite's configurations", name, True, closest(name, names))]) from None
+            raise self.relocate(exc, ()) from None
+
+    def claims(self, model: SuiteModel, tasks: list[Task], choice: tuple[str, dict[str, dict[str, Any]]],
+               algorithms: dict[str, dict[str, Any]]) -> list[Claim]:
+        by_name = {t.name: t for t in tasks}
+        out, problems = [], []
+        for name, c in model.claims.items():
+            try:
+                out.append(self.claim(name, c, model, by_name, choice, algorithms))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        return out
+
+    def claim(self, name: str, c: ClaimModel, model: SuiteModel, tasks: dict[str, Task],
+              choice: tuple[str, dict[str, dict[str, Any]]], algorithms: dict[str, dict[str, Any]]) -> Claim:
+        from harness import comparisons
+
+        path = ("claims", name)
+        if not NAME_PATTERN.fullmatch(name):
+            raise self.error([Problem(path, "expected an identifier: letters, digits, _ or -", name, True)])
+        for where, algorithm in [(("better",), c.better), *((("than", i), a) for i, a in enumerate(c.than))]:
+            self.algorithm_class(algorithm, path + where)
+        if c.better in c.than or len(set(c.than)) != len(c.than):
+            raise self.error([Problem(path + ("than",), f"expected distinct algorithms other than {c.better}",
+                                      c.than, True)])
+        seeds = tuple(range(c.seeds)) if isinstance(c.seeds, int) else tuple(c.seeds)
+        level = c.alpha / len(c.than)
+        need = comparisons.fewest_seeds(c.test, level)
+        if need is None or len(seeds) < need:
+            holm = f"alpha {c.alpha:g} over {len(c.than)} comparisons, Holm" if len(c.than) > 1 else f"alpha {c.alpha:g}"
+            raise self.error([Problem(path + ("seeds",), f"{c.test} with {len(seeds)} seeds per algorithm cannot reach "
+                                      f"p <= {level:g} ({holm}); expected at least {need} seeds", len(seeds), True)])
+        if c.budget is not None and c.budget not in PROFILES:
+            raise self.error([Problem(path + ("budget",), f"unknown budget profile; expected one of {', '.join(PROFILES)}",
+                                      c.budget, True, closest(c.budget, PROFILES))])
+        budget_name = c.budget or choice[0]
+        metric = c.metric or model.metric
+        budget: dict[str, int] = {}
+        if not c.unrunnable:
+            task = tasks.get(c.task)
+            if task is None:
+                raise self.error([Problem(path + ("task",), f"unknown task; expected one of {', '.join(tasks)} (or "
+                                          "say why it cannot run with unrunnable:)", c.task, True, closest(c.task, tasks))])
+            self.check_claim_target(c, task, metric, path)
+            budget = task.budget if budget_name == choice[0] else self.budget(task.name, model.tasks[task.name],
+                                                                             budget_name, choice[1])
+            self.add_claimed(task, c, model, algorithms, path)
+        return Claim(name=name, source=c.source, statement=c.statement, task=c.task, split=c.split,
+                     composition=c.composition, metric=metric, better=c.better, than=tuple(c.than),
+                     direction=c.direction, seeds=seeds, test=c.test, alpha=c.alpha, min_effect=c.min_effect,
+                     budget_name=budget_name, budget=budget, success_at=c.success_at, unrunnable=c.unrunnable)
+
+    def check_claim_target(self, c: ClaimModel, task: Task, metric: str, path: tuple[Any, ...]) -> None:
+        """The split and composition exist; a yes/no test gets yes/no outcomes."""
+        from harness import comparisons
+
+        if c.split not in task.splits:
+            raise self.error([Problem(path + ("split",), f"task {task.name} has no {c.split} split; expected one of "
+                                      f"{', '.join(task.splits)}", c.split, True)])
+        names = [comp.name for comp in task.splits[c.split]]
+        if c.composition is not None and c.composition not in names:
+            raise self.error([Problem(path + ("composition",), f"not a {c.split} composition of {task.name}; expected "
+                                      f"one of {', '.join(names)}", c.composition, True, closest(c.composition, names))])
+        outcomes = registry.get_env(task.env).per_run_outcomes
+        if c.test in comparisons.BINARY_TESTS and c.success_at is None and metric not in outcomes:
+            raise self.error([Problem(path + ("test",), f"{c.test} compares per-seed yes/no outcomes and {metric} on "
+                                      f"{task.name} is a score; set success_at or use mann_whitney, wilcoxon or "
+                                      "bootstrap", c.test, True)])
+
+    def add_claimed(self, task: Task, c: ClaimModel, model: SuiteModel, algorithms: dict[str, dict[str, Any]],
+                    path: tuple[Any, ...]) -> None:
+        """Params for the claim's algorithms that the task does not run, as if it ran them."""
+        missing = [a for a in (c.better, *c.than) if a not in task.params and a not in task.claimed]
+        if not missing:
+            return
+        backend = registry.get_env(task.env)
+        discrete = backend.describe(task.args, [x.spec for comps in task.splits.values() for x in comps]).discrete
+        space = "discrete" if discrete else "continuous"
+        for algorithm in missing:
+            if space not in getattr(self.algorithm_class(algorithm), "action_spaces", ("discrete",)):
+                raise self.error([Problem(path, f"{algorithm} cannot act in task {task.name}'s {space} action space",
+                                          algorithm, True)])
+            task.claimed[algorithm] = self.params(algorithm, model, model.tasks[task.name], task.name,
+                                                  algorithms.get(algorithm, {}))
 
     def suite_name(self, model: SuiteModel) -> str:
         """The name becomes part of paths (runs/NAME.db, runs/checkpoints/NAME): an identifier only,
@@ -656,10 +874,7 @@ class _Resolver:
                     raise self.error([Problem(path, "expected an algorithm name, {name: NAME, params: {...}} or {NAME: {...}}", entry, True)])
                 name, params = entry["name"], entry.get("params") or {}
                 self.inline_paths[str(name)] = path + ("params",)
-            try:
-                registry.get_algorithm(str(name), path)
-            except ConfigError as exc:
-                raise self.relocate(exc, ()) from None
+            self.algorithm_class(str(name), path)
             if name in out:
                 raise self.error([Problem(path, "algorithm listed twice", name, True)])
             out[str(name)] = dict(params)
@@ -738,7 +953,7 @@ class _Resolver:
                         discrete: bool) -> tuple[list[str], dict[str, str]]:
         """The suite's algorithms this task runs, and why the others do not."""
         space = "discrete" if discrete else "continuous"
-        fits = {a: space in getattr(registry.get_algorithm(a), "action_spaces", ("discrete",)) for a in algorithms}
+        fits = {a: space in getattr(self.algorithm_class(a), "action_spaces", ("discrete",)) for a in algorithms}
         if task.algorithms is None:
             skipped = {a: f"{space} actions are not supported by {a}" for a, ok in fits.items() if not ok}
             return [a for a, ok in fits.items() if ok], skipped
@@ -799,14 +1014,24 @@ class _Resolver:
                 raise self.error([Problem(prefix + (split,), f"composition '{dup}' appears twice")])
 
     def params(self, algorithm: str, model: SuiteModel, task: TaskModel, tname: str, inline: dict[str, Any]) -> dict[str, Any]:
-        """Merge defaults < suite '*' < suite per-algorithm < task '*' < task per-algorithm."""
-        cls = registry.get_algorithm(algorithm)
+        """Merge defaults < suite '*' < suite per-algorithm < task '*' < task per-algorithm. A
+        configuration is its algorithm as this suite runs it, changed by its own params:
+        '*' < the algorithm's < the configuration's < its own tables, suite then task."""
+        cls = self.algorithm_class(algorithm)
         merged: dict[str, Any] = {}
+        configuration = self.configurations.get(algorithm)
+        base = [] if configuration is None else [
+            (("params", configuration.algorithm), model.params.get(configuration.algorithm, {})),
+            (("configurations", algorithm, "params"), configuration.params)]
+        task_base = [] if configuration is None else [
+            (("tasks", tname, "params", configuration.algorithm), task.params.get(configuration.algorithm, {}))]
         layers = [
             (("params", "*"), model.params.get("*", {})),
+            *base,
             (self.inline_paths.get(algorithm, ("algorithms",)), inline),
             (("params", algorithm), model.params.get(algorithm, {})),
             (("tasks", tname, "params", "*"), task.params.get("*", {})),
+            *task_base,
             (("tasks", tname, "params", algorithm), task.params.get(algorithm, {})),
         ]
         known = {f.name: f for f in dataclasses.fields(cls.Config)}
@@ -824,8 +1049,8 @@ class _Resolver:
     def check_param_tables(self, model: SuiteModel, algorithms: dict[str, Any]) -> None:
         """Typos in `params` must not be ignored silently: every table names a known algorithm
         (or '*'), and every '*' field belongs to at least one algorithm."""
-        names = set(registry.algorithm_names()) | set(algorithms)
-        fields = {f.name for n in names for f in dataclasses.fields(registry.get_algorithm(n).Config)}
+        names = set(registry.algorithm_names()) | set(algorithms) | set(self.configurations)
+        fields = {f.name for n in names for f in dataclasses.fields(self.algorithm_class(n).Config)}
         tables = [(("params",), model.params)] + [(("tasks", t, "params"), task.params) for t, task in model.tasks.items()]
         problems = []
         for prefix, table in tables:

@@ -207,7 +207,7 @@ class ProgressView:
             self.progress.remove_task(task)
         style = {"done": "green", "failed": "red", "interrupted": "yellow"}[result.status]
         reason = f": {escape(result.reason.splitlines()[0])}" if result.reason else ""
-        if result.status == "done" and took_no_gradient_step(spec.algorithm, result.grad_steps):
+        if result.status == "done" and took_no_gradient_step(spec.implementation, result.grad_steps):
             reason = " [yellow]but took no gradient step within the budget (untrained)[/]"
         self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s"
                            f"{evaluation_share(result.timings, result.seconds)}){reason}", highlight=False)

@@ -401,6 +401,7 @@ def markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
         lines += [md_text(report["description"]), ""]
     lines += [f"> Note: {md_text(n)}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
     lines += _md_aggregates(report)
+    lines += _md_claims(report)
     for task in report["tasks"]:
         lines += _md_task(report, task, metric)
     lines += _md_problems(report)
@@ -415,6 +416,21 @@ def _md_aggregates(report: dict[str, Any]) -> list[str]:
         lines += [f"Tasks: {', '.join(md_text(t) for t in agg['tasks'])}."
                   + (f" Left out: {'; '.join(md_text(t) for t in agg['left_out'])}." if agg["left_out"] else ""), ""]
         lines += _md_table(*aggregate_table(agg))
+    return lines
+
+
+def _md_claims(report: dict[str, Any]) -> list[str]:
+    from harness.claims import RULES
+
+    verdicts = report.get("claims") or []
+    if not verdicts:
+        return []
+    lines = ["## Claims", "", md_text(RULES), ""]
+    lines += _md_table(["claim", "verdict", "source"],
+                       [[md_code(v["name"]), f"**{md_text(v['verdict'])}**", md_text(v["source"])] for v in verdicts])
+    for v in verdicts:
+        first, *rest = v["text"]
+        lines += [f"### {md_text(first)}", ""] + [f"- {md_text(line.strip())}" for line in rest] + [""]
     return lines
 
 

@@ -31,9 +31,15 @@ class RunSpec:
     device: str
     checkpoint_dir: str
     checkpoint_every: float = 0.0  # seconds between periodic checkpoints (0 = every evaluation)
+    plugin: str = ""  # the registered algorithm that runs a named configuration ("": `algorithm` itself)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def implementation(self) -> str:
+        """The registered algorithm whose class runs this."""
+        return self.plugin or self.algorithm
 
     @property
     def label(self) -> str:
@@ -57,6 +63,9 @@ def plan(suite: Suite) -> list[RunSpec]:
                     "budget": task.budget,
                     "seed": seed,
                 }
+                plugin = suite.plugin(algorithm)
+                if plugin != algorithm:  # only then, so the ids of plain algorithms' runs stay as they were
+                    identity["plugin"] = plugin
                 runs.append(
                     RunSpec(
                         run_id=stable_hash(identity),
@@ -71,6 +80,7 @@ def plan(suite: Suite) -> list[RunSpec]:
                         device=suite.device,
                         checkpoint_dir=suite.checkpoint_dir,
                         checkpoint_every=suite.checkpoint_every,
+                        plugin="" if plugin == algorithm else plugin,
                     )
                 )
     return runs

@@ -417,7 +417,7 @@ class Leaderboard:
         missing = [{"run": r.spec.label, "run_id": r.spec.run_id, "status": r.status}
                    for r in self.runs if r.status not in ("done", "failed")]
         untrained = [{"run": r.spec.label, "run_id": r.spec.run_id}
-                     for r in self.runs if r.status == "done" and took_no_gradient_step(r.spec.algorithm, r.grad_steps)]
+                     for r in self.runs if r.status == "done" and took_no_gradient_step(r.spec.implementation, r.grad_steps)]
         return {"failed": failed, "missing": missing, "untrained": untrained}
 
     def protocol(self) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def html_page(report: dict[str, Any], manifest: dict[str, Any]) -> str:
         body.append(f"<p>{esc(report['description'])}</p>")
     body += [f"<p class='note'>Note: {esc(n)}</p>" for n in report.get("notes", [])]
     body += _aggregate_section(report)
+    body += _claims_section(report)
     for task in report["tasks"]:
         body += _task_section(report, task)
     body += _problems_section(report)
@@ -149,6 +150,20 @@ def _task_section(report: dict[str, Any], task: dict[str, Any]) -> list[str]:
     cells = [c for c in report["cells"] if c["task"] == task["name"]]
     if len({(c["split"], c["composition"]) for c in cells}) > 1:
         out.append(_figure(_composition_heatmap(cells, metric), f"{task['name']}: {metric} mean per composition"))
+    return out
+
+
+def _claims_section(report: dict[str, Any]) -> list[str]:
+    from harness.claims import RULES
+
+    verdicts = report.get("claims") or []
+    if not verdicts:
+        return []
+    out = ["<h2>Claims</h2>", f"<p>{esc(RULES)}</p>",
+           _table(["claim", "verdict", "source"], [[v["name"], v["verdict"], v["source"]] for v in verdicts])]
+    for v in verdicts:
+        first, *rest = v["text"]
+        out.append(f"<h3>{esc(first)}</h3><ul>" + "".join(f"<li>{esc(line.strip())}</li>" for line in rest) + "</ul>")
     return out
 
 

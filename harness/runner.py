@@ -554,7 +554,7 @@ class Run:
             seed_everything(spec.seed)
             envs = TaskEnvs.from_spec(spec)
             env_spec = envs.spec
-            cls = registry.get_algorithm(spec.algorithm)
+            cls = registry.get_algorithm(spec.implementation)
             device = resolve_device(spec.device)
             algorithm = cls(env_spec, build_config(cls, spec.params), spec.seed, device)
             train_env = envs.make("train", spec.task_config["num_envs"], derive_seed(spec.seed, "train"), training=True)

@@ -181,7 +181,7 @@ def suite_space(suite: Suite, algorithm: str) -> dict[str, dict[str, Any]]:
         raise ConfigError.single(("tuning", unknown[0]), f"not one of the suite's algorithms ({', '.join(suite.algorithms)})",
                                  found=unknown[0], choices=suite.algorithms, file=suite.path)
     from_cli = any(o.startswith("tuning") for o in suite.overrides)
-    return search_space(registry.get_algorithm(algorithm), overrides, pinned, ("tuning", algorithm),
+    return search_space(registry.get_algorithm(suite.plugin(algorithm)), overrides, pinned, ("tuning", algorithm),
                         COMMAND_LINE if from_cli else suite.path)
 
 
@@ -236,6 +236,7 @@ def trial_specs(suite: Suite, algorithm: str, params: dict[str, Any], seeds: lis
                 run_id=stable_hash(identity), suite=suite.name, task=task.name, algorithm=algorithm, seed=seed,
                 params=merged, budget=budget, task_config=config, metric=suite.metric, device=suite.device,
                 checkpoint_dir=str(checkpoint_dir), checkpoint_every=suite.checkpoint_every,
+                plugin="" if suite.plugin(algorithm) == algorithm else suite.plugin(algorithm),
             ))
     return specs
 

@@ -210,3 +210,30 @@ def test_defaults_are_the_papers() -> None:
         200,
     )
     assert config.td_weighting == "none"
+
+
+def _trained_alpha(learn_alpha: bool) -> float:
+    from harness.testing import _train
+    from scenarios.matrix import MatrixArgs, MatrixBackend
+
+    args = MatrixArgs.model_validate({"game": "nonmonotonic_3x3"})
+    comps = MatrixBackend.default_compositions(args)
+    spec = MatrixBackend.describe(args, comps)
+    params = {**SMALL, "alpha_init": 0.03, "learn_alpha": learn_alpha, "batch_size": 8}
+    algorithm = MEQMIX(spec, build_config(MEQMIX, params), seed=0, device="cpu")
+    assert any(_train(algorithm, MatrixBackend(args, comps, 8, seed=1), rounds=6))
+    return float(algorithm.temperature().detach())
+
+
+def test_a_fixed_temperature_stays_where_it_starts() -> None:
+    """The released code's setting (alpha 0.03, no L_alpha) against the paper's auto-tuning."""
+    assert _trained_alpha(learn_alpha=False) == pytest.approx(0.03, abs=1e-9)
+    assert _trained_alpha(learn_alpha=True) != pytest.approx(0.03, abs=1e-4)
+
+
+def test_sum_mixer_adds_the_utilities() -> None:
+    algorithm = MEQMIX(SPEC, build_config(MEQMIX, {**SMALL, "mixer": "sum"}), seed=0, device="cpu")
+    q = torch.randn(7, A)
+    present = torch.rand(7, A) < 0.7
+    assert torch.allclose(algorithm.mixer(q, None, None, present), torch.where(present, q, 0.0).sum(-1))
+    assert not list(algorithm.mixer.parameters())

@@ -146,39 +146,56 @@ def _check_checkpoint_dir(suite: Any) -> None:
 
 
 def cmd_run(tokens: list[str]) -> int:
-    from harness.executor import run_plan
     from harness.plan import plan
     from harness.report import collect, table
 
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
-    _check_device(suite.device, suite.path)
-    _check_checkpoint_dir(suite)
-    # A script's background job starts with SIGINT ignored. Local worker processes install
-    # their own handler anyway; the coordinator does the same so that Ctrl-C (or kill -INT)
-    # stops a suite the same way under either executor (Ray's workers block SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    store = _open_store(suite)
+    store = _ready_to_run(suite)
     specs = plan(suite)
     err.print(f"[bold]{suite.name}[/]: {len(suite.tasks)} tasks x {len(suite.algorithms)} algorithms x "
               f"{len(suite.seeds)} seeds ({len(specs)} runs), budget '{suite.budget_name}', store {suite.store}")
     for task in suite.tasks:
         for algorithm, why in task.skipped.items():
             err.print(f"  {task.name}: {algorithm} skipped ({why})", highlight=False)
-    try:
-        summary = run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
-                           ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: {_interrupted_summary(specs, store)}; run the same command to resume")
+    summary = _execute(suite, specs, store)
+    if summary is None:
         return 130
     out.print(table(collect(suite, store, full=False)))
+    _print_failures(summary)
+    return summary.exit_code
+
+
+def _ready_to_run(suite: Any) -> Any:
+    """Check what every run needs before any starts; returns the (created) store."""
+    _check_device(suite.device, suite.path)
+    _check_checkpoint_dir(suite)
+    # A script's background job starts with SIGINT ignored. Local worker processes install
+    # their own handler anyway; the coordinator does the same so that Ctrl-C (or kill -INT)
+    # stops a suite the same way under either executor (Ray's workers block SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return _open_store(suite)
+
+
+def _execute(suite: Any, specs: list[Any], store: Any) -> Any:
+    """Run `specs` with the suite's executor; None (said so) when Ctrl-C stopped them."""
+    from harness.executor import run_plan
+
+    try:
+        return run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
+                        ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: {_interrupted_summary(specs, store)}; run the same command to resume")
+        return None
+
+
+def _print_failures(summary: Any) -> None:
     if summary.failures:
         err.print(f"[red]{len(summary.failures)} run(s) failed[/] (the others were recorded):")
         for spec, reason in summary.failures:
             err.print(f"  {spec.label}: {escape(reason.splitlines()[0]) if reason else 'no reason recorded'}", highlight=False)
     if summary.skipped_failed:
         err.print(f"{summary.skipped_failed} run(s) failed in an earlier invocation; rerun them with retry_failed=true")
-    return summary.exit_code
 
 
 def _interrupted_summary(specs: list[Any], store: Any) -> str:
@@ -536,7 +553,6 @@ def _existing_store(suite: Any) -> Any:
 
 def cmd_claims(tokens: list[str]) -> int:
     from harness import claims
-    from harness.executor import run_plan
 
     options, overrides = _split_tokens(tokens, "claims", ("suite", "run", "format"))
     suite = _load(options, overrides)
@@ -549,17 +565,12 @@ def cmd_claims(tokens: list[str]) -> int:
     missing = claims.missing_runs(verdicts)
     exit_code = 0
     if _bool_option(options, "run", False) and missing:
-        _check_device(suite.device, suite.path)
-        _check_checkpoint_dir(suite)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        store = _open_store(suite)
+        store = _ready_to_run(suite)
         err.print(f"[bold]{suite.name}[/]: {len(missing)} run(s) for {len(suite.claims)} claim(s), store {suite.store}")
-        try:
-            summary = run_plan(missing, store, suite.workers, err, retry_failed=suite.retry_failed,
-                               ray=suite.ray if suite.executor == "ray" else None, reclaim_running=suite.reclaim_running)
-        except KeyboardInterrupt:
-            err.print(f"[yellow]interrupted[/]: {_interrupted_summary(missing, store)}; run the same command to resume")
+        summary = _execute(suite, missing, store)
+        if summary is None:
             return 130
+        _print_failures(summary)
         exit_code = summary.exit_code
         verdicts = claims.check(suite, store)
     if fmt == "json":

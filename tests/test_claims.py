@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import GOOD_SUITE, run_cli
+from helpers import write_suite as write
 
 from harness import claims
-from harness.cli import main
 from harness.config import load_suite
 from harness.errors import ConfigError
 from harness.plan import plan
 from harness.store import RunResult, Store
 
-SUITE = """\
-metric: return
-seeds: 2
-budget: {env_steps: 100, eval_every: 50, eval_episodes: 2}
-algorithms: [vdn]
+SUITE = GOOD_SUITE.replace("algorithms: [vdn]\n", """algorithms: [vdn]
 configurations:
   vdn_fast: {algorithm: vdn, params: {lr: 0.003}}
-tasks:
-  game:
-    env: matrix
-    args: {game: nonmonotonic_3x3}
+""") + """\
 claims:
   vdn_beats_qmix:
     source: a test
@@ -38,18 +31,6 @@ claims:
     seeds: 8
     test: fisher
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 BAD_CLAIMS = {

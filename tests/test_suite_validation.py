@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from helpers import GOOD_SUITE as GOOD
+from helpers import run_cli
+from helpers import write_suite as write
 
-from harness.cli import main
 from harness.config import load_suite
 from harness.errors import ConfigError
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def test_good_suite_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

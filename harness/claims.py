@@ -14,6 +14,7 @@ runs and the two never disagree. The verdict:
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,10 +174,7 @@ def _side(algorithm: str, runs: list[RunRecord], claim: Claim) -> Side | str:
 
 
 def _missing_reason(missing: list[RunSpec], records: dict[str, RunRecord]) -> str:
-    counts: dict[str, int] = {}
-    for spec in missing:
-        status = records[spec.run_id].status
-        counts[status] = counts.get(status, 0) + 1
+    counts = Counter(records[spec.run_id].status for spec in missing)
     parts = ", ".join(f"{n} {'never run' if s == 'missing' else s}" for s, n in sorted(counts.items()))
     total = len(records)
     return f"runs missing: {len(missing)} of {total} ({parts})"
@@ -186,10 +184,11 @@ def verdict(suite: Suite, claim: Claim, store: Store | None) -> Verdict:
     """The claim's verdict from the runs in `store` (None: no store yet, so no runs)."""
     if claim.unrunnable:
         return Verdict(claim, INCONCLUSIVE, f"not run here: {claim.unrunnable}")
-    specs = claim_runs(suite, claim)
     if store is None:
+        specs = claim_runs(suite, claim)
         return Verdict(claim, INCONCLUSIVE, f"runs missing: {len(specs)} of {len(specs)} (never run)", missing=specs)
-    records = {r.spec.run_id: r for r in read_runs(claim_suite(suite, claim), store)}
+    records = {r.spec.run_id: r for r in read_runs(claim_suite(suite, claim), store)}  # planned once, here
+    specs = [r.spec for r in records.values()]
     missing = [s for s in specs if records[s.run_id].status != "done"]
     if missing:
         return Verdict(claim, INCONCLUSIVE, _missing_reason(missing, records), missing=missing)

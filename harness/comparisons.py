@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.stats as sps
 
+from harness import stats
+
 TestName = Literal["fisher", "binomial", "mann_whitney", "wilcoxon", "bootstrap"]
 TESTS: tuple[str, ...] = ("fisher", "binomial", "mann_whitney", "wilcoxon", "bootstrap")
 BINARY_TESTS = ("fisher", "binomial")  # per-seed yes/no outcomes
@@ -130,19 +132,14 @@ class Effect:
         return {"value": self.value, "low": self.low, "high": self.high}
 
 
-def _wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
-    ci = sps.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def newcombe(x: Any, y: Any, confidence: float = 0.95) -> Effect:
     """Difference of two independent success rates with Newcombe's hybrid score interval
     (his method 10: each rate's Wilson interval, combined), which keeps its coverage at the
     handful of seeds and extreme rates where the Wald interval collapses."""
     a, b = _outcomes(x, "x"), _outcomes(y, "y")
     p1, p2 = a.mean(), b.mean()
-    l1, u1 = _wilson(int(a.sum()), a.size, confidence)
-    l2, u2 = _wilson(int(b.sum()), b.size, confidence)
+    w1, w2 = stats.wilson_mean(a, confidence), stats.wilson_mean(b, confidence)
+    l1, u1, l2, u2 = w1.low, w1.high, w2.low, w2.high
     d = p1 - p2
     return Effect(float(d), float(d - math.hypot(p1 - l1, u2 - p2)), float(d + math.hypot(u1 - p1, p2 - l2)))
 

@@ -25,7 +25,15 @@ from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMA
 
 from harness.api import busy
 from scenarios._jax_programs import compile_program
-from scenarios.smax import N_MOVES, SMAX_START_NOISE, SmaxArgs
+from scenarios.smax import (
+    N_MOVES,
+    REFIL_JITTER,
+    REFIL_SEPARATION,
+    REFIL_UNIT_SPREAD,
+    SMAX_START_NOISE,
+    SMAX_UNIT_TYPES,
+    SmaxArgs,
+)
 
 RESTART_CHUNK = 4  # envs whose next battle a step draws at once (as many chunks as needed)
 # The Step fields packed into the "flags" output, in order.
@@ -112,17 +120,45 @@ class SmaxCore:
         noise = jax.random.uniform(key, (self.n_units, 2), minval=-SMAX_START_NOISE, maxval=SMAX_START_NOISE)
         return centres + noise
 
+    def _refil(self, key: jax.Array, types: jax.Array) -> jax.Array:
+        """REFIL's symmetric-army layout: army centres REFIL_SEPARATION apart across the map's
+        centre at a uniform angle, each (team, unit type) group offset within REFIL_JITTER of
+        its army's centre, each unit within REFIL_UNIT_SPREAD of its group's point."""
+        k_angle, k_group, k_unit = jax.random.split(key, 3)
+        theta = jax.random.uniform(k_angle, (), maxval=2 * jnp.pi)
+        half = REFIL_SEPARATION / 2 * jnp.stack([jnp.cos(theta), jnp.sin(theta)])
+        is_enemy = (jnp.arange(self.n_units) >= self.a).astype(jnp.int32)
+        centres = self.args.map_size / 2 + jnp.where(is_enemy[:, None] == 1, -half, half)
+        group_offsets = jax.random.uniform(k_group, (2, len(SMAX_UNIT_TYPES), 2),
+                                           minval=-REFIL_JITTER, maxval=REFIL_JITTER)
+        spread = jax.random.uniform(k_unit, (self.n_units, 2), minval=-REFIL_UNIT_SPREAD, maxval=REFIL_UNIT_SPREAD)
+        return centres + group_offsets[is_enemy, types] + spread
+
+    def _mix_types(self, key: jax.Array, table: dict[str, jax.Array], comp: jax.Array) -> jax.Array:
+        """Exact ally types of a composition: from one of its mixes, drawn uniformly, where it
+        has mixes, else as the table fixes them (-1: drawn per unit)."""
+        weights = table["mix_weights"][comp]
+        first_count = jax.random.categorical(key, weights)
+        first, second = table["mix_types"][comp, 0], table["mix_types"][comp, 1]
+        from_mix = jnp.where(jnp.arange(self.a) < first_count, first, second)
+        return jnp.where(jnp.isfinite(weights).any(), from_mix, table["fixed_types"][comp])
+
     def _new_battle(self, key: jax.Array, table: dict[str, jax.Array], assigned: jax.Array) -> tuple[Any, jax.Array]:
         """A battle of composition `assigned` (a row of the table), or of one drawn by the
         table's weights where `assigned` is negative."""
-        k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, _ = jax.random.split(key, 7)
+        k_comp, k_types, k_clumps, k_mode, k_reflect, k_surround, k_later = jax.random.split(key, 7)
+        # Draws added after the first six split the seventh key, so the earlier layouts and
+        # team draws keep their numbers.
+        k_mix, k_refil = jax.random.split(k_later)
         comp = jnp.where(assigned >= 0, assigned, jax.random.categorical(k_comp, table["weights"]))
         n, m = table["allies"][comp], table["enemies"][comp]
         smax_layout = table["smax_layout"][comp]
-        types = self._draw_types(k_types, table["type_probs"][comp], table["fixed_types"][comp], n, m, ~smax_layout)
+        fixed = self._mix_types(k_mix, table, comp)
+        types = self._draw_types(k_types, table["type_probs"][comp], fixed, n, m, ~smax_layout)
         surround = jax.random.uniform(k_mode) < table["p_surround"][comp]
         positions = jnp.where(surround, self._surround(k_surround), self._reflect(k_reflect, n, m))
         positions = jnp.where(smax_layout, self._clumps(k_clumps), positions)
+        positions = jnp.where(table["refil_layout"][comp], self._refil(k_refil, types), positions)
         # SMAX kills units touching walls (with `smax` starts only maps narrower than 10 come that close).
         positions = jnp.clip(positions, 0.5, self.args.map_size - 0.5)
         slot = jnp.arange(self.n_units)

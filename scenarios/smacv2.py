@@ -246,7 +246,8 @@ def capability_config(args: SmaxArgs, composition: SmaxComposition, seed: int | 
 
 
 def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
-    """SMACv2's 10gen maps have no counterpart of SMAX's fixed-map clumps (`smax`)."""
+    """SMACv2's 10gen maps have no counterpart of SMAX's fixed-map clumps (`smax`) or of REFIL's
+    symmetric armies (`refil`), and its team distributions no draw among listed mixes (`mixes`)."""
     places = [(("args", "start_positions"), args.start_positions)] + [
         ((split, i, "start_positions"), comp.start_positions)
         for split, comps in splits.items() for i, comp in enumerate(comps)
@@ -256,6 +257,12 @@ def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxCompositio
             raise ConfigError.single(
                 path, f"start_positions {mode} is SMAX-only; backend smacv2 takes one of "
                 f"{', '.join(START_DISTRIBUTIONS)}", found=mode, choices=START_DISTRIBUTIONS)
+    for split, comps in splits.items():
+        for i, comp in enumerate(comps):
+            if comp.mixes is not None:
+                raise ConfigError.single(
+                    (split, i, "mixes"), "mixes is SMAX-only; with backend smacv2 give one composition per mix "
+                    "(`mix: [first, second]`)", found=comp.mixes)
 
 
 def distribution_configs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -235,6 +235,96 @@ def test_smacv2_refuses_smax_starts() -> None:
         Smacv2Backend.check_task(SmaxArgs(start_positions="smax"), {"train": [Comp(allies=3)]})
 
 
+def test_refil_starts_face_each_other_across_the_centre_at_any_angle() -> None:
+    """REFIL's symmetric armies: army centres 14 apart through the map's centre, each unit
+    within 1 (group) + 1 (unit) of its army's centre before the collision push."""
+    step = make(MAX, num_envs=64, seed=9, start_positions="refil").reset()
+    xy = _map_positions(step)
+    allies, enemies = xy[:, :4].mean(1), xy[:, 4:].mean(1)
+    assert np.abs((allies + enemies) / 2 - 16.0).max() < 2.5
+    gap = np.linalg.norm(allies - enemies, axis=-1)
+    assert (np.abs(gap - 14.0) < 4.0).all()
+    box = 2.0 + 3 * 0.625  # jitter + spread, plus the push of up to 3 neighbours
+    assert (np.abs(xy[:, :4] - allies[:, None]) <= 2 * box).all()
+    # A uniform angle: the allies' side of the centre lands in every quadrant.
+    quadrant = (allies[:, 0] > 16).astype(int) * 2 + (allies[:, 1] > 16)
+    assert set(quadrant) == {0, 1, 2, 3}
+
+
+def test_refil_starts_place_each_unit_type_group_together() -> None:
+    """Each (team, type) group sits around its own point: units of one group lie within 2 + push
+    of each other, and two groups of one army are placed apart (not on one point) in some battles."""
+    comp = Comp(allies=4, units={"stalker": 2, "zealot": 2})
+    step = make([comp, *MAX], num_envs=64, seed=10, start_positions="refil").reset()
+    xy, types = _map_positions(step), step.state[..., TYPE_COLS].argmax(-1)
+    fixed = step.composition == 0
+    groups = [(slice(0, 4), t) for t in (2, 3)] + [(slice(4, 8), t) for t in (2, 3)]
+    centres = []
+    for team, t in groups:
+        members = [xy[b, team][types[b, team] == t] for b in np.nonzero(fixed)[0]]
+        assert all(len(m) == 2 for m in members)
+        assert max(np.abs(m[0] - m[1]).max() for m in members) <= 2.0 + 2 * 0.625
+        centres.append(np.array([m.mean(0) for m in members]))
+    assert np.linalg.norm(centres[0] - centres[1], axis=-1).max() > 0.5
+
+
+def test_mixes_all_draws_every_mix_equally_often() -> None:
+    """`mixes: all` draws among the 5 mixes of 4 units uniformly, not per unit (which would make
+    2+2 six times as often as 0+4); enemies mirror the allies' mix."""
+    from scipy.stats import chisquare
+
+    env = make([Comp(allies=4, mixes="all")], num_envs=256, seed=11, start_positions="refil")
+    counts = np.zeros(5, int)
+    for seed in range(4):
+        step = env.reset(seed)
+        types = step.state[..., TYPE_COLS].argmax(-1)
+        stalkers = (types[:, :4] == SMAX_UNIT_TYPES.index("stalker")).sum(1)
+        assert (np.sort(types[:, :4], 1) == np.sort(types[:, 4:], 1)).all()
+        counts += np.bincount(stalkers, minlength=5)
+    assert chisquare(counts).pvalue > 0.01 and counts.min() > 150, counts
+
+
+def test_mixes_listed_draw_only_those() -> None:
+    env = make([Comp(allies=4, mixes=[[4, 0], [1, 3]])], num_envs=64, seed=12)
+    types = env.reset().state[..., TYPE_COLS].argmax(-1)
+    stalkers = (types[:, :4] == SMAX_UNIT_TYPES.index("stalker")).sum(1)
+    assert set(stalkers) == {4, 1}
+    label = SmaxBackend.composition_name(SmaxArgs(), Comp(allies=4, mixes=[[4, 0], [1, 3]]))
+    assert label == "4v4 mixes 4+0,1+3"
+    assert SmaxBackend.composition_name(SmaxArgs(), Comp(allies=6, mixes="all")) == "6v6 any mix"
+
+
+@pytest.mark.parametrize(("comp", "message"), [
+    ({"allies": 4, "mixes": [[1, 2]]}, "adding up to allies"),
+    ({"allies": 4, "mixes": [[1, 3], [1, 3]]}, "lists a mix twice"),
+    ({"allies": 4, "mixes": []}, "at least one"),
+    ({"allies": 4, "mixes": "some"}, "all"),
+    ({"allies": 4, "mixes": "all", "mix": [1, 3]}, "at most one of"),
+])
+def test_bad_mixes_are_refused(comp: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Comp(**comp)
+
+
+def test_mixes_need_a_race_of_two_types() -> None:
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="race any has 6") as info:
+        SmaxBackend.check_task(SmaxArgs(race="any"), {"train": [Comp(allies=3, mixes="all")]})
+    assert info.value.problems[0].path == ("train", 0, "mixes")
+
+
+def test_smacv2_refuses_refil_starts_and_mixes() -> None:
+    from harness.errors import ConfigError
+    from scenarios.smacv2 import Smacv2Backend
+
+    with pytest.raises(ConfigError, match="start_positions refil is SMAX-only"):
+        Smacv2Backend.check_task(SmaxArgs(start_positions="refil"), {"train": [Comp(allies=3)]})
+    with pytest.raises(ConfigError, match="mixes is SMAX-only") as info:
+        Smacv2Backend.check_task(SmaxArgs(), {"train": [Comp(allies=3)], "test": [Comp(allies=6, mixes="all")]})
+    assert info.value.problems[0].path == ("test", 0, "mixes")
+
+
 def test_won_battles_pay_damage_plus_bonus(mixed) -> None:
     """Reward = enemy health removed / enemy count, + 1 for a win: a win pays exactly 2."""
     _, steps, returns = mixed

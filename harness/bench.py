@@ -15,9 +15,9 @@ loops measured side by side is what carries over. Three kinds:
   learn=False) against the raw loop of the same task: the cost of acting, without learning.
 - `train/<algorithm>`: rollouts with `update()` after each, as a run makes them, against the
   same raw loop: the share of the library's speed a training run gets. `train/<algorithm>@protoss16`
-  (and `@protoss32`) train on zero_shot_sc2's protoss task: the 3 to 5 unit training teams, a
+  (and `@protoss32`) train on zero_shot_smacv2's protoss task: the 3 to 5 unit training teams, a
   network sized for the 8 unit test teams, 16 or 32 envs; raw: JaxMARL's SMAX 5 v 5 step.
-- `run/<algorithm>@protoss`: whole runs of zero_shot_sc2's protoss task (a short budget), two in
+- `run/<algorithm>@protoss`: whole runs of zero_shot_smacv2's protoss task (a short budget), two in
   this process: the first pays for compiling SMAX's programs, the second reuses them. Its
   figure is the second run's env steps/s over the whole run (set-up and evaluation included)
   against the same raw loop; it also records each run's time to its first training step and
@@ -447,7 +447,7 @@ def _rollout_figure(subject: str, task: Task, **options: Any) -> Figure:
 
 
 def _protoss(num_envs: int) -> Task:
-    """zero_shot_sc2's protoss task: training teams of 3 to 5 units, test teams up to 8."""
+    """zero_shot_smacv2's protoss task: training teams of 3 to 5 units, test teams up to 8."""
     return Task("smax", {"race": "protoss"}, {"allies": 5}, num_envs, more=({"allies": 3}, {"allies": 4}),
                 covers=({"allies": 6}, {"allies": 7}, {"allies": 8}))
 
@@ -464,7 +464,7 @@ FAMILIES: dict[str, Task] = {
     "mipi": SPREAD,  # a seed method
 }
 
-# One of each algorithm family, and the seed methods, on zero_shot_sc2's protoss task.
+# One of each algorithm family, and the seed methods, on zero_shot_smacv2's protoss task.
 SMAX_FAMILIES = ("qmix", "mappo", "mipi", "me_qmix")
 RUN_FIGURES = ("qmix",)
 # The whole-run figure's budget: a few rounds of training between evaluations.
@@ -487,9 +487,9 @@ FIGURES: dict[str, Figure] = {
                                     "jitted and vmapped", None, _smax_map("3m"))),
         *(Figure(kind, algorithm, task, frozenset({algorithm}))
           for algorithm, task in FAMILIES.items() for kind in ("act", "train")),
-        *(Figure("train", algorithm, _protoss(envs), frozenset({"zero_shot_sc2"}), variant=f"protoss{envs}")
+        *(Figure("train", algorithm, _protoss(envs), frozenset({"zero_shot_smacv2"}), variant=f"protoss{envs}")
           for algorithm in SMAX_FAMILIES for envs in (16, 32)),
-        *(Figure("run", algorithm, _protoss(16), frozenset({"zero_shot_sc2"}), variant="protoss")
+        *(Figure("run", algorithm, _protoss(16), frozenset({"zero_shot_smacv2"}), variant="protoss")
           for algorithm in RUN_FIGURES),
     ]
 }
@@ -586,7 +586,7 @@ def measure(name: str, seconds: float = SECONDS, rounds: int = ROUNDS, threads: 
 
 
 def _whole_runs(figure: Figure, seconds: float, device: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """Two whole runs of zero_shot_sc2's protoss task (`RUN_BUDGET`) in this process, then the raw
+    """Two whole runs of zero_shot_smacv2's protoss task (`RUN_BUDGET`) in this process, then the raw
     loop for `seconds`: rates (the second run's env steps/s over its whole wall time) and what
     the runs recorded."""
     from harness.config import load_suite
@@ -597,7 +597,7 @@ def _whole_runs(figure: Figure, seconds: float, device: str) -> tuple[dict[str, 
         overrides = ["tasks=[protoss]", f"algorithms=[{figure.subject}]", "seeds=[0,1]", f"device={device}",
                      f"budget={json.dumps(RUN_BUDGET)}", f"store=sqlite:///{scratch}/bench.db",
                      f"checkpoint_dir={scratch}/checkpoints"]
-        results = [execute_run(spec) for spec in plan(load_suite("zero_shot_sc2", overrides))]
+        results = [execute_run(spec) for spec in plan(load_suite("zero_shot_smacv2", overrides))]
     failed = [r.reason for r in results if r.status != "done"]
     if failed:
         raise RuntimeError(f"a whole-run figure's run did not finish: {failed[0]}")

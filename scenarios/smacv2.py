@@ -1,6 +1,6 @@
 """SMACv2 on StarCraft II: the real game behind the SMAX suites (`backend=smacv2`).
 
-The SC2 suites are written for SMAX (`env: smax`); `harness run suite=zero_shot_sc2
+The SC2 suites are written for SMAX (`env: smax`); `harness run suite=zero_shot_smacv2
 backend=smacv2` plays the same tasks in StarCraft II through SMACv2's capability wrapper.
 Both backends share the task and composition models (`SmaxArgs`, `SmaxComposition`), so a
 suite validates the same way for either. The game, SMACv2 and its maps are not on PyPI:
@@ -245,6 +245,10 @@ def capability_config(args: SmaxArgs, composition: SmaxComposition, seed: int | 
             "team_gen": team_gen, "start_positions": start}
 
 
+# zero_shot_sc2 plays REFIL's layout, which StarCraft II's 10gen maps cannot: say where to go.
+SMACV2_SUITE_HINT = " (zero_shot_smacv2 is zero_shot_sc2 with SMACv2's start positions and team draws)"
+
+
 def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
     """SMACv2's 10gen maps have no counterpart of SMAX's fixed-map clumps (`smax`) or of REFIL's
     symmetric armies (`refil`), and its team distributions no draw among listed mixes (`mixes`)."""
@@ -256,13 +260,13 @@ def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxCompositio
         if mode is not None and mode not in START_DISTRIBUTIONS:
             raise ConfigError.single(
                 path, f"start_positions {mode} is SMAX-only; backend smacv2 takes one of "
-                f"{', '.join(START_DISTRIBUTIONS)}", found=mode, choices=START_DISTRIBUTIONS)
+                f"{', '.join(START_DISTRIBUTIONS)}{SMACV2_SUITE_HINT}", found=mode, choices=START_DISTRIBUTIONS)
     for split, comps in splits.items():
         for i, comp in enumerate(comps):
             if comp.mixes is not None:
                 raise ConfigError.single(
                     (split, i, "mixes"), "mixes is SMAX-only; with backend smacv2 give one composition per mix "
-                    "(`mix: [first, second]`)", found=comp.mixes)
+                    f"(`mix: [first, second]`){SMACV2_SUITE_HINT}", found=comp.mixes)
 
 
 def distribution_configs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -199,11 +199,11 @@ def test_device_cuda_without_a_gpu_is_refused_before_measuring(capsys: pytest.Ca
 
 def test_smax_training_figures_size_the_learner_for_the_test_teams() -> None:
     """train/<alg>@protoss16 trains on the 3-5 unit teams with a network sized for 8 units, as a
-    zero_shot_sc2 run does (smaller teams' actions padded)."""
+    zero_shot_smacv2 run does (smaller teams' actions padded)."""
     figure = bench.FIGURES["train/qmix@protoss16"]
     if figure.missing():
         pytest.skip(figure.missing())
-    assert figure.name == "train/qmix@protoss16" and "zero_shot_sc2" in figure.tags
+    assert figure.name == "train/qmix@protoss16" and "zero_shot_smacv2" in figure.tags
     assert bench.select(["qmix"])[0] == ["act/qmix", "train/qmix"]  # the SMAX figures are selected by task
     spec = figure.task.spec()
     assert (spec.max_agents, spec.n_actions) == (8, 13)
@@ -212,7 +212,7 @@ def test_smax_training_figures_size_the_learner_for_the_test_teams() -> None:
 
 
 def test_the_whole_run_figure_times_two_runs_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run/qmix@protoss: two real runs of zero_shot_sc2's protoss task, the second reusing the
+    """run/qmix@protoss: two real runs of zero_shot_smacv2's protoss task, the second reusing the
     first's compiled programs; its rate is the second run's env steps over its wall time."""
     figure = bench.FIGURES["run/qmix@protoss"]
     if figure.missing():

@@ -79,8 +79,8 @@ def harness(tmp_path: Path, *tokens: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("command", [
-    ["validate", "suite=zero_shot_sc2", "backend=smacv2"],
-    ["run", "suite=zero_shot_sc2", "budget=smoke", "backend=smacv2"],
+    ["validate", "suite=zero_shot_smacv2", "backend=smacv2"],
+    ["run", "suite=zero_shot_smacv2", "budget=smoke", "backend=smacv2"],
 ])
 def test_cli_refuses_smacv2_without_the_game(tmp_path, command):
     out = harness(tmp_path, *command)
@@ -369,8 +369,8 @@ def test_exact_teams_shuffle_and_draw_extras():
     assert len(orders) == 3 and extras == {"stalker", "zealot"}
 
 
-def test_every_zero_shot_sc2_task_builds_for_smacv2():
-    suite = yaml.safe_load((SUITES_DIR / "zero_shot_sc2.yaml").read_text())
+def test_every_zero_shot_smacv2_task_builds_for_smacv2():
+    suite = yaml.safe_load((SUITES_DIR / "zero_shot_smacv2.yaml").read_text())
     for task in suite["tasks"].values():
         args = SmaxArgs(**task["args"])
         splits = {s: [Comp(**c) for c in task[s]] for s in ("train", "validation", "test")}

@@ -10,7 +10,7 @@ waits for the batch's next reset), so the ratio is the share of raw speed a lear
 (finished battles restart inside its step; each restart step is not counted).
 
 `train/<algorithm>@protoss16|32` and `run/qmix@protoss`: training and whole runs on
-zero_shot_sc2's protoss task against the raw 5 v 5 step (see `harness.bench`).
+zero_shot_smacv2's protoss task against the raw 5 v 5 step (see `harness.bench`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def test_smax_3m_continuous_vs_raw_jitted_3m(measured: Callable[[str], dict[str,
     measured("rollout/smax_3m")
 
 
-# zero_shot_sc2's protoss task: too slow to smoke-test in the default run (each compiles SMAX
+# zero_shot_smacv2's protoss task: too slow to smoke-test in the default run (each compiles SMAX
 # and fills a replay before it times anything), so only `tox -e bench` (or -m slow) runs them.
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n, f in bench.FIGURES.items() if "zero_shot_sc2" in f.tags])
-def test_zero_shot_sc2_training_and_whole_run_vs_raw_jitted_smax(measured: Callable[[str], dict[str, Any]],
+@pytest.mark.parametrize("name", [n for n, f in bench.FIGURES.items() if "zero_shot_smacv2" in f.tags])
+def test_zero_shot_smacv2_training_and_whole_run_vs_raw_jitted_smax(measured: Callable[[str], dict[str, Any]],
                                                                  name: str) -> None:
     measured(name)

@@ -116,6 +116,8 @@ class Verdict:
         c = self.claim
         lines = [f"{c.name}: {self.verdict}" + (f" ({self.reason})" if self.reason else ""),
                  f"  {c.source}: {c.statement}", f"  {self.protocol()}"]
+        if c.reported:
+            lines.append("  the paper reports: " + ", ".join(f"{a} {_num(v)}" for a, v in c.reported))
         lines += [f"  {side.text()}" for side in self.sides]
         lines += [f"  {comp.text(c.better)}" for comp in self.comparisons]
         return lines
@@ -127,6 +129,7 @@ class Verdict:
                 "composition": c.composition, "metric": c.metric, "better": c.better, "than": list(c.than),
                 "direction": c.direction, "seeds": list(c.seeds), "test": c.test, "alpha": c.alpha,
                 "min_effect": c.min_effect, "budget": c.budget_name, "unrunnable": c.unrunnable,
+                "reported": dict(c.reported),
                 "sides": [s.as_dict() for s in self.sides], "comparisons": [x.as_dict() for x in self.comparisons],
                 "missing_runs": len(self.missing), "text": self.lines()}
 

@@ -151,6 +151,9 @@ class ClaimModel(Strict):
     budget: str | None = Field(None, description="budget profile of its runs (default: the suite's)")
     success_at: float | None = Field(None, description="fisher/binomial on scores: a seed succeeds at this score or above")
     unrunnable: str | None = Field(None, description="why this harness cannot check it; declared, reported, never run")
+    reported: dict[str, float] = Field(
+        default_factory=dict, description="the paper's figure for each algorithm it compares (same metric), printed "
+        "beside ours; for reading only, no test uses it")
 
     @field_validator("seeds")
     @classmethod
@@ -307,6 +310,7 @@ class Claim:
     budget: dict[str, int]  # resolved for the claim's task ({} when unrunnable)
     success_at: float | None = None
     unrunnable: str | None = None
+    reported: tuple[tuple[str, float], ...] = ()  # the paper's figures, per algorithm
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -783,6 +787,12 @@ class _Resolver:
         if c.better in c.than or len(set(c.than)) != len(c.than):
             raise self.error([Problem(path + ("than",), f"expected distinct algorithms other than {c.better}",
                                       c.than, True)])
+        compared = (c.better, *c.than)
+        for algorithm in c.reported:
+            if algorithm not in compared:
+                raise self.error([Problem(path + ("reported", algorithm), "not an algorithm the claim compares; "
+                                          f"expected one of {', '.join(compared)}", algorithm, True,
+                                          closest(algorithm, compared))])
         seeds = tuple(range(c.seeds)) if isinstance(c.seeds, int) else tuple(c.seeds)
         level = c.alpha / len(c.than)
         need = comparisons.fewest_seeds(c.test, level)
@@ -808,7 +818,8 @@ class _Resolver:
         return Claim(name=name, source=c.source, statement=c.statement, task=c.task, split=c.split,
                      composition=c.composition, metric=metric, better=c.better, than=tuple(c.than),
                      direction=c.direction, seeds=seeds, test=c.test, alpha=c.alpha, min_effect=c.min_effect,
-                     budget_name=budget_name, budget=budget, success_at=c.success_at, unrunnable=c.unrunnable)
+                     budget_name=budget_name, budget=budget, success_at=c.success_at, unrunnable=c.unrunnable,
+                     reported=tuple(c.reported.items()))
 
     def check_claim_target(self, c: ClaimModel, task: Task, metric: str, path: tuple[Any, ...]) -> None:
         """The split and composition exist; a yes/no test gets yes/no outcomes."""

@@ -50,6 +50,9 @@ BAD_CLAIMS = {
     "scores_with_a_yes_no_test": (SUITE.replace("metric: win_rate", "metric: return"),
                                   ["claims.vdn_beats_qmix.test", "success_at"]),
     "compared_with_itself": (SUITE.replace("than: [qmix]", "than: [vdn]"), ["claims.vdn_beats_qmix.than", "distinct"]),
+    "reported_for_another_algorithm": (SUITE.replace("test: fisher", "test: fisher\n    reported: {vdn: 0.9, qmx: 0.1}"),
+                                       ["claims.vdn_beats_qmix.reported.qmx", "not an algorithm the claim compares",
+                                        "did you mean 'qmix'"]),
     "missing_statement": (SUITE.replace("    statement: VDN reaches the optimum more often than QMIX.\n", ""),
                           ["claims.vdn_beats_qmix.statement", "missing required key"]),
     "configuration_of_nothing": (SUITE.replace("{algorithm: vdn,", "{algorithm: vdnn,"),
@@ -141,6 +144,16 @@ def test_data_built_to_support_the_claim_support_it(tmp_path: Path) -> None:
     text = "\n".join(v.lines())
     assert "vdn: 8/8 = 1 [0.676, 1]" in text
     assert "the untrained policy already succeeded in 1, kept 1; from the other 7: 7/7" in text
+
+
+def test_the_papers_figures_are_printed_beside_ours_and_change_nothing(tmp_path: Path) -> None:
+    text = SUITE.replace("test: fisher", "test: fisher\n    reported: {vdn: 0.25, qmix: 0.75}")
+    suite, store = _stored(tmp_path, {"vdn": [1] * 8, "qmix": [0] * 8}, text)
+    (v,) = claims.check(suite, store)
+    assert v.verdict == "supported"  # the paper's own numbers say otherwise: they are not tested
+    assert v.lines()[3] == "  the paper reports: vdn 0.25, qmix 0.75"
+    assert v.lines()[4].startswith("  vdn: 8/8 = 1 [0.676, 1]")
+    assert v.as_dict()["reported"] == {"vdn": 0.25, "qmix": 0.75}
 
 
 def test_data_built_against_the_claim_do_not_support_it(tmp_path: Path) -> None:

@@ -407,3 +407,29 @@ def test_bad_env_args_exit_2_naming_file_and_key(tmp_path: Path, capsys: pytest.
     assert str(path.name) in text and "Traceback" not in text
     for piece in expected:
         assert piece in text, f"{piece!r} not in {text!r}"
+
+
+def test_zero_shot_sc2_follows_mipis_split() -> None:
+    """zero_shot_sc2 (MIPI's protocol on REFIL's maps): per task, training teams are every mix of
+    3-5 units but the held-out 5-unit validation mix, weighted so every team is equally likely;
+    test teams have 6, 7 and 8 units of any mix; every battle uses REFIL's layout."""
+    from harness.config import load_suite
+
+    suite = load_suite("zero_shot_sc2")
+    assert [t.name for t in suite.tasks] == ["sz", "mm", "zh"]
+    for task in suite.tasks:
+        args = SmaxArgs.model_validate(task.args)
+        assert args.start_positions == "refil" and args.episode_limit == 150
+        teams: dict[str, list[tuple[tuple[int, int], float]]] = {}
+        for split, comps in task.splits.items():
+            teams[split] = []
+            for comp in comps:
+                spec = Comp.model_validate(comp.spec.model_dump())
+                firsts = spec.first_type_counts() or [spec.mix[0]]
+                teams[split] += [((first, spec.allies - first), comp.weight / len(firsts)) for first in firsts]
+        held_out = {team for team, _ in teams["validation"]}
+        every_team = {(first, n - first) for n in (3, 4, 5) for first in range(n + 1)}
+        assert held_out == {(2, 3)}
+        assert {team for team, _ in teams["train"]} == every_team - held_out
+        assert len({weight for _, weight in teams["train"]}) == 1  # every training team equally likely
+        assert {sum(team) for team, _ in teams["test"]} == {6, 7, 8} and len(teams["test"]) == 7 + 8 + 9

@@ -382,6 +382,21 @@ UNTRAINED = ("took no gradient step within the budget (its warm-up or burn-in is
              "its scores are the untrained policy's")
 
 
+COMPUTE_NOTE = ("Summed over the finished runs: env steps, gradient steps, and run wall hours (training and "
+                "evaluation, every attempt); each run is one worker process, the machine's cores shared among "
+                "the workers (the manifest names the platform).")
+
+
+def compute_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rows = [[c["task"], c["algorithm"], str(c["runs"]), f"{c['env_steps']:,}", f"{c['grad_steps']:,}",
+             f"{c['wall_hours']:.2f}"] for c in report.get("compute", [])]
+    if len(rows) > 1:
+        total = report["compute"]
+        rows.append(["all", "all", str(sum(c["runs"] for c in total)), f"{sum(c['env_steps'] for c in total):,}",
+                     f"{sum(c['grad_steps'] for c in total):,}", f"{sum(c['wall_hours'] for c in total):.2f}"])
+    return ["task", "algorithm", "runs", "env steps", "gradient steps", "run wall hours"], rows
+
+
 def problem_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Failed runs with their reasons, then runs that have not finished."""
     failed, missing = report["problems"]["failed"], report["problems"]["missing"]
@@ -405,6 +420,7 @@ def markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     for task in report["tasks"]:
         lines += _md_task(report, task, metric)
     lines += _md_problems(report)
+    lines += _md_compute(report)
     lines += _md_protocol(report, manifest)
     return "\n".join(lines)
 
@@ -484,6 +500,11 @@ def _md_problems(report: dict[str, Any]) -> list[str]:
     header, rows = problem_table(report)
     lines = ["## Failed, missing and untrained runs", ""]
     return lines + (_md_table(header, rows) if rows else ["Every planned run finished.", ""])
+
+
+def _md_compute(report: dict[str, Any]) -> list[str]:
+    header, rows = compute_table(report)
+    return ["## Compute", "", md_text(COMPUTE_NOTE), "", *_md_table(header, rows)] if rows else []
 
 
 def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:

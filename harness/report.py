@@ -92,7 +92,7 @@ class RunRecord:
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.spec.run_id, "task": self.spec.task, "algorithm": self.spec.algorithm,
                 "seed": self.spec.seed, "status": self.status, "reason": self.reason,
-                "env_steps": self.env_steps, "seconds": self.seconds,
+                "env_steps": self.env_steps, "grad_steps": self.grad_steps, "seconds": self.seconds,
                 "final": self.final_scores(), "absolute": self.final_scores("absolute")}
 
 
@@ -411,6 +411,21 @@ class Leaderboard:
                     out.append({"task": task.name, "split": split, "algorithm": algorithm, "points": points})
         return out
 
+    def compute(self) -> list[dict[str, Any]]:
+        """What the finished runs cost, per task and algorithm: env steps, gradient steps and
+        run wall hours (training and evaluation, over every attempt; each run is one worker
+        process), summed over seeds."""
+        out = []
+        for task in self.suite.tasks:
+            for algorithm in task.algorithms:
+                runs = self.done[(task.name, algorithm)]
+                if runs:
+                    out.append({"task": task.name, "algorithm": algorithm, "runs": len(runs),
+                                "env_steps": sum(r.env_steps or 0 for r in runs),
+                                "grad_steps": sum(r.grad_steps or 0 for r in runs),
+                                "wall_hours": sum(r.seconds or 0.0 for r in runs) / 3600})
+        return out
+
     def problems(self) -> dict[str, list[dict[str, Any]]]:
         failed = [{"run": r.spec.label, "run_id": r.spec.run_id, "reason": r.reason}
                   for r in self.runs if r.status == "failed"]
@@ -459,6 +474,7 @@ class Leaderboard:
             "aggregates": self.aggregates(),
             "tests": self.pairwise_tests(),
             "curves": self.curves(),
+            "compute": self.compute(),
             "problems": self.problems(),
             "protocol": self.protocol(),
             "runs": [r.as_dict() for r in self.runs],

@@ -22,7 +22,9 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from harness.leaderboard import (
+    COMPUTE_NOTE,
     aggregate_table,
+    compute_table,
     gap_table,
     origin_text,
     preamble,
@@ -71,6 +73,7 @@ def html_page(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     for task in report["tasks"]:
         body += _task_section(report, task)
     body += _problems_section(report)
+    body += _compute_section(report)
     body += _protocol_section(report, manifest)
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
@@ -165,6 +168,11 @@ def _claims_section(report: dict[str, Any]) -> list[str]:
         first, *rest = v["text"]
         out.append(f"<h3>{esc(first)}</h3><ul>" + "".join(f"<li>{esc(line.strip())}</li>" for line in rest) + "</ul>")
     return out
+
+
+def _compute_section(report: dict[str, Any]) -> list[str]:
+    header, rows = compute_table(report)
+    return ["<h2>Compute</h2>", f"<p>{esc(COMPUTE_NOTE)}</p>", _table(header, rows)] if rows else []
 
 
 def _problems_section(report: dict[str, Any]) -> list[str]:

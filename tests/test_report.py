@@ -124,6 +124,23 @@ def test_report_writes_every_artefact_with_hand_checked_numbers(board, tmp_path)
     assert doc["manifest"]["suite_hash"] == manifest["suite_hash"]
 
 
+def test_compute_sums_the_finished_runs_per_algorithm(board, tmp_path):
+    """Per task and algorithm: runs, env steps, gradient steps and wall hours of the done runs
+    only (vdn/climbing seed 3 failed; iql/two_type seed 3 never ran; iql/climbing seed 2 took no
+    gradient step); every format shows them."""
+    path, store_url, _, _ = board
+    out = tmp_path / "board"
+    assert run_report(path, store_url, out) == 0
+    compute = {(c["task"], c["algorithm"]): c for c in json.loads((out / "leaderboard.json").read_text())["compute"]}
+    vdn, iql = compute[("climbing", "vdn")], compute[("climbing", "iql")]
+    assert (vdn["runs"], vdn["env_steps"], vdn["grad_steps"]) == (3, 600, 30)
+    assert vdn["wall_hours"] == pytest.approx((10 + 11 + 12) / 3600)
+    assert (iql["runs"], iql["grad_steps"]) == (4, 30) and iql["wall_hours"] == pytest.approx(46 / 3600)
+    readme = (out / "README.md").read_text()
+    assert "## Compute" in readme and "| climbing | vdn | 3 | 600 | 30 | 0.01 |" in readme
+    assert "<h2>Compute</h2>" in (out / "index.html").read_text()
+
+
 def test_failed_missing_and_untrained_runs_are_shown_not_hidden(board, tmp_path):
     path, store_url, _, _ = board
     out = tmp_path / "board"

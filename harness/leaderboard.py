@@ -388,12 +388,17 @@ COMPUTE_NOTE = ("Summed over the finished runs: env steps, gradient steps, and r
 
 
 def compute_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    rows = [[c["task"], c["algorithm"], str(c["runs"]), f"{c['env_steps']:,}", f"{c['grad_steps']:,}",
-             f"{c['wall_hours']:.2f}"] for c in report.get("compute", [])]
+    """One row per task and algorithm, then their sum ("n/a": gradient steps not recorded)."""
+    entries = report.get("compute", [])
+
+    def row(task: str, algorithm: str, group: list[dict[str, Any]]) -> list[str]:
+        grads = [c["grad_steps"] for c in group]
+        return [task, algorithm, str(sum(c["runs"] for c in group)), f"{sum(c['env_steps'] for c in group):,}",
+                "n/a" if None in grads else f"{sum(grads):,}", f"{sum(c['wall_hours'] for c in group):.2f}"]
+
+    rows = [row(c["task"], c["algorithm"], [c]) for c in entries]
     if len(rows) > 1:
-        total = report["compute"]
-        rows.append(["all", "all", str(sum(c["runs"] for c in total)), f"{sum(c['env_steps'] for c in total):,}",
-                     f"{sum(c['grad_steps'] for c in total):,}", f"{sum(c['wall_hours'] for c in total):.2f}"])
+        rows.append(row("all", "all", entries))
     return ["task", "algorithm", "runs", "env steps", "gradient steps", "run wall hours"], rows
 
 

@@ -422,7 +422,9 @@ class Leaderboard:
                 if runs:
                     out.append({"task": task.name, "algorithm": algorithm, "runs": len(runs),
                                 "env_steps": sum(r.env_steps or 0 for r in runs),
-                                "grad_steps": sum(r.grad_steps or 0 for r in runs),
+                                # None where a run has no count (boards recomputed from files older than it)
+                                "grad_steps": None if any(r.grad_steps is None for r in runs)
+                                else sum(r.grad_steps or 0 for r in runs),
                                 "wall_hours": sum(r.seconds or 0.0 for r in runs) / 3600})
         return out
 

@@ -141,6 +141,16 @@ def test_compute_sums_the_finished_runs_per_algorithm(board, tmp_path):
     assert "<h2>Compute</h2>" in (out / "index.html").read_text()
 
 
+def test_compute_says_n_a_where_runs_did_not_record_gradient_steps():
+    from harness.leaderboard import compute_table
+
+    entries = [{"task": "t", "algorithm": "a", "runs": 2, "env_steps": 10, "grad_steps": None, "wall_hours": 0.5},
+               {"task": "t", "algorithm": "b", "runs": 1, "env_steps": 5, "grad_steps": 7, "wall_hours": 0.25}]
+    _, rows = compute_table({"compute": entries})
+    assert rows == [["t", "a", "2", "10", "n/a", "0.50"], ["t", "b", "1", "5", "7", "0.25"],
+                    ["all", "all", "3", "15", "n/a", "0.75"]]
+
+
 def test_failed_missing_and_untrained_runs_are_shown_not_hidden(board, tmp_path):
     path, store_url, _, _ = board
     out = tmp_path / "board"

@@ -249,9 +249,10 @@ def capability_config(args: SmaxArgs, composition: SmaxComposition, seed: int | 
 SMACV2_SUITE_HINT = " (zero_shot_smacv2 is zero_shot_sc2 with SMACv2's start positions and team draws)"
 
 
-def _check_start_positions(args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
-    """SMACv2's 10gen maps have no counterpart of SMAX's fixed-map clumps (`smax`) or of REFIL's
-    symmetric armies (`refil`), and its team distributions no draw among listed mixes (`mixes`)."""
+def _refuse_smax_only_options(args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
+    """Refuse what only SMAX can play: SMACv2's 10gen maps have no counterpart of SMAX's fixed-map
+    clumps (`smax`) or of REFIL's symmetric armies (`refil`), and its team distributions no draw
+    among listed mixes (`mixes`)."""
     places = [(("args", "start_positions"), args.start_positions)] + [
         ((split, i, "start_positions"), comp.start_positions)
         for split, comps in splits.items() for i, comp in enumerate(comps)
@@ -555,7 +556,7 @@ class Smacv2Backend(PythonBatchBackend):
             raise ConfigError.single(("args", "race"), "StarCraft II teams are of one race; race any is SMAX's "
                                      "(JaxMARL's smacv2_N_units maps): use protoss, terran or zerg with backend smacv2",
                                      found=args.race, choices=["protoss", "terran", "zerg"])
-        _check_start_positions(args, splits)
+        _refuse_smax_only_options(args, splits)
         check_compositions(args, splits)
 
     @classmethod

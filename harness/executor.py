@@ -184,13 +184,17 @@ class ProgressView:
             self.progress.update(self.active[run_id], description=f"{label} ({what})" if what else label)
 
     def advance(self, run_id: str, env_steps: int, trained: bool = True) -> None:
+        """A run's env steps so far. Its first report is where it starts (0, or the step a
+        resumed run's checkpoint holds): counted as done but not as trained, so the rate and
+        the time left reflect this invocation's training only."""
         budget = self.specs[run_id].budget["env_steps"]
         env_steps = min(env_steps, budget)
+        first = run_id not in self.steps
         delta = env_steps - self.steps.get(run_id, 0)
         self.steps[run_id] = env_steps
         self.progress.advance(self.steps_bar, delta)
         self.steps_done += delta
-        self.steps_trained += delta if trained else 0
+        self.steps_trained += max(delta, 0) if trained and not first else 0
         if run_id in self.active:
             self.progress.update(self.active[run_id], completed=env_steps)
         if self.heartbeat is not None:

@@ -610,6 +610,9 @@ class Run:
             train_metrics: dict[str, list[float]] = {}
             if progress["env_steps"] < budget["env_steps"] and "to_first_update" not in clock.seconds:
                 clock.add("to_first_update", time.monotonic() - self.started)
+            # Where the run starts (a resumed run: its checkpoint's step), so that progress
+            # displays count only the steps trained from here on.
+            self.on_progress(progress["env_steps"])
             while progress["env_steps"] < budget["env_steps"]:
                 if stop_requested():
                     raise StopRequested

@@ -46,7 +46,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_suite, tmp_pa
     progress: list[int] = []
     resumed = execute_run(spec, on_progress=progress.append)
     assert resumed.status == "done"
-    assert progress[0] > stopped.env_steps, "the second attempt started from scratch instead of the checkpoint"
+    # Its first report is where it resumed: the checkpoint, not 0 (a start from scratch).
+    assert progress[0] == stopped.env_steps > 0 and progress[1] > stopped.env_steps
     assert eval_values(resumed.evals) == eval_values(reference.evals)
     assert resumed.grad_steps == reference.grad_steps
     run_dir = Path(spec.checkpoint_dir) / spec.run_id
@@ -295,6 +296,22 @@ def test_the_progress_line_shows_a_runs_announced_compilation_then_its_label_aga
     assert description() == f"  {spec.label} (compiling SMAX 8v8 for 256 envs)"
     view.phase(spec.run_id, None)
     assert description() == f"  {spec.label}"
+
+
+def test_progress_counts_a_resumed_runs_earlier_steps_as_done_not_as_trained(smoke_suite) -> None:
+    """The rate and time left of a resumed suite come from this invocation's training: the
+    checkpoint's steps (a run's first report) would otherwise look like seconds' work."""
+    from rich.console import Console
+
+    from harness.executor import ProgressView
+
+    spec = spec_for(smoke_suite(), "climbing", "vdn")
+    view = ProgressView(Console(file=open(os.devnull, "w")), [spec])  # noqa: SIM115
+    view.started(spec.run_id)
+    view.advance(spec.run_id, 100)  # resumed from a checkpoint at 100 (the budget is 256)
+    view.advance(spec.run_id, 150)
+    view.advance(spec.run_id, 200)
+    assert (view.steps_done, view.steps_trained) == (200, 100)
 
 
 def test_two_stores_of_one_suite_never_share_checkpoint_folders(smoke_suite) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
-    Args: ClassVar[type]
-    Composition: ClassVar[type]
+    Args: ClassVar[type[BaseModel]]
+    Composition: ClassVar[type[BaseModel]]
     # Backends of one family run the same suites (`backend=NAME` swaps between them).
     family: ClassVar[str | None] = None
     # Printed under every results table of a suite that uses this backend.
@@ -174,6 +175,11 @@ class Backend(abc.ABC):
     per_run_outcomes: ClassVar[tuple[str, ...]] = ()
     autoreset: bool = False  # this instance's mode, switched on by `enable_autoreset`
     spec: EnvSpec
+
+    def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
+                 weights: list[float] | None = None, training: bool = False) -> None:
+        """The batch's constructor, as the harness calls it (see the class docstring): each
+        backend builds its envs here; the base class keeps nothing."""
 
     @classmethod
     def default_compositions(cls, args: Any) -> list[Any]:

@@ -11,7 +11,7 @@ loops measured side by side is what carries over. Three kinds:
   bare numpy payoff lookup. `rollout/smax_3m` plays continuous episodes (`rollout: continuous`:
   the backend restarts each finished env inside its step) on JaxMARL's map 3m, against
   JaxMARL's own 3m.
-- `act/<algorithm>`: `harness.runner.rollout` with the algorithm acting (explore=True,
+- `act/<algorithm>`: `harness.run.runner.rollout` with the algorithm acting (explore=True,
   learn=False) against the raw loop of the same task: the cost of acting, without learning.
 - `train/<algorithm>`: rollouts with `update()` after each, as a run makes them, against the
   same raw loop: the share of the library's speed a training run gets. `train/<algorithm>@protoss16`
@@ -21,7 +21,7 @@ loops measured side by side is what carries over. Three kinds:
   this process: the first pays for compiling SMAX's programs, the second reuses them. Its
   figure is the second run's env steps/s over the whole run (set-up and evaluation included)
   against the same raw loop; it also records each run's time to its first training step and
-  the second run's time by phase (see `harness.runner.PhaseClock`).
+  the second run's time by phase (see `harness.run.runner.PhaseClock`).
 
 Both sides count the same thing: env steps of running episodes (a harness env whose episode
 has ended waits for the batch's next reset, or in continuous episodes spends one step on its
@@ -51,7 +51,7 @@ from harness import registry
 from harness.api import Backend, EnvSpec, Step
 from harness.config import COMMAND_LINE, build_config
 from harness.errors import ConfigError
-from harness.runner import ActionPadded, resolve_device, rollout, versions
+from harness.run.runner import ActionPadded, resolve_device, rollout, versions
 
 SECONDS = 3.0  # measuring time per figure (both sides, every round), set-up excluded
 ROUNDS = 3
@@ -120,7 +120,7 @@ class RandomPolicyLoop(Loop):
 
 
 class ActingLoop(Loop):
-    """`harness.runner.rollout` with the algorithm acting: one batch of episodes per unit."""
+    """`harness.run.runner.rollout` with the algorithm acting: one batch of episodes per unit."""
 
     def __init__(self, env: Backend, algorithm: Any) -> None:
         self.env, self.algorithm = env, algorithm
@@ -590,8 +590,8 @@ def _whole_runs(figure: Figure, seconds: float, device: str) -> tuple[dict[str, 
     loop for `seconds`: rates (the second run's env steps/s over its whole wall time) and what
     the runs recorded."""
     from harness.config import load_suite
-    from harness.plan import plan
-    from harness.runner import execute_run
+    from harness.run.plan import plan
+    from harness.run.runner import execute_run
 
     with tempfile.TemporaryDirectory() as scratch:
         overrides = ["tasks=[protoss]", f"algorithms=[{figure.subject}]", "seeds=[0,1]", f"device={device}",

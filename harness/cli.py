@@ -120,7 +120,7 @@ def _given_in(suite: Any, key: str) -> str:
 
 def _open_store(suite: Any, create: bool = True) -> Any:
     """The suite's store; a problem with it is blamed on where store= was given."""
-    from harness.store import Store
+    from harness.run.store import Store
 
     try:
         return Store(suite.store, create=create)
@@ -131,7 +131,7 @@ def _open_store(suite: Any, create: bool = True) -> Any:
 def _check_checkpoint_dir(suite: Any) -> None:
     """Fail before any run starts, not in every worker: the folder must be, or become, a
     writable directory."""
-    from harness.store import make_folder
+    from harness.run.store import make_folder
 
     folder = Path(suite.checkpoint_dir)
     why = make_folder(folder)
@@ -146,8 +146,8 @@ def _check_checkpoint_dir(suite: Any) -> None:
 
 
 def cmd_run(tokens: list[str]) -> int:
-    from harness.plan import plan
-    from harness.report import collect, table
+    from harness.report.model import collect, table
+    from harness.run.plan import plan
 
     options, overrides = _split_tokens(tokens, "run", ("suite",))
     suite = _load(options, overrides)
@@ -179,7 +179,7 @@ def _ready_to_run(suite: Any) -> Any:
 
 def _execute(suite: Any, specs: list[Any], store: Any) -> Any:
     """Run `specs` with the suite's executor; None (said so) when Ctrl-C stopped them."""
-    from harness.executor import run_plan
+    from harness.run.coordinator import run_plan
 
     try:
         return run_plan(specs, store, suite.workers, err, retry_failed=suite.retry_failed,
@@ -213,8 +213,8 @@ def _interrupted_summary(specs: list[Any], store: Any) -> str:
 
 
 def cmd_show(tokens: list[str]) -> int:
-    from harness.plan import plan
-    from harness.store import Store
+    from harness.run.plan import plan
+    from harness.run.store import Store
 
     options, overrides = _split_tokens(tokens, "show", ("suite", "calibrate"))
     suite = _load(options, overrides)
@@ -266,11 +266,11 @@ def _bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
 
 def _show_estimate(suite: Any, remaining: list[Any], store: Any, calibrate: bool) -> str:
     """The estimate line: finished runs' throughput where this store has some, else a few
-    seconds of training per (task, algorithm), cached (harness/estimate.py)."""
+    seconds of training per (task, algorithm), cached (harness/run/estimate.py)."""
     import torch
 
-    from harness import estimate
-    from harness.executor import worker_threads
+    from harness.run import estimate
+    from harness.run.local import worker_threads
 
     rates: dict[tuple[str, str], float | None] = {}  # one store query per (env, algorithm)
 
@@ -294,7 +294,7 @@ def _show_estimate(suite: Any, remaining: list[Any], store: Any, calibrate: bool
 
 
 def cmd_validate(tokens: list[str]) -> int:
-    from harness.plan import plan
+    from harness.run.plan import plan
 
     options, overrides = _split_tokens(tokens, "validate", ("suite",))
     suite = _load(options, overrides)
@@ -315,11 +315,10 @@ def cmd_validate(tokens: list[str]) -> int:
 def cmd_list(tokens: list[str]) -> int:
     from harness import registry
     from harness.config import COMMAND_LINE
-    from scenarios import SUITES_DIR
 
     what = tokens[0] if tokens else ""
     if what == "suites":
-        for path in sorted(SUITES_DIR.glob("*.yaml")):
+        for path in sorted(registry.builtin_suites_dir().glob("*.yaml")):
             description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
             _list_line(path.stem, str(description or ""), whole=True)
     elif what == "algorithms":
@@ -356,7 +355,7 @@ def _list_line(name: str, text: str, whole: bool = False) -> None:
 
 
 def cmd_status(tokens: list[str]) -> int:
-    from harness.plan import plan
+    from harness.run.plan import plan
 
     options, overrides = _split_tokens(tokens, "status", ("suite", "format"))
     fmt = _format(options, ("table", "json"))
@@ -405,7 +404,7 @@ def _time_summary(done: list[tuple[Any, dict[str, Any]]]) -> list[str]:
 
 def _report_formats(options: dict[str, Any]) -> tuple[str, ...]:
     from harness.config import COMMAND_LINE
-    from harness.leaderboard import FORMATS
+    from harness.report.files import FORMATS
 
     raw = options.get("format", ",".join(FORMATS))
     chosen = tuple(str(f).strip() for f in (raw if isinstance(raw, list) else str(raw).split(",")) if str(f).strip())
@@ -457,7 +456,7 @@ def _keep_other_leaderboard(target: Path, overrides: list[str], finished: int) -
     re-run, another store): refuse to replace it by accident. A damaged manifest or board is
     refused too (exit 2 naming it): nothing says what replacing it would lose."""
     from harness.config import COMMAND_LINE
-    from harness.leaderboard import read_json_object
+    from harness.report.files import read_json_object
 
     manifest = target / "manifest.json"
     if not manifest.exists():
@@ -495,8 +494,8 @@ def _string_list(doc: dict[str, Any], key: str, path: Path) -> list[str]:
 
 
 def cmd_report(tokens: list[str]) -> int:
-    from harness.leaderboard import board_origin, write_leaderboard
-    from harness.report import Bootstrap, collect, read_runs, table
+    from harness.report.files import board_origin, write_leaderboard
+    from harness.report.model import Bootstrap, collect, read_runs, table
 
     options, overrides = _split_tokens(tokens, "report", ("suite", "format", "out", "reps", "interval", "replace",
                                                           "from"))
@@ -507,7 +506,7 @@ def cmd_report(tokens: list[str]) -> int:
     source = Path(str(options["from"])) if "from" in options else None
     store = None
     if source is not None:
-        from harness.leaderboard import read_board
+        from harness.report.files import read_board
 
         runs = read_board(suite, source)
         store = _existing_store(suite) if suite.claims else None  # the claims' runs, where a store holds them
@@ -523,7 +522,7 @@ def cmd_report(tokens: list[str]) -> int:
     with err.status(f"computing the {suite.name} leaderboard ({boot.reps} bootstrap resamples per interval)"):
         report = collect(suite, None, boot, runs)
         if store is not None and suite.claims:  # a claim's runs may lie outside the board's: they need the store
-            from harness.claims import check
+            from harness.report.claims import check
 
             report["claims"] = [v.as_dict() for v in check(suite, store)]
         written = write_leaderboard(report, suite, runs, target, formats,
@@ -552,7 +551,7 @@ def _existing_store(suite: Any) -> Any:
 
 
 def cmd_claims(tokens: list[str]) -> int:
-    from harness import claims
+    from harness.report import claims
 
     options, overrides = _split_tokens(tokens, "claims", ("suite", "run", "format"))
     suite = _load(options, overrides)

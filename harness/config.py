@@ -367,17 +367,15 @@ class Suite:
 
 def suite_path(ref: str) -> Path:
     """A built-in suite name (scenarios/suites/NAME.yaml) or a path to a YAML file."""
-    from scenarios import SUITES_DIR
-
     candidate = Path(ref)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.exists():
             raise ConfigError.single(("suite",), "no such suite file", found=ref, file=COMMAND_LINE)
         return candidate
-    builtin = SUITES_DIR / f"{ref}.yaml"
+    builtin = registry.builtin_suites_dir() / f"{ref}.yaml"
     if builtin.exists():
         return builtin
-    names = sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+    names = sorted(p.stem for p in registry.builtin_suites_dir().glob("*.yaml"))
     raise ConfigError.single(
         ("suite",),
         f"unknown suite; expected a path to a YAML file or one of {', '.join(names)}",

@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import ConfigError
@@ -32,6 +33,13 @@ def _registrar(table: dict[str, type], name: str) -> Callable[[T], T]:
         return cls
 
     return wrap
+
+
+def builtin_suites_dir() -> Path:
+    """The folder of the built-in suites (`suite=NAME` reads NAME.yaml there)."""
+    from scenarios import SUITES_DIR
+
+    return SUITES_DIR
 
 
 def register_algorithm(name: str) -> Callable[[T], T]:
@@ -141,6 +149,17 @@ def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int,
 
 def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> Any:
     return _lookup(name, _ALGORITHMS, "algorithm", path)
+
+
+def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
+    """A finished run of a learning algorithm that never updated (a warm-up or burn-in longer
+    than the budget): its scores are those of the untrained policy."""
+    if grad_steps != 0:
+        return False  # it learned, or the store predates the count
+    try:
+        return bool(getattr(get_algorithm(algorithm), "learns", True))
+    except Exception:  # an algorithm that can no longer be imported: say nothing about it
+        return False
 
 
 def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> Any:

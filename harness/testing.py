@@ -21,17 +21,14 @@ import numpy as np
 import torch
 
 from harness import registry
-from harness.api import EnvSpec, Step, load_policy_state, policy_state
+from harness.api import Backend, EnvSpec, Step, load_policy_state, policy_state
 from harness.config import build_config
-from harness.runner import ContinuousRollout, rollout
-from scenarios.matrix import MatrixArgs, MatrixBackend, MatrixComposition
+from harness.run.runner import ContinuousRollout, rollout
 
-TASKS = {
-    "repeated_climbing": (MatrixArgs.model_validate({"game": "climbing", "episode_length": 3}), None),
-    "two_type": (
-        MatrixArgs.model_validate({"game": "two_type"}),
-        [MatrixComposition(types=["A", "B"]), MatrixComposition(types=["B", "A"])],
-    ),
+# Matrix-game tasks as a suite would write them: args, then compositions (None: the game's default).
+TASKS: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {
+    "repeated_climbing": ({"game": "climbing", "episode_length": 3}, None),
+    "two_type": ({"game": "two_type"}, [{"types": ["A", "B"]}, {"types": ["B", "A"]}]),
 }
 
 
@@ -39,10 +36,18 @@ TASKS = {
 CONTINUOUS_TASK = ("mpe_spread", {"local_ratio": 0.5, "max_cycles": 5, "continuous_actions": True}, {"n_agents": 2})
 
 
-def _task(name: str) -> tuple[MatrixArgs, list[MatrixComposition], EnvSpec]:
-    args, comps = TASKS[name]
-    comps = comps or MatrixBackend.default_compositions(args)
-    return args, comps, MatrixBackend.describe(args, comps)
+def _matrix() -> type[Backend]:
+    return registry.get_env("matrix")  # type: ignore[no-any-return]
+
+
+def _task(name: str) -> tuple[Any, list[Any], EnvSpec]:
+    """A task's parsed args and compositions, and its spec."""
+    backend = _matrix()
+    raw_args, raw_comps = TASKS[name]
+    args = backend.Args.model_validate(raw_args)
+    comps = ([backend.Composition.model_validate(c) for c in raw_comps] if raw_comps is not None
+             else backend.default_compositions(args))
+    return args, comps, backend.describe(args, comps)
 
 
 # Paper-sized batches (QPLEX and ME-IGM sample 128 episodes) would not fill in a few rounds
@@ -86,7 +91,7 @@ def _check_continuous_rollouts(cls: Any, params: dict[str, Any], rounds: int) ->
 
     def train() -> tuple[Any, list[dict[str, float]]]:
         algorithm = _build(cls, spec, 7, params)
-        continuous = ContinuousRollout(MatrixBackend(args, comps, 8, seed=1), algorithm, spec.episode_limit + 1)
+        continuous = ContinuousRollout(_matrix()(args, comps, 8, seed=1), algorithm, spec.episode_limit + 1)
         metrics = []
         for _ in range(rounds):
             continuous.run()
@@ -186,7 +191,7 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
         return
     for task in TASKS:
         args, comps, spec = _task(task)
-        env = MatrixBackend(args, comps, 8, seed=1)
+        env = _matrix()(args, comps, 8, seed=1)
         algorithm = _build(cls, spec, 0, params)
 
         # Smoke training: valid actions, finite metrics, some learning happens.
@@ -203,8 +208,8 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
                 f"{cls.name}: act(explore={explore}) chose an unavailable action"
             )
 
-        def make_env(seed: int, args: MatrixArgs = args, comps: list[MatrixComposition] = comps) -> MatrixBackend:
-            return MatrixBackend(args, comps, 8, seed=seed)
+        def make_env(seed: int, args: Any = args, comps: list[Any] = comps) -> Backend:
+            return _matrix()(args, comps, 8, seed=seed)
 
         _check_reload_and_determinism(cls, spec, params, algorithm, make_env, env, rounds)
     _check_continuous_rollouts(cls, params, rounds)
@@ -217,7 +222,7 @@ def check_on_device(name_or_cls: Any, device: str, params: dict[str, Any] | None
     params = _with_small_batches(cls, params or {})
     if "discrete" in getattr(cls, "action_spaces", ("discrete",)):
         args, comps, spec = _task("repeated_climbing")
-        env: Any = MatrixBackend(args, comps, 8, seed=1)
+        env: Any = _matrix()(args, comps, 8, seed=1)
     else:
         env_name, raw_args, composition = CONTINUOUS_TASK
         backend = registry.get_env(env_name)

@@ -60,8 +60,9 @@ from harness import registry
 from harness.api import tunable_fields
 from harness.config import COMMAND_LINE, TUNING_DIR, Suite, Task, tuned_params_path
 from harness.errors import ConfigError, HarnessError
-from harness.heartbeat import Heartbeat
-from harness.plan import RunSpec, stable_hash
+from harness.run import ray_tasks
+from harness.run.plan import RunSpec, stable_hash
+from harness.run.progress import Heartbeat
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_S = 60  # RDB storages: a trial silent for GRACE_S is failed by Optuna
@@ -267,7 +268,7 @@ class Objective:
     log: Callable[[str], None] = lambda _line: None  # periodic progress lines within a trial
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from harness.runner import execute_run
+        from harness.run.runner import execute_run
 
         trial.set_user_attr("owner", _owner())
         params = sample(trial, self.space)
@@ -507,9 +508,7 @@ def tune(suite: Suite, options: TuneOptions, log: Callable[[str], None] = lambda
         write_best(study, suite, options)
         return study
     if suite.executor == "ray":
-        from harness import ray_executor
-
-        ray_executor.tune_tasks(suite, options, space, log)
+        tune_tasks(suite, options, space, log)
     else:
         optimize(study, suite, options, space, log)
     write_best(study, suite, options)
@@ -540,3 +539,64 @@ def optimize(study: optuna.Study, suite: Suite, options: TuneOptions, space: dic
             if stop() or options.trials - finished(study) - running(study) <= 0:
                 return
             study.optimize(objective, n_trials=1, catch=(TrialRunFailed,), callbacks=logged)
+
+
+# ---------------------------------------------------------------------------------------------
+# executor=ray: each Ray task is one more Optuna worker on the shared study storage
+
+
+def harness_tune(suite: Suite, options: TuneOptions, space: dict[str, dict[str, Any]], mailbox: Any) -> None:
+    """Run trials in a Ray worker until the study is full. A retry after a dead worker first
+    fails the trial that worker left running."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(ray_tasks.task_threads(suite.ray))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def log(line: str) -> None:
+        mailbox.post.remote("log", ray_tasks.where(), line)
+
+    study = open_recovered(suite, options, log)
+    stop = ray_tasks.watch_stop(mailbox)
+    try:
+        optimize(study, suite, options, space, log, stop=stop.is_set)
+    finally:
+        stop.set()
+
+
+def tune_tasks(suite: Suite, options: TuneOptions, space: dict[str, dict[str, Any]], log: Callable[[str], None]) -> None:
+    """`harness tune ... executor=ray`: `n_jobs` tasks (default: as many as the cluster holds),
+    each an Optuna worker with its own sampler seed, against the study's shared storage."""
+    where = ray_tasks.connect(suite.ray)
+    ray = ray_tasks.import_ray()
+    shared = ray_tasks.shared_paths(suite)
+    storage = storage_target(options.storage, suite)
+    jobs = options.n_jobs or ray_tasks.capacity(suite.ray)
+    log(f"running trials on {where}, {jobs} at a time")
+    mailbox = ray_tasks.new_mailbox()
+    task = ray_tasks.as_tasks(harness_tune, suite.ray)
+    refs = [task.remote(shared, dataclasses.replace(options, storage=storage, n_jobs=1,
+                                                    worker=options.worker * jobs + i + 1), space, mailbox)
+            for i in range(jobs)]
+
+    def pump() -> None:
+        for _kind, _where, line in ray.get(mailbox.drain.remote()):
+            log(line)
+
+    try:
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.25)
+            pump()
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the study records the trial; say why here
+                    log(f"a tuning task ended early: {ray_tasks.first_line(exc)}")
+        pump()
+    except KeyboardInterrupt:
+        ray.get(mailbox.stop.remote())
+        ray.wait(refs, num_returns=len(refs), timeout=60)
+        raise TuningInterrupted("interrupted: the trials in progress were marked failed; "
+                                     "run the same command to finish the remaining trials") from None

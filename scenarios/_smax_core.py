@@ -25,7 +25,7 @@ from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMA
 
 from harness.api import busy
 from scenarios._jax_programs import compile_program
-from scenarios.smax import (
+from scenarios.smax_spec import (
     N_MOVES,
     REFIL_JITTER,
     REFIL_SEPARATION,

@@ -566,7 +566,7 @@ class OvercookedBackend(PythonBatchBackend):
 
     def reset_slots(self, slots: np.ndarray) -> None:
         super().reset_slots(slots)
-        from harness.runner import reset_memory_rows  # the runner imports torch: not at startup
+        from harness.run.runner import reset_memory_rows  # the runner imports torch: not at startup
 
         # Auto-reset: the partners of the slots starting over start afresh too.
         self.partner_memory = {c: reset_memory_rows(m, slots) for c, m in self.partner_memory.items()}

@@ -34,7 +34,7 @@ attack action 6 + k and enemy row max_allies + k name the same unit (as in SMAX)
     shootable                  enemy rows: within agent i's shooting range
     move_north ... move_west   own row: SMACv2's move features (that move is possible)
     x y                        own row: own position / map size - 0.5
-    type_<t>                   one-hot over SMAX's six unit types (scenarios.smax.SMAX_UNIT_TYPES)
+    type_<t>                   one-hot over SMAX's six unit types (scenarios.smax_spec.SMAX_UNIT_TYPES)
 
 Masks follow SMACv2's visibility: it zeroes allies and enemies out of sight range or dead,
 so an ally row is present when its `visible` flag is set and an enemy row when any of its
@@ -74,7 +74,7 @@ from harness.api import EnvSpec, Step
 from harness.errors import ConfigError
 from harness.registry import register_env
 from scenarios.python_batch import Frame, Outcome, PythonBatchBackend
-from scenarios.smax import (
+from scenarios.smax_spec import (
     RACES,
     SMAX_UNIT_TYPES,
     SmaxArgs,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from harness.config import load_suite
-from harness.plan import RunSpec, plan
-from harness.store import Store
+from harness.run.plan import RunSpec, plan
+from harness.run.store import Store
 
 
 def eval_values(rows: list[dict]) -> list[tuple]:

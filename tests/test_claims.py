@@ -9,11 +9,11 @@ import pytest
 from helpers import GOOD_SUITE, run_cli
 from helpers import write_suite as write
 
-from harness import claims
 from harness.config import load_suite
 from harness.errors import ConfigError
-from harness.plan import plan
-from harness.store import RunResult, Store
+from harness.report import claims
+from harness.run.plan import plan
+from harness.run.store import RunResult, Store
 
 SUITE = GOOD_SUITE.replace("algorithms: [vdn]\n", """algorithms: [vdn]
 configurations:

@@ -68,7 +68,7 @@ def test_show_estimates_time_before_any_run_and_says_how(tmp_path, monkeypatch, 
     """No store yet: a few seconds of training per (task, algorithm) give the estimate, which
     says it came from a calibration; the calibration is cached (the second show trains nothing);
     calibrate=false leaves it unknown and says how to get one."""
-    from harness import estimate
+    from harness.run import estimate
 
     monkeypatch.chdir(tmp_path)
     base = ["show", "suite=matrix_games", "tasks=[identity]", "algorithms=[vdn]", "seeds=[0,1]"]
@@ -88,7 +88,7 @@ def test_show_estimates_time_before_any_run_and_says_how(tmp_path, monkeypatch, 
 def test_show_and_threads_with_workers_0(tmp_path, monkeypatch, capsys) -> None:
     """workers: 0 runs in this process, one run at a time: every core for it (show used to divide
     by zero there)."""
-    from harness.executor import worker_threads
+    from harness.run.local import worker_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert worker_threads(0) == worker_threads(1) == max(1, os.cpu_count() or 1)
@@ -99,7 +99,7 @@ def test_show_and_threads_with_workers_0(tmp_path, monkeypatch, capsys) -> None:
 
 
 def test_a_calibration_turns_into_run_seconds_by_its_budget() -> None:
-    from harness.estimate import Calibration
+    from harness.run.estimate import Calibration
 
     c = Calibration(fixed_s=2.0, steps_per_s=100.0, eval_s=0.5)
     # 1000 steps / 100 per s, 1000 // 250 + 1 = 5 curve evaluations, 40 / 8 = 5 absolute ones.
@@ -108,7 +108,7 @@ def test_a_calibration_turns_into_run_seconds_by_its_budget() -> None:
 
 
 def test_heartbeat_lines_are_periodic_and_count_only_trained_steps() -> None:
-    from harness.heartbeat import Heartbeat
+    from harness.run.progress import Heartbeat
 
     now = [0.0]
     lines: list[str] = []

@@ -24,7 +24,7 @@ from algorithms.common.torch_utils import seeded
 from algorithms.fop import FOP, FOPConfig, FOPMixer, soft_value
 from algorithms.value_decomposition import AFTER, NOW
 from harness.api import Step, tunable_fields
-from harness.runner import rollout
+from harness.run.runner import rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend
 
 G = SPEC.state_features

@@ -301,8 +301,8 @@ def test_a_damaged_store_is_an_error_naming_it_with_a_remedy(tmp_path: Path, cap
     store and what to do, never a traceback."""
     from harness.cli import main
     from harness.config import load_suite
-    from harness.plan import plan
-    from harness.store import Store
+    from harness.run.plan import plan
+    from harness.run.store import Store
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     store = Store(url)

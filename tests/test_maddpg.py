@@ -32,7 +32,7 @@ from algorithms.common.transition_replay import TransitionReplay, transition_sch
 from algorithms.maddpg import MADDPG, MADDPGConfig
 from harness.api import Transition
 from harness.config import build_config
-from harness.runner import rollout
+from harness.run.runner import rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend
 
 A = SPEC.max_agents

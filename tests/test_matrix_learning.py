@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_suite
-from harness.executor import run_plan
-from harness.plan import plan
-from harness.report import collect
-from harness.store import Store
+from harness.report.model import collect
+from harness.run.coordinator import run_plan
+from harness.run.plan import plan
+from harness.run.store import Store
 
 
 def run_suite(tmp_path: Path, overrides: list[str]) -> dict:

@@ -13,7 +13,7 @@ from algorithms.mipi import MIPI, MIPIEntropy, MIPIValue, blahut_arimoto_step, r
 from algorithms.refil import RefilMixer
 from harness.api import EnvSpec
 from harness.config import build_config
-from harness.runner import rollout
+from harness.run.runner import rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend, MatrixComposition
 
 SMALL = {"attn_embed": 16, "attn_heads": 2, "rnn_hidden": 16, "batch_size": 8, "buffer_size": 64,

@@ -32,7 +32,7 @@ from algorithms.common.on_policy import (
 from algorithms.ppo import IPPO, MAPPO, MAPPOConfig, PPOConfig, SquashedGaussianPolicy, clipped_surrogate
 from harness import registry
 from harness.api import Step, Transition, tunable_fields
-from harness.runner import rollout
+from harness.run.runner import rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend
 
 ALGORITHMS = [IPPO, MAPPO]

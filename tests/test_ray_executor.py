@@ -16,10 +16,10 @@ from helpers import eval_keys, eval_values, evals_by_run, spec_for
 
 from harness.cli import main
 from harness.config import load_suite
-from harness.executor import run_plan
-from harness.plan import plan
-from harness.runner import execute_run
-from harness.store import Store
+from harness.run.coordinator import run_plan
+from harness.run.plan import plan
+from harness.run.runner import execute_run
+from harness.run.store import Store
 
 ray = pytest.importorskip("ray")
 

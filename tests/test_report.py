@@ -19,10 +19,11 @@ import yaml
 
 from harness.cli import main
 from harness.config import load_suite
-from harness.leaderboard import md_text
-from harness.plan import plan
-from harness.report import Bootstrap, _rank, collect, took_no_gradient_step
-from harness.store import RunResult, Store
+from harness.registry import took_no_gradient_step
+from harness.report.markdown import md_text
+from harness.report.model import Bootstrap, _rank, collect
+from harness.run.plan import plan
+from harness.run.store import RunResult, Store
 
 HOSTILE = "<script>alert('x')</script> & | <b>bold</b>"
 
@@ -142,7 +143,7 @@ def test_compute_sums_the_finished_runs_per_algorithm(board, tmp_path):
 
 
 def test_compute_says_n_a_where_runs_did_not_record_gradient_steps():
-    from harness.leaderboard import compute_table
+    from harness.report.tables import compute_table
 
     entries = [{"task": "t", "algorithm": "a", "runs": 2, "env_steps": 10, "grad_steps": None, "wall_hours": 0.5},
                {"task": "t", "algorithm": "b", "runs": 1, "env_steps": 5, "grad_steps": 7, "wall_hours": 0.25}]
@@ -310,7 +311,7 @@ def test_index_html_renders_in_headless_chromium(board, tmp_path):
 
 
 def test_non_finite_statistics_become_null_in_json():
-    from harness.leaderboard import _json
+    from harness.report.files import _json
 
     # Welch's t between two constant samples with different means is ±inf.
     text = _json({"welch_t": float("-inf"), "p": 0.0, "nested": [{"x": float("nan")}, (1.5, float("inf"))]})
@@ -318,7 +319,7 @@ def test_non_finite_statistics_become_null_in_json():
 
 
 def test_tables_list_tied_algorithms_best_first():
-    from harness.leaderboard import split_table
+    from harness.report.tables import split_table
 
     def row(name, value, low, high):
         est = {"value": value, "ci_low": low, "ci_high": high, "n": 5}
@@ -422,7 +423,7 @@ def test_status_report_and_show_never_create_a_store(tmp_path, capsys):
 def test_wilson_intervals_only_for_metrics_the_backend_declares_yes_no(board):
     """The matrix backend declares win_rate a per-run outcome: its 0/1 means get Wilson
     intervals; a return that happens to be 0 or 1, or a metric of another backend, does not."""
-    from harness.report import _estimates
+    from harness.report.model import _estimates
 
     _, _, suite, store = board
     doc = collect(suite, store, Bootstrap(reps=200))
@@ -537,7 +538,7 @@ def test_hostile_names_are_text_in_every_format(hostile_board, tmp_path, capsys)
 
 
 def test_markdown_escapes_cannot_be_undone_and_code_spans_stay_pasteable():
-    from harness.leaderboard import md_code
+    from harness.report.markdown import md_code
 
     # A backslash before a pipe would escape the escape: "a\\|b" must stay one table cell.
     assert md_text("a\\|b") == "a\\\\\\|b"
@@ -548,7 +549,7 @@ def test_markdown_escapes_cannot_be_undone_and_code_spans_stay_pasteable():
 
 
 def test_plot_labels_are_drawn_as_plain_text(plt):
-    from harness.report_html import _composition_heatmap, _curve_plot, plain
+    from harness.report.html import _composition_heatmap, _curve_plot, plain
 
     names = [MATH_NAME, "a$b$c", "\\frac{x}", "a\\$b$"]
     curves = [dict(c, algorithm=name) for c, name in zip(fraction_curves(4), names, strict=True)]
@@ -641,8 +642,8 @@ def test_tasks_with_non_finite_reference_scores_are_left_out_of_aggregates(board
     tasks["two_type"].reference = {"random": 0.0, "best": float("inf")}
     doc = collect(suite, store, Bootstrap(reps=200))
     assert doc["aggregates"] == []  # no task left to aggregate, and no crash
-    from harness.leaderboard import markdown
-    from harness.report_html import html_page
+    from harness.report.html import html_page
+    from harness.report.markdown import markdown
 
     manifest = {"suite_hash": "h", "store": "s", "generated_at": "now", "packages": {}, "suite_file": suite.path,
                 "overrides": []}
@@ -659,7 +660,7 @@ LONG_NAMES = [f"marine,marine,stalker,zealot,colossus_{i}" for i in range(5)] + 
 
 @pytest.fixture()
 def plt():
-    from harness.report_html import _pyplot
+    from harness.report.html import _pyplot
 
     pyplot = _pyplot()
     yield pyplot
@@ -725,7 +726,7 @@ def profile_aggregate(n_algorithms: int) -> dict:
 
 
 def test_wcag_contrast_ratio_matches_the_standard_s_reference_values():
-    from harness.report_html import contrast_ratio, text_colour
+    from harness.report.html import contrast_ratio, text_colour
 
     assert contrast_ratio((0, 0, 0), (1, 1, 1)) == pytest.approx(21.0)
     assert contrast_ratio((1, 1, 1), (1, 1, 1)) == pytest.approx(1.0)
@@ -736,7 +737,7 @@ def test_wcag_contrast_ratio_matches_the_standard_s_reference_values():
 def test_heatmap_labels_do_not_overlap_and_every_value_contrasts_with_its_cell(plt):
     from matplotlib.colors import to_rgba
 
-    from harness.report_html import _composition_heatmap, contrast_ratio
+    from harness.report.html import _composition_heatmap, contrast_ratio
 
     values = np.linspace(0.0, 1.0, 4 * len(LONG_NAMES)).reshape(4, -1)
     cells = [{"split": "test" if j > 4 else "train", "composition": name, "algorithm": f"algorithm_{i}",
@@ -758,7 +759,7 @@ def test_heatmap_labels_do_not_overlap_and_every_value_contrasts_with_its_cell(p
 def test_line_plots_keep_rates_in_0_1_legends_outside_and_text_apart(plt, n_algorithms):
     from matplotlib.collections import LineCollection
 
-    from harness.report_html import MAX_OVERLAID, _curve_plot, _profile_plot, _team_size_plot, line_plot_rule
+    from harness.report.html import MAX_OVERLAID, _curve_plot, _profile_plot, _team_size_plot, line_plot_rule
 
     figures = {"curves": _curve_plot(fraction_curves(n_algorithms), "win_rate"),
                "team sizes": _team_size_plot(fraction_team_sizes(n_algorithms), "success_rate"),

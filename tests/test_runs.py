@@ -18,10 +18,10 @@ from helpers import eval_keys, eval_values, evals_by_run, spec_for, store_url
 
 from harness.cli import main
 from harness.config import load_suite
-from harness.executor import run_plan
-from harness.plan import plan
-from harness.runner import execute_run
-from harness.store import Store
+from harness.run.coordinator import run_plan
+from harness.run.plan import plan
+from harness.run.runner import execute_run
+from harness.run.store import Store
 
 
 def test_same_seed_gives_identical_evaluation_numbers(smoke_suite, tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_evaluating_every_composition_in_one_batch_gives_the_per_composition_num
 
     from harness import registry
     from harness.config import build_config
-    from harness.runner import Evaluator, TaskEnvs
+    from harness.run.runner import Evaluator, TaskEnvs
 
     spec = spec_for(smoke_suite(), "two_type", "vdn")
     envs = TaskEnvs.from_spec(spec)
@@ -235,7 +235,7 @@ def test_runs_record_their_time_by_phase_and_announced_compilations(smoke_suite,
     """Every run records wall seconds by phase (evaluation's share among them), with set-up work
     that a backend announces through `harness.api.busy` shown to the progress callback and timed."""
     from harness.api import busy
-    from harness.runner import Run
+    from harness.run.runner import Run
 
     spec = spec_for(smoke_suite(), "climbing", "vdn", checkpoint_dir=tmp_path / "ck")
     phases: list[str | None] = []
@@ -282,7 +282,7 @@ def test_the_progress_line_shows_a_runs_announced_compilation_then_its_label_aga
     description while it lasts; None puts the plain label back."""
     from rich.console import Console
 
-    from harness.executor import ProgressView
+    from harness.run.progress import ProgressView
 
     spec = spec_for(smoke_suite(), "climbing", "vdn")
     view = ProgressView(Console(file=open(os.devnull, "w")), [spec])  # noqa: SIM115
@@ -303,7 +303,7 @@ def test_progress_counts_a_resumed_runs_earlier_steps_as_done_not_as_trained(smo
     checkpoint's steps (a run's first report) would otherwise look like seconds' work."""
     from rich.console import Console
 
-    from harness.executor import ProgressView
+    from harness.run.progress import ProgressView
 
     spec = spec_for(smoke_suite(), "climbing", "vdn")
     view = ProgressView(Console(file=open(os.devnull, "w")), [spec])  # noqa: SIM115
@@ -399,7 +399,7 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_starts_over(smoke_sui
 def test_a_checkpoint_write_on_a_full_disk_names_the_folder_and_leaves_no_temp_file(tmp_path: Path) -> None:
     """The temp file is a link to /dev/full, where every write fails with ENOSPC as on a full disk:
     the error names the folder and the remedy, the link is removed, the previous checkpoint stays."""
-    from harness import runner
+    from harness.run import runner
 
     runner._save(tmp_path / "last.pt", {"x": 1})
     (tmp_path / "last.tmp").symlink_to("/dev/full")
@@ -415,7 +415,7 @@ def test_worker_deaths_are_settled_by_exit_code() -> None:
     import signal
     from types import SimpleNamespace
 
-    from harness.executor import _Deaths
+    from harness.run.local import _Deaths
 
     killed, term = -signal.SIGKILL, -signal.SIGTERM
     a, b = (SimpleNamespace(run_id=name) for name in "ab")

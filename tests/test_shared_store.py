@@ -14,9 +14,9 @@ from helpers import eval_keys, evals_by_run, store_url
 
 from harness.cli import main
 from harness.config import load_suite
-from harness.executor import run_plan
-from harness.plan import plan
-from harness.store import Store, runs_table
+from harness.run.coordinator import run_plan
+from harness.run.plan import plan
+from harness.run.store import Store, runs_table
 
 # Runs of ~1 s, so two coordinators started together overlap for most of the suite.
 LONGER = ["budgets.smoke.env_steps=1000", "budgets.smoke.eval_every=500"]

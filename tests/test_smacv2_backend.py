@@ -43,8 +43,8 @@ from scenarios.smacv2 import (
     sc2_dir,
     state_entities,
 )
-from scenarios.smax import RACES, SmaxArgs
-from scenarios.smax import SmaxComposition as Comp
+from scenarios.smax_spec import RACES, SmaxArgs
+from scenarios.smax_spec import SmaxComposition as Comp
 
 ROOT = Path(__file__).parents[1]
 F = {name: i for i, name in enumerate(OBS_FEATURES)}

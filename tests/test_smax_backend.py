@@ -19,8 +19,9 @@ pytest.importorskip("jaxmarl")
 from harness.api import Step  # noqa: E402
 from harness.cli import main  # noqa: E402
 from scenarios.parallel_env import BackendParallelEnv  # noqa: E402
-from scenarios.smax import OBS_FEATURES, SMAX_UNIT_TYPES, STATE_FEATURES, SmaxArgs, SmaxBackend  # noqa: E402
-from scenarios.smax import SmaxComposition as Comp  # noqa: E402
+from scenarios.smax import SmaxBackend  # noqa: E402
+from scenarios.smax_spec import OBS_FEATURES, SMAX_UNIT_TYPES, STATE_FEATURES, SmaxArgs  # noqa: E402
+from scenarios.smax_spec import SmaxComposition as Comp  # noqa: E402
 
 F = {name: i for i, name in enumerate(OBS_FEATURES)}
 G = {name: i for i, name in enumerate(STATE_FEATURES)}
@@ -147,7 +148,7 @@ def test_race_any_draws_every_races_units_mirrored_and_refuses_a_two_type_mix() 
     assert set(np.unique(types[step.state_mask])) == set(range(len(SMAX_UNIT_TYPES)))
     assert (types[:, :4] == types[:, 4:]).all()
     from harness.errors import ConfigError
-    from scenarios.smax import check_compositions
+    from scenarios.smax_spec import check_compositions
 
     with pytest.raises(ConfigError, match="two unit types"):
         check_compositions(SmaxArgs(race="any"), {"train": [Comp(allies=2, mix=[1, 1])]})

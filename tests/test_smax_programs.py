@@ -19,8 +19,9 @@ from jax.extend.random import threefry_2x32  # noqa: E402
 
 from harness.api import Step  # noqa: E402
 from scenarios._jax_programs import compile_program, threefry2x32  # noqa: E402
-from scenarios.smax import STOP, SmaxArgs, SmaxBackend  # noqa: E402
-from scenarios.smax import SmaxComposition as Comp  # noqa: E402
+from scenarios.smax import SmaxBackend  # noqa: E402
+from scenarios.smax_spec import STOP, SmaxArgs  # noqa: E402
+from scenarios.smax_spec import SmaxComposition as Comp  # noqa: E402
 
 FIELDS = [field.name for field in dataclasses.fields(Step)]
 

@@ -18,8 +18,8 @@ from harness import registry
 from harness.cli import main
 from harness.config import load_suite
 from harness.errors import ConfigError
-from harness.plan import plan
-from harness.runner import execute_run
+from harness.run.plan import plan
+from harness.run.runner import execute_run
 from harness.tune import (
     Objective,
     TuneOptions,
@@ -250,7 +250,7 @@ def test_trials_left_running_by_a_dead_process_are_failed(suite_file, tmp_path: 
 def test_cli_tunes_writes_best_params_and_shows_the_study(suite_file, tmp_path: Path, monkeypatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.heartbeat.EVERY_S", 0.0)  # a progress line at every round
+    monkeypatch.setattr("harness.run.progress.EVERY_S", 0.0)  # a progress line at every round
     path = suite_file()
     args = ["tune", f"suite={path}", "algorithm=vdn", "trials=2", "seeds_per_trial=1"]
     assert main(args) == 0
@@ -341,7 +341,7 @@ def _record(tmp_path: Path, suite: str, algorithm: str, params: dict, trials: in
 
 def test_params_tuned_lays_the_best_params_over_the_suite_and_flags_the_untuned(
         suite_file, tmp_path: Path, monkeypatch) -> None:
-    from harness.report import tuning_protocol
+    from harness.report.model import tuning_protocol
 
     monkeypatch.chdir(tmp_path)  # records live under ./runs/tuning, like the store
     path = suite_file()

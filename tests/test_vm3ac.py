@@ -37,7 +37,7 @@ from algorithms.vm3ac import (
 from harness import registry
 from harness.api import EnvSpec, Step, Transition
 from harness.config import build_config
-from harness.runner import rollout
+from harness.run.runner import rollout
 
 SMALL = {"hidden": 16, "batch_size": 8, "buffer_size": 64}
 seeds = st.integers(0, 2**31 - 1)

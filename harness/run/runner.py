@@ -43,8 +43,8 @@ from harness import registry
 from harness.api import Backend, EnvSpec, Step, Transition, load_policy_state, policy_state, watching_busy
 from harness.config import build_config
 from harness.errors import RunFailed
-from harness.plan import RunSpec, stable_hash
-from harness.store import RunResult
+from harness.run.plan import RunSpec, stable_hash
+from harness.run.store import RunResult
 
 EVAL_BATCH = 64  # evaluation episodes run side by side per environment batch
 # Evaluating every composition in one batch (backends that `supports_assigned_compositions`):

@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 
 from harness.config import COMMAND_LINE, RaySettings, Suite
 from harness.errors import ConfigError
-from harness.plan import RunSpec
-from harness.store import RunResult, Store
+from harness.run.dispatch import settle_stopped
+from harness.run.plan import RunSpec
+from harness.run.store import RunResult, Store
 
 STOP_POLL_S = 1.0  # how often a task asks whether the coordinator wants it to stop
 PROGRESS_EVERY_S = 0.5  # at most this often a task posts its env-step count
@@ -40,7 +41,7 @@ CAPACITY_EVERY_S = 5.0  # how often the coordinator re-reads the cluster size (i
 WithCheckpoints = TypeVar("WithCheckpoints", RunSpec, Suite)
 
 
-def _ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -52,7 +53,7 @@ def _ray() -> Any:
 def connect(settings: RaySettings) -> str:
     """Join the cluster at `settings.address`, or start a private instance on this machine;
     returns a description for the progress header. Reuses a connection made by the caller."""
-    ray = _ray()
+    ray = import_ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
         if settings.address:
@@ -66,7 +67,7 @@ def connect(settings: RaySettings) -> str:
         try:
             ray.init(**kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ray's own AuthenticationError, ...
-            first = _first_line(exc)
+            first = first_line(exc)
             if settings.address:
                 raise ConfigError.single(("ray_address",), f"cannot connect to a Ray cluster there ({first})",
                                          found=settings.address, file=COMMAND_LINE) from None
@@ -108,7 +109,7 @@ def _check_feasible(ray: Any, settings: RaySettings) -> None:
 
 def capacity(settings: RaySettings) -> int:
     """Runs the cluster can hold at once with each run's declared resources."""
-    total = _ray().cluster_resources()
+    total = import_ray().cluster_resources()
     fits = [int(total.get("CPU", 0) // settings.cpus_per_run)]
     if settings.gpus_per_run:
         fits.append(int(total.get("GPU", 0) // settings.gpus_per_run))
@@ -121,24 +122,24 @@ def shared_paths(item: WithCheckpoints) -> WithCheckpoints:
     return dataclasses.replace(item, checkpoint_dir=str(Path(item.checkpoint_dir).resolve()))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _threads(settings: RaySettings) -> int:
+def task_threads(settings: RaySettings) -> int:
     return max(1, int(settings.cpus_per_run))
 
 
-def _tasks(fn: Callable[..., Any], settings: RaySettings) -> Any:
+def as_tasks(fn: Callable[..., Any], settings: RaySettings) -> Any:
     """`fn` as a Ray task holding one run's declared resources. Ray retries it only when its
     worker dies; an exception is the work's own failure, reported, not retried."""
-    return _ray().remote(fn).options(num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run,
+    return import_ray().remote(fn).options(num_cpus=settings.cpus_per_run, num_gpus=settings.gpus_per_run,
                                      max_retries=settings.max_retries, retry_exceptions=False)
 
 
-def _new_mailbox() -> Any:
-    return _ray().remote(num_cpus=0)(Mailbox).remote()
+def new_mailbox() -> Any:
+    return import_ray().remote(num_cpus=0)(Mailbox).remote()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class Mailbox:
 
 def watch_stop(mailbox: Any) -> threading.Event:
     """An event set once the coordinator asks to stop or can no longer be reached."""
-    ray = _ray()
+    ray = import_ray()
     stop = threading.Event()
 
     def poll() -> None:
@@ -193,12 +194,12 @@ def harness_run(spec: RunSpec, mailbox: Any, threads: int) -> RunResult:
     """One run inside a Ray worker (the process title reads `ray::harness_run`)."""
     import torch
 
-    from harness.runner import execute_run
+    from harness.run.runner import execute_run
 
     torch.set_num_threads(threads)
     # Waited for: a message still queued in this process when it is killed is lost, and the
     # start must reach the coordinator for `attempts` to count this try.
-    ray = _ray()
+    ray = import_ray()
     ray.get(mailbox.post.remote("start", spec.run_id, where()))
     last = [0.0]
 
@@ -223,8 +224,8 @@ def harness_run(spec: RunSpec, mailbox: Any, threads: int) -> RunResult:
 
 
 def _failure(spec: RunSpec, exc: Exception, settings: RaySettings) -> RunResult:
-    ray = _ray()
-    detail = _first_line(exc)
+    ray = import_ray()
+    detail = first_line(exc)
     if isinstance(exc, ray.exceptions.RayTaskError):  # raised inside the task (e.g. cannot import a plugin)
         reason = f"{type(exc.cause).__name__ if exc.cause else 'error'} in its Ray task: {detail}"
     else:  # worker process or node died, out of memory, ...
@@ -236,12 +237,10 @@ def _failure(spec: RunSpec, exc: Exception, settings: RaySettings) -> RunResult:
 
 def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[RunSpec], bool],
               record: Callable[[RunResult], None], settings: RaySettings) -> None:
-    from harness.executor import settle_stopped
-
-    ray = _ray()
-    mailbox = _new_mailbox()
-    task = _tasks(harness_run, settings)
-    threads = _threads(settings)
+    ray = import_ray()
+    mailbox = new_mailbox()
+    task = as_tasks(harness_run, settings)
+    threads = task_threads(settings)
     queued = deque(shared_paths(s) for s in todo)
     inflight: dict[Any, RunSpec] = {}
     started: set[str] = set()
@@ -295,68 +294,3 @@ def run_tasks(todo: list[RunSpec], store: Store, view: Any, claim: Callable[[Run
             if spec.run_id in started:
                 settle_stopped(result, store, record)
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Tuning: each task is one more Optuna worker on the shared study storage
-
-
-def harness_tune(suite: Any, options: Any, space: dict[str, dict[str, Any]], mailbox: Any) -> None:
-    """Run trials in a Ray worker until the study is full. A retry after a dead worker first
-    fails the trial that worker left running."""
-    import optuna
-    import torch
-
-    from harness import tune
-
-    torch.set_num_threads(_threads(suite.ray))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-    def log(line: str) -> None:
-        mailbox.post.remote("log", where(), line)
-
-    study = tune.open_recovered(suite, options, log)
-    stop = watch_stop(mailbox)
-    try:
-        tune.optimize(study, suite, options, space, log, stop=stop.is_set)
-    finally:
-        stop.set()
-
-
-def tune_tasks(suite: Any, options: Any, space: dict[str, dict[str, Any]], log: Callable[[str], None]) -> None:
-    """`harness tune ... executor=ray`: `n_jobs` tasks (default: as many as the cluster holds),
-    each an Optuna worker with its own sampler seed, against the study's shared storage."""
-    from harness import tune
-
-    where = connect(suite.ray)
-    ray = _ray()
-    shared = shared_paths(suite)
-    storage = tune.storage_target(options.storage, suite)
-    jobs = options.n_jobs or capacity(suite.ray)
-    log(f"running trials on {where}, {jobs} at a time")
-    mailbox = _new_mailbox()
-    task = _tasks(harness_tune, suite.ray)
-    refs = [task.remote(shared, dataclasses.replace(options, storage=storage, n_jobs=1,
-                                                    worker=options.worker * jobs + i + 1), space, mailbox)
-            for i in range(jobs)]
-
-    def pump() -> None:
-        for _kind, _where, line in ray.get(mailbox.drain.remote()):
-            log(line)
-
-    try:
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=0.25)
-            pump()
-            for ref in ready:
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayError as exc:  # the study records the trial; say why here
-                    log(f"a tuning task ended early: {_first_line(exc)}")
-        pump()
-    except KeyboardInterrupt:
-        ray.get(mailbox.stop.remote())
-        ray.wait(refs, num_returns=len(refs), timeout=60)
-        raise tune.TuningInterrupted("interrupted: the trials in progress were marked failed; "
-                                     "run the same command to finish the remaining trials") from None

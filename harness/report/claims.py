@@ -22,9 +22,9 @@ import numpy as np
 
 from harness import comparisons, stats
 from harness.config import Claim, Suite
-from harness.plan import RunSpec, plan
-from harness.report import RunRecord, read_runs
-from harness.store import Store
+from harness.report.model import RunRecord, read_runs
+from harness.run.plan import RunSpec, plan
+from harness.run.store import Store
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 

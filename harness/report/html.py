@@ -21,7 +21,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from harness.leaderboard import (
+from harness.report.claims import RULES
+from harness.report.tables import (
     COMPUTE_NOTE,
     aggregate_table,
     compute_table,
@@ -157,8 +158,6 @@ def _task_section(report: dict[str, Any], task: dict[str, Any]) -> list[str]:
 
 
 def _claims_section(report: dict[str, Any]) -> list[str]:
-    from harness.claims import RULES
-
     verdicts = report.get("claims") or []
     if not verdicts:
         return []

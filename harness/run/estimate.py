@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness.heartbeat import duration
-from harness.plan import RunSpec, stable_hash
+from harness.run.plan import RunSpec, stable_hash
+from harness.run.progress import duration
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -57,7 +57,7 @@ def calibration_key(spec: RunSpec, threads: int) -> str:
 def calibrate(spec: RunSpec, seconds: float = 4.0, min_rounds: int = 6) -> Calibration | None:
     """Train `spec` for about `seconds` past its first round (at least `min_rounds` rounds) in a
     throw-away checkpoint folder; None when the run ended or failed before enough rounds."""
-    from harness.runner import Run
+    from harness.run.runner import Run
 
     marks: list[tuple[float, int]] = []
 

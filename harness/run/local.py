@@ -1,14 +1,7 @@
-"""Run a plan: worker processes execute runs, the coordinator alone writes the store.
-
-Workers are long-lived processes (torch is imported once per worker, not once per run),
-one run at a time each. They report progress through a queue; the coordinator shows it and
-records each run's result as it arrives. A run that raises is recorded as failed with its
-reason and the others go on. Ctrl-C asks every worker to checkpoint; the runs are marked
-interrupted and resume on the next invocation.
-
-Each run is claimed in the store just before it is dispatched (one per free worker), so
-coordinators sharing a store split a suite. `executor=ray` swaps the worker processes for
-Ray tasks (harness/ray_executor.py) and keeps everything else here.
+"""Local worker processes: each runs one run at a time and reports progress through a queue;
+the coordinator (harness.run.coordinator) records every result. Workers are long-lived
+(torch is imported once per worker, not once per run). Ctrl-C asks every worker to checkpoint;
+a worker whose coordinator died checkpoints and leaves. `workers=0` runs in the calling process.
 """
 
 from __future__ import annotations
@@ -21,29 +14,16 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from harness.config import RaySettings
-from harness.heartbeat import Heartbeat
-from harness.plan import RunSpec
-from harness.report import took_no_gradient_step
-from harness.runner import execute_run
-from harness.store import RunResult, Store
+from harness.run.dispatch import Claim, Record, settle_stopped
+from harness.run.plan import RunSpec
+from harness.run.progress import ProgressView
+from harness.run.runner import execute_run
+from harness.run.store import RunResult, Store
 
 # ---------------------------------------------------------------------------------------------
 # Worker side
@@ -124,193 +104,9 @@ def _worker_run(spec: RunSpec) -> RunResult:
         _running.clear()
 
 
-# ---------------------------------------------------------------------------------------------
-# Coordinator side
 
 
-@dataclass
-class Summary:
-    planned: int
-    skipped_done: int = 0
-    skipped_failed: int = 0
-    skipped_elsewhere: int = 0  # running under another live coordinator sharing the store
-    done: int = 0
-    failed: int = 0
-    interrupted: int = 0
-    failures: list[tuple[RunSpec, str]] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.failed or self.skipped_failed else 0
-
-
-class ProgressView:
-    """Rich progress: runs done / total, env steps with ETA, and one line per active run."""
-
-    def __init__(self, console: Console, specs: list[RunSpec]) -> None:
-        self.console = console
-        self.specs = {s.run_id: s for s in specs}
-        self.total_steps = sum(s.budget["env_steps"] for s in specs)
-        self.steps: dict[str, int] = {}
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console, disable=not console.is_terminal, transient=False,
-        )
-        self.runs_bar = self.progress.add_task("runs", total=len(specs))
-        self.steps_bar = self.progress.add_task("env steps", total=self.total_steps)
-        self.active: dict[str, Any] = {}
-        self.runs_done = self.steps_done = self.steps_trained = 0
-        self.heartbeat = None if console.is_terminal else Heartbeat(
-            "progress", len(specs), self.total_steps, lambda line: console.print(line, markup=False, highlight=False))
-
-    def __enter__(self) -> ProgressView:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def started(self, run_id: str) -> None:
-        spec = self.specs[run_id]
-        if run_id not in self.active:
-            self.active[run_id] = self.progress.add_task(f"  {spec.label}", total=spec.budget["env_steps"])
-
-    def phase(self, run_id: str, what: str | None) -> None:
-        """Show what long set-up work a run is doing ("compiling ..."), None when it is over."""
-        if run_id in self.active:
-            label = f"  {self.specs[run_id].label}"
-            self.progress.update(self.active[run_id], description=f"{label} ({what})" if what else label)
-
-    def advance(self, run_id: str, env_steps: int, trained: bool = True) -> None:
-        """A run's env steps so far. Its first report is where it starts (0, or the step a
-        resumed run's checkpoint holds): counted as done but not as trained, so the rate and
-        the time left reflect this invocation's training only."""
-        budget = self.specs[run_id].budget["env_steps"]
-        env_steps = min(env_steps, budget)
-        first = run_id not in self.steps
-        delta = env_steps - self.steps.get(run_id, 0)
-        self.steps[run_id] = env_steps
-        self.progress.advance(self.steps_bar, delta)
-        self.steps_done += delta
-        self.steps_trained += max(delta, 0) if trained and not first else 0
-        if run_id in self.active:
-            self.progress.update(self.active[run_id], completed=env_steps)
-        if self.heartbeat is not None:
-            self.heartbeat.tick(self.runs_done, self.steps_done, self.steps_trained)
-
-    def finished(self, result: RunResult) -> None:
-        spec = self.specs[result.run_id]
-        if result.status == "done":
-            self.advance(result.run_id, spec.budget["env_steps"])
-            self.progress.advance(self.runs_bar)
-            self.runs_done += 1
-        task = self.active.pop(result.run_id, None)
-        if task is not None:
-            self.progress.remove_task(task)
-        style = {"done": "green", "failed": "red", "interrupted": "yellow"}[result.status]
-        reason = f": {escape(result.reason.splitlines()[0])}" if result.reason else ""
-        if result.status == "done" and took_no_gradient_step(spec.implementation, result.grad_steps):
-            reason = " [yellow]but took no gradient step within the budget (untrained)[/]"
-        self.console.print(f"[{style}]{result.status:>11}[/] {spec.label} ({result.seconds:.1f}s"
-                           f"{evaluation_share(result.timings, result.seconds)}){reason}", highlight=False)
-
-    def skip(self, spec: RunSpec) -> None:
-        self.advance(spec.run_id, spec.budget["env_steps"], trained=False)
-        self.progress.advance(self.runs_bar)
-        self.runs_done += 1
-
-
-def evaluation_share(timings: dict[str, float] | None, seconds: float) -> str:
-    """", 12% evaluating" (nothing when the run recorded no timings)."""
-    if not timings or not seconds or "evaluation" not in timings:
-        return ""
-    return f", {timings['evaluation'] / seconds:.0%} evaluating"
-
-
-def _select(specs: list[RunSpec], store: Store, retry_failed: bool, summary: Summary) -> list[RunSpec]:
-    statuses = store.statuses(s.run_id for s in specs)
-    todo = []
-    for spec in specs:
-        status = statuses.get(spec.run_id, "pending")
-        if status == "done":
-            summary.skipped_done += 1
-        elif status == "failed" and not retry_failed:
-            summary.skipped_failed += 1
-        elif status == "running":  # recover_stale ran first: its coordinator is alive
-            summary.skipped_elsewhere += 1
-        else:
-            todo.append(spec)
-    return todo
-
-
-def run_plan(specs: list[RunSpec], store: Store, workers: int, console: Console | None = None,
-             retry_failed: bool = False, ray: RaySettings | None = None, reclaim_running: bool = False) -> Summary:
-    """Run what the store does not have yet; `ray` set runs each run as a Ray task instead of
-    in local worker processes (same store semantics, same numbers)."""
-    console = console or Console(stderr=True)
-    summary = Summary(planned=len(specs))
-    store.register(specs)
-    recovered = store.recover_stale(other_hosts=reclaim_running)
-    if recovered:
-        console.print(f"{recovered} run(s) left running by a stopped coordinator will resume from their checkpoints")
-    todo = _select(specs, store, retry_failed, summary)
-    if ray is not None:
-        from harness import ray_executor
-
-        where = ray_executor.connect(ray) if todo else "Ray"  # nothing to run: no need to start it
-    else:
-        where = f"{workers or 'no'} worker process{'es' if workers != 1 else ''}"
-    elsewhere = (f"{summary.skipped_elsewhere} in progress under another coordinator (if it is gone, "
-                 "reclaim_running=true takes them over), " if summary.skipped_elsewhere else "")
-    console.print(
-        f"{len(specs)} planned runs: {summary.skipped_done} already done, {elsewhere}"
-        f"{summary.skipped_failed} failed earlier{' (retry with retry_failed=true)' if summary.skipped_failed else ''}, "
-        f"{len(todo)} to run with {where}"
-    )
-    with ProgressView(console, specs) as view:
-        todo_ids = {s.run_id for s in todo}
-        for spec in specs:
-            if spec.run_id not in todo_ids:
-                view.skip(spec)
-
-        def claim(spec: RunSpec) -> bool:
-            if store.claim(spec.run_id, retry_failed):
-                return True
-            summary.skipped_elsewhere += 1
-            view.skip(spec)
-            console.print(f"    skipped {spec.label}: another coordinator took it first", highlight=False)
-            return False
-
-        def record(result: RunResult) -> None:
-            store.finish(result)
-            view.finished(result)
-            setattr(summary, result.status, getattr(summary, result.status) + 1)
-            if result.status == "failed":
-                summary.failures.append((view.specs[result.run_id], result.reason or ""))
-
-        try:
-            if ray is not None:
-                if todo:
-                    ray_executor.run_tasks(todo, store, view, claim, record, ray)
-            elif workers <= 0:
-                _run_inline(todo, store, view, claim, record)
-            else:
-                _run_pool(todo, store, workers, view, claim, record)
-        except KeyboardInterrupt:
-            # Whatever the interrupt caught half-way (a claim, a run not yet settled) must not
-            # stay `running`: it would wait for this coordinator's death to be noticed.
-            store.release_owned("not finished: the suite was interrupted")
-            raise
-    return summary
-
-
-Claim = Callable[[RunSpec], bool]
-Record = Callable[[RunResult], None]
-
-
-def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, claim: Claim, record: Record) -> None:
+def run_inline(todo: list[RunSpec], store: Store, view: ProgressView, claim: Claim, record: Record) -> None:
     for spec in todo:
         if not claim(spec):
             continue
@@ -322,15 +118,6 @@ def _run_inline(todo: list[RunSpec], store: Store, view: ProgressView, claim: Cl
         if result.status == "interrupted":
             raise KeyboardInterrupt
 
-
-def settle_stopped(result: RunResult, store: Store, record: Record) -> None:
-    """After Ctrl-C: a run that finished anyway is recorded; any other is left interrupted
-    (it resumes from its checkpoint next time) without a line of its own on the display."""
-    if result.status == "done":
-        record(result)
-    else:
-        store.finish(RunResult(result.run_id, "interrupted", result.reason, env_steps=result.env_steps,
-                               seconds=result.seconds))
 
 
 @dataclass
@@ -375,7 +162,7 @@ def _death_cause(exitcode: int | None) -> str:
     return f"exit code {exitcode}: the process exited during the run (os._exit?)"
 
 
-def _run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView, claim: Claim,
+def run_pool(todo: list[RunSpec], store: Store, workers: int, view: ProgressView, claim: Claim,
               record: Record) -> None:
     ctx = mp.get_context("spawn")  # fork would copy torch/JAX thread pools in a broken state
     progress_queue = ctx.Queue()  # a plain queue: no manager process to outlive a killed coordinator

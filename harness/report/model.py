@@ -2,7 +2,7 @@
 
 `collect` turns the store into one JSON-able document (what `leaderboard.json` holds);
 `table` renders its headline rows for the terminal. Files are written by
-`harness.leaderboard`. Seeds are the unit of replication: an estimate's interval comes from
+`harness.report.files`. Seeds are the unit of replication: an estimate's interval comes from
 a bootstrap over runs, stratified by composition (and by task for cross-task aggregates),
 with each stratum resampled at its real number of runs.
 """
@@ -19,9 +19,9 @@ from rich.text import Text
 
 from harness import stats
 from harness.config import Suite, Task
-from harness.plan import RunSpec, plan
-from harness.registry import get_algorithm, get_env
-from harness.store import Store
+from harness.registry import get_env, took_no_gradient_step
+from harness.run.plan import RunSpec, plan
+from harness.run.store import Store
 
 OTHER_METRIC = {"return": "win_rate", "win_rate": "return"}
 SPLIT_ORDER = ("train", "validation", "test")
@@ -105,17 +105,6 @@ def grid_step(env_steps: int, eval_every: int, budget: int) -> int:
     if env_steps >= budget:
         return budget
     return (env_steps // eval_every) * eval_every
-
-
-def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
-    """A finished run of a learning algorithm that never updated (a warm-up or burn-in longer
-    than the budget): its scores are those of the untrained policy."""
-    if grad_steps != 0:
-        return False  # it learned, or the store predates the count
-    try:
-        return bool(getattr(get_algorithm(algorithm), "learns", True))
-    except Exception:  # an algorithm that can no longer be imported: say nothing about it
-        return False
 
 
 def read_runs(suite: Suite, store: Store) -> list[RunRecord]:
@@ -563,9 +552,7 @@ def _rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 def team_sizes(task: Task) -> dict[str, int | None]:
     """Composition name -> number of agents, asked of the backend (None if it cannot say)."""
-    from harness import registry
-
-    backend = registry.get_env(task.env)
+    backend = get_env(task.env)
     sizes: dict[str, int | None] = {}
     for comps in task.splits.values():
         for c in comps:
@@ -590,9 +577,7 @@ def collect(suite: Suite, store: Store | None, boot: Bootstrap | None = None,
 
 def backend_notes(suite: Suite) -> list[str]:
     """What readers must know about the backends behind these numbers (e.g. SMAX is not SMACv2)."""
-    from harness import registry
-
-    notes = [getattr(registry.get_env(t.env), "leaderboard_note", None) for t in suite.tasks]
+    notes = [getattr(get_env(t.env), "leaderboard_note", None) for t in suite.tasks]
     return list(dict.fromkeys(n for n in notes if n))
 
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from algorithms.common.batch import NOW
 from algorithms.common.networks import RecurrentAgent
 from algorithms.refil import AQMIX, AQMIXConfig
-from algorithms.value_decomposition import NOW
 from harness.api import tunable
 from harness.registry import register_algorithm
 

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.common.batch import AFTER, NOW, taken_values
 from algorithms.common.exploration import (
     LinearSchedule,
     masked_log_softmax,
@@ -61,13 +62,7 @@ from algorithms.common.mixers import duplex_lambda, mlp, with_agent_inputs
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import hard_update, td_lambda_targets
 from algorithms.common.torch_utils import StepTensors
-from algorithms.value_decomposition import (
-    AFTER,
-    NOW,
-    ValueDecomposition,
-    ValueDecompositionConfig,
-    taken_values,
-)
+from algorithms.value_decomposition import ValueDecomposition, ValueDecompositionConfig
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 

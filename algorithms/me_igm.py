@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.common.batch import AFTER, NOW, on_filled_steps, taken_values
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors
 from algorithms.qplex import QPLEX, QPLEXConfig
-from algorithms.value_decomposition import AFTER, NOW, QMIX, QMIXConfig, on_filled_steps, taken_values
+from algorithms.value_decomposition import QMIX, QMIXConfig
 from harness.api import tunable
 from harness.registry import register_algorithm
 

@@ -47,6 +47,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from algorithms.common.batch import AFTER, NOW, loss_mask, taken_values
 from algorithms.common.exploration import (
     masked_log_softmax,
     policy_actions,
@@ -56,7 +57,6 @@ from algorithms.common.networks import RecurrentAgent
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors, masked_average
 from algorithms.refil import REFIL, Partition, REFILConfig, RefilMixer, group_masks
-from algorithms.value_decomposition import AFTER, NOW, loss_mask, taken_values
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 

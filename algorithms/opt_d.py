@@ -66,9 +66,10 @@ import torch.nn.functional as F
 from entmax import sparsemax
 from torch import nn
 
+from algorithms.common.batch import NOW, taken_values
 from algorithms.common.networks import masked_mean
 from algorithms.common.torch_utils import masked_average
-from algorithms.value_decomposition import NOW, ValueDecomposition, taken_values
+from algorithms.value_decomposition import ValueDecomposition
 from harness.api import tunable
 from harness.registry import register_algorithm
 

@@ -36,14 +36,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from algorithms.common.batch import on_filled_steps, taken_values
 from algorithms.common.exploration import masked_max
 from algorithms.common.mixers import DuplexMixer
-from algorithms.value_decomposition import (
-    ValueDecomposition,
-    ValueDecompositionConfig,
-    on_filled_steps,
-    taken_values,
-)
+from algorithms.value_decomposition import ValueDecomposition, ValueDecompositionConfig
 from harness.api import tunable
 from harness.registry import register_algorithm
 

@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.common.batch import NOW, on_filled_steps, taken_values
 from algorithms.common.mixers import AttentionQMixer
-from algorithms.value_decomposition import NOW, QMIXConfig, ValueDecomposition, on_filled_steps, taken_values
+from algorithms.value_decomposition import QMIXConfig, ValueDecomposition
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 

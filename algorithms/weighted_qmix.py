@@ -43,17 +43,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from algorithms.common.batch import AFTER, NOW, loss_mask, taken_values
 from algorithms.common.exploration import masked_argmax
 from algorithms.common.mixers import UnrestrictedMixer
 from algorithms.common.targets import hard_update, td_lambda_targets
-from algorithms.value_decomposition import (
-    AFTER,
-    NOW,
-    QMIX,
-    QMIXConfig,
-    loss_mask,
-    taken_values,
-)
+from algorithms.value_decomposition import QMIX, QMIXConfig
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
 

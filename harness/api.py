@@ -129,6 +129,25 @@ class Transition:
     first: np.ndarray | None = None  # [B] bool, continuous rollouts only
 
 
+class Loop(abc.ABC):
+    """A loop `harness bench` times, advanced one unit of work at a time (a batch step, or a
+    batch of episodes); a backend's `raw_loop` is one."""
+
+    @abc.abstractmethod
+    def advance(self) -> int:
+        """Do one unit of work; return the env steps it took."""
+
+    def warm_up(self) -> None:
+        """Work done before any timing: compilation, lazy set-up, a learner's first batch."""
+        self.advance()
+
+    def settle(self) -> None:  # noqa: B027 - optional hook
+        """Wait for work queued asynchronously (JAX dispatch) before the clock stops."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the environments."""
+
+
 class Backend(abc.ABC):
     """An environment backend: a batch of B environments playing compositions from one list.
 
@@ -173,10 +192,13 @@ class Backend(abc.ABC):
     # greedy play reaches the optimum or not): reports give their means Wilson intervals, which
     # hold for binomial counts where a bootstrap of 0s and 1s is far too narrow.
     per_run_outcomes: ClassVar[tuple[str, ...]] = ()
+    # `harness bench` times `step` against the library's own loop on the same game (`raw_loop`):
+    # that loop in words, None where the backend has none.
+    raw_loop_label: ClassVar[str | None] = None
     autoreset: bool = False  # this instance's mode, switched on by `enable_autoreset`
     spec: EnvSpec
 
-    def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,
+    def __init__(self, args: Any, compositions: list[Any], num_envs: int, seed: int,  # noqa: B027 - a declaration
                  weights: list[float] | None = None, training: bool = False) -> None:
         """The batch's constructor, as the harness calls it (see the class docstring): each
         backend builds its envs here; the base class keeps nothing."""
@@ -188,6 +210,17 @@ class Backend(abc.ABC):
     @classmethod
     def missing_requirements(cls, args: Any) -> str | None:
         """None if this backend can run on this machine, else what to install."""
+        return None
+
+    @classmethod
+    def raw_loop(cls, args: Any, composition: Any, num_envs: int, **options: Any) -> Loop:
+        """The library's own loop playing `composition` with random actions in `num_envs`
+        environments: what `harness bench` compares `step` with (see `raw_loop_label`)."""
+        raise NotImplementedError(f"backend {cls.__name__} has no raw library loop")
+
+    @classmethod
+    def raw_loop_missing(cls, args: Any) -> str | None:
+        """None if `raw_loop` can run here, else what to install (beyond `missing_requirements`)."""
         return None
 
     @classmethod
@@ -292,6 +325,10 @@ class Algorithm(Protocol):
     - optional `policy_state_dict()` / `load_policy_state_dict()`: only what acting needs
       (network weights; no optimiser or replay). `best.pt` and checkpoint partners use it;
       without it they fall back to the full state.
+    - optional class attributes, read through `action_spaces_of` and `learns`:
+      `action_spaces`, the kinds of action it handles ("discrete", "continuous"; default
+      discrete only), and `learns`, False for a fixed policy (random) whose runs never take a
+      gradient step by design (default True).
     """
 
     name: ClassVar[str]
@@ -309,6 +346,20 @@ class Algorithm(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+DEFAULT_ACTION_SPACES = ("discrete",)
+
+
+def action_spaces_of(algorithm: Any) -> tuple[str, ...]:
+    """The kinds of action an algorithm (class or instance) handles: its `action_spaces`, or
+    discrete only."""
+    return tuple(getattr(algorithm, "action_spaces", DEFAULT_ACTION_SPACES))
+
+
+def learns(algorithm: Any) -> bool:
+    """Whether an algorithm (class or instance) learns: its `learns`, or True."""
+    return bool(getattr(algorithm, "learns", True))
 
 
 def policy_state(algorithm: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ loops measured side by side is what carries over. Three kinds:
 
 - `rollout/<backend>`: the backend's own `step`, as the runner calls it (Step arrays in numpy),
   under a uniformly random policy over the available actions, against the library's own loop
-  on the same game at the same batch (`RAW_LOOPS`). matrix has no library: its raw side is the
+  on the same game at the same batch (the backend's `raw_loop`). matrix has no library: its raw side is the
   bare numpy payoff lookup. `rollout/smax_3m` plays continuous episodes (`rollout: continuous`:
   the backend restarts each finished env inside its step) on JaxMARL's map 3m, against
   JaxMARL's own 3m.
@@ -30,7 +30,6 @@ restart, and is not counted then; raw envs reset one by one).
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import datetime
 import json
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 
 from harness import registry
-from harness.api import Backend, EnvSpec, Step
+from harness.api import Backend, EnvSpec, Loop, Step
 from harness.config import COMMAND_LINE, build_config
 from harness.errors import ConfigError
 from harness.run.runner import ActionPadded, resolve_device, rollout, versions
@@ -62,24 +61,6 @@ WARM_UP_ROLLOUTS = 20  # at most, until an off-policy learner's replay is big en
 
 # ---------------------------------------------------------------------------------------------
 # Loops: one side of a figure each
-
-
-class Loop(abc.ABC):
-    """A loop advanced one unit of work at a time (a batch step, or a batch of episodes)."""
-
-    @abc.abstractmethod
-    def advance(self) -> int:
-        """Do one unit of work; return the env steps it took."""
-
-    def warm_up(self) -> None:
-        """Work done before any timing: compilation, lazy set-up, a learner's first batch."""
-        self.advance()
-
-    def settle(self) -> None:  # noqa: B027 - optional hook
-        """Wait for work queued asynchronously (JAX dispatch) before the clock stops."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the environments."""
 
 
 def random_actions(spec: EnvSpec, step: Step, rng: np.random.Generator) -> np.ndarray:
@@ -149,124 +130,6 @@ class TrainingLoop(ActingLoop):
                 return
 
 
-class PettingZooLoop(Loop):
-    """The library's ParallelEnvs stepped directly with sampled actions, each reset when its agents
-    are gone. A Python loop over the envs: that is how the library runs a batch."""
-
-    def __init__(self, make: Callable[[], Any], num_envs: int, seed: int = 0) -> None:
-        self.envs = [make() for _ in range(num_envs)]
-        for i, env in enumerate(self.envs):
-            for agent in env.possible_agents:
-                env.action_space(agent).seed(seed + i)
-            env.reset(seed=seed + i)
-
-    def advance(self) -> int:
-        for env in self.envs:
-            env.step({agent: env.action_space(agent).sample() for agent in env.agents})
-            if not env.agents:
-                env.reset()
-        return len(self.envs)
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
-
-
-class PayoffLoop(Loop):
-    """A matrix game with nothing around it: random joint actions looked up in the payoff table."""
-
-    def __init__(self, table: np.ndarray, episode_length: int, num_envs: int, seed: int = 0) -> None:
-        self.table, self.episode_length, self.num_envs = table, episode_length, num_envs
-        self.rng = np.random.default_rng(seed)
-        self.returns = np.zeros(num_envs, dtype=np.float32)
-        self.t = 0
-
-    def advance(self) -> int:
-        actions = self.rng.integers(0, self.table.shape[0], size=(self.num_envs, self.table.ndim))
-        self.returns += self.table[tuple(actions.T)]
-        self.t += 1
-        if self.t == self.episode_length:
-            self.t, self.returns[:] = 0, 0.0
-        return self.num_envs
-
-
-class OvercookedLoop(Loop):
-    """overcooked-ai's own OvercookedEnv, one per batch slot, random joint actions."""
-
-    def __init__(self, layout: str, horizon: int, num_envs: int, seed: int = 0) -> None:
-        from scenarios.overcooked import LAYOUTS, _overcooked
-
-        names = _overcooked()  # also restores the NumPy 2 alias overcooked_env needs at import
-        from overcooked_ai_py.mdp.overcooked_env import OvercookedEnv
-
-        mdp = names.OvercookedGridworld.from_layout_name(LAYOUTS[layout])
-        self.envs = [OvercookedEnv.from_mdp(mdp, horizon=horizon, info_level=0) for _ in range(num_envs)]
-        self.actions = names.Action.INDEX_TO_ACTION
-        self.rng = np.random.default_rng(seed)
-        for env in self.envs:
-            env.reset()
-
-    def advance(self) -> int:
-        picks = self.rng.integers(0, len(self.actions), size=(len(self.envs), 2))
-        for env, (a, b) in zip(self.envs, picks, strict=True):
-            _, _, done, _ = env.step((self.actions[a], self.actions[b]))
-            if done:
-                env.reset()
-        return len(self.envs)
-
-
-class JittedSmaxLoop(Loop):
-    """JaxMARL's SMAX transition (`step_env`: no auto-reset, whose reset-every-step would slow this
-    side down) vmapped over the batch and `jax.jit`ted, random actions drawn inside the compiled
-    function, nothing copied to the host: JaxMARL's SMAX as fast as its users run it (the
-    harness compiles its own SMAX with a faster random hash, see `scenarios._jax_programs`).
-    Every env counts at every call, a finished battle too (no reset to wait for): an upper bound.
-
-    Teams and start positions: SMACv2's generation for `allies` v `enemies`, or JaxMARL's
-    named map `map_name` (3m: its fixed teams and clumped starts; the sizes come from the map)."""
-
-    def __init__(self, allies: int, enemies: int, num_envs: int, seed: int = 0, map_name: str | None = None) -> None:
-        import jax
-
-        from scenarios.smax import quiet_stdout
-
-        with quiet_stdout():
-            from jaxmarl.environments.smax import map_name_to_scenario
-            from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX
-        if map_name is not None:
-            env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name))
-        else:
-            env = HeuristicEnemySMAX(num_allies=allies, num_enemies=enemies, smacv2_position_generation=True,
-                                     smacv2_unit_type_generation=True)
-        agents, n_actions = list(env.agents), env.action_space(env.agents[0]).n  # type: ignore[attr-defined]
-
-        def one(key: Any, state: Any) -> tuple[Any, Any, Any]:
-            key, k_act, k_step = jax.random.split(key, 3)
-            acts = jax.random.randint(k_act, (len(agents),), 0, n_actions)
-            obs, state, _, _, _ = env.step_env(k_step, state, {a: acts[i] for i, a in enumerate(agents)})
-            return key, state, obs
-
-        self.jax, self.num_envs = jax, num_envs
-        self.step = jax.jit(jax.vmap(one))
-        self.keys = jax.random.split(jax.random.PRNGKey(seed), num_envs)
-        _, states = jax.jit(jax.vmap(env.reset))(self.keys)
-        # reset leaves a field weakly typed that step returns strongly typed: made strong here,
-        # the first step's program is the one every later step runs (one compilation, not two).
-        self.states = jax.tree_util.tree_map(lambda x: jax.numpy.array(x, dtype=x.dtype), states)
-        self.obs: Any = None
-
-    def advance(self) -> int:
-        self.keys, self.states, self.obs = self.step(self.keys, self.states)
-        return self.num_envs
-
-    def settle(self) -> None:
-        self.jax.block_until_ready(self.obs)
-
-    def warm_up(self) -> None:
-        self.advance()  # compiles
-        self.settle()
-
-
 # ---------------------------------------------------------------------------------------------
 # Tasks and the raw loop of each backend
 
@@ -317,58 +180,25 @@ class Task:
         return f"{self.env}{settings} {names}{covered}"
 
 
-def _library_envs(backend: str, **arg_updates: Any) -> Callable[[Any, Any, int], Loop]:
-    """The raw loop of a PettingZoo-driven backend: the very ParallelEnv its `build` makes (same
-    game, same settings), stepped by the library alone. `arg_updates` pick a backend variant
-    that drives the library (mpe_spread's default engine is the harness's own)."""
-
-    def loop(args: Any, composition: Any, num_envs: int) -> Loop:
-        library = registry.get_env(backend)(args.model_copy(update=arg_updates), [composition], 1, 0)
-        return PettingZooLoop(lambda: library.build(0), num_envs)
-
-    return loop
-
-
-def _matrix(args: Any, composition: Any, num_envs: int) -> Loop:
-    tables = args.tables()
-    table = tables[composition.key()] if isinstance(tables, dict) else tables
-    return PayoffLoop(table, args.episode_length, num_envs)
-
-
-def _overcooked_loop(args: Any, composition: Any, num_envs: int) -> Loop:
-    return OvercookedLoop(composition.layout, args.horizon, num_envs)
-
-
-def _smax(args: Any, composition: Any, num_envs: int) -> Loop:
-    return JittedSmaxLoop(composition.allies, composition.enemies, num_envs)
-
-
-def _smax_map(map_name: str) -> Callable[[Any, Any, int], Loop]:
-    """The raw loop on one of JaxMARL's named SMAX maps (the task must play the same map)."""
-
-    def loop(args: Any, composition: Any, num_envs: int) -> Loop:
-        return JittedSmaxLoop(composition.allies, composition.enemies, num_envs, map_name=map_name)
-
-    return loop
-
-
 @dataclass(frozen=True)
 class RawLoop:
-    what: str  # the raw side, in words (printed under the table and saved with the figure)
-    module: str | None  # what it imports beyond the backend's own requirements
-    build: Callable[[Any, Any, int], Loop]  # (args, composition, num_envs) -> the loop
+    """The raw side of a figure: the task backend's `raw_loop` (with `options`), or what
+    `label` names when a figure plays one of the library's own maps."""
 
+    env: str  # the backend whose `raw_loop` builds it
+    label: str | None = None  # in words, when not the backend's `raw_loop_label`
+    options: Mapping[str, Any] = field(default_factory=dict)  # passed to `raw_loop`
 
-RAW_LOOPS: dict[str, RawLoop] = {
-    "matrix": RawLoop("numpy payoff lookup", None, _matrix),
-    "mpe_spread": RawLoop("mpe2 simple_spread_v3 parallel_env loop", "mpe2",
-                          _library_envs("mpe_spread", engine="mpe2")),
-    "mpe_tag": RawLoop("mpe2 simple_tag_v3 parallel_env loop", "mpe2", _library_envs("mpe_tag")),
-    "multiwalker": RawLoop("PettingZoo multiwalker parallel_env loop", None, _library_envs("multiwalker")),
-    "pettingzoo": RawLoop("the module's parallel_env loop", None, _library_envs("pettingzoo")),
-    "overcooked": RawLoop("overcooked-ai OvercookedEnv loop", None, _overcooked_loop),
-    "smax": RawLoop("JaxMARL SMAX step_env, jitted and vmapped", None, _smax),
-}
+    @property
+    def what(self) -> str:
+        """The raw side in words (printed under the table and saved with the figure)."""
+        return self.label or registry.get_env(self.env).raw_loop_label or f"{self.env}: no raw loop"
+
+    def missing(self, args: Any) -> str | None:
+        return registry.get_env(self.env).raw_loop_missing(args)
+
+    def build(self, args: Any, composition: Any, num_envs: int) -> Loop:
+        return registry.get_env(self.env).raw_loop(args, composition, num_envs, **self.options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +212,7 @@ class Figure:
     task: Task
     tags: frozenset[str] = field(default_factory=frozenset)  # more names that select it
     continuous: bool = False  # rollout figures: episodes back to back (the backend auto-resets)
-    raw: RawLoop | None = None  # the raw side, when not the backend's `RAW_LOOPS` entry
+    raw: RawLoop | None = None  # the raw side, when not the task backend's own `raw_loop`
     variant: str = ""  # tells figures of one kind and subject apart: train/qmix@protoss16
 
     @property
@@ -391,7 +221,7 @@ class Figure:
 
     @property
     def raw_loop(self) -> RawLoop:
-        return self.raw or RAW_LOOPS[self.task.env]
+        return self.raw or RawLoop(self.task.env)
 
     def label(self) -> str:
         """The task in words, and how its episodes are played when not synchronously."""
@@ -400,11 +230,7 @@ class Figure:
     def missing(self) -> str | None:
         """Why this figure cannot be measured here (a package missing), else None."""
         cls, args, _ = self.task.parsed()
-        problem = cls.missing_requirements(args)
-        module = self.raw_loop.module
-        if problem is None and module is not None:
-            problem = _import_problem(module)
-        return problem
+        return cls.missing_requirements(args) or self.raw_loop.missing(args)
 
     def sides(self, device: str = "cpu") -> dict[str, Loop]:
         """The harness loop (the algorithm on `device`) and the raw loop (the caller closes both)."""
@@ -430,16 +256,6 @@ class Figure:
         if env.spec.discrete and env.spec.n_actions < spec.n_actions:  # as a run pads a smaller team's actions
             env = ActionPadded(env, spec.n_actions)  # type: ignore[assignment]
         return (TrainingLoop if self.kind == "train" else ActingLoop)(env, algorithm)
-
-
-def _import_problem(module: str) -> str | None:
-    from scenarios.pettingzoo_generic import quiet_import
-
-    try:
-        quiet_import(module)
-    except ImportError as exc:
-        return f"the raw loop needs {module}: pip install -e '.[all]' -c constraints.txt ({exc})"
-    return None
 
 
 def _rollout_figure(subject: str, task: Task, **options: Any) -> Figure:
@@ -483,8 +299,8 @@ FIGURES: dict[str, Figure] = {
         _rollout_figure("overcooked", Task("overcooked", {"horizon": 100}, {"layout": "cramped_room"}, 8)),
         _rollout_figure("smax", Task("smax", {"race": "protoss"}, {"allies": 5}, 32)),
         _rollout_figure("smax_3m", SMAX_3M, continuous=True,
-                        raw=RawLoop("JaxMARL SMAX step_env on its map 3m (HeuristicEnemySMAX scenario 3m), "
-                                    "jitted and vmapped", None, _smax_map("3m"))),
+                        raw=RawLoop("smax", "JaxMARL SMAX step_env on its map 3m (HeuristicEnemySMAX scenario 3m), "
+                                    "jitted and vmapped", {"map_name": "3m"})),
         *(Figure(kind, algorithm, task, frozenset({algorithm}))
           for algorithm, task in FAMILIES.items() for kind in ("act", "train")),
         *(Figure("train", algorithm, _protoss(envs), frozenset({"zero_shot_smacv2"}), variant=f"protoss{envs}")

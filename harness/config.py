@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from harness import registry
+from harness.api import action_spaces_of
 from harness.errors import ConfigError, Problem, closest
 from harness.yaml_lines import LineIndex, Refused, load_yaml, parse_text
 
@@ -846,7 +847,7 @@ class _Resolver:
         discrete = backend.describe(task.args, [x.spec for comps in task.splits.values() for x in comps]).discrete
         space = "discrete" if discrete else "continuous"
         for algorithm in missing:
-            if space not in getattr(self.algorithm_class(algorithm), "action_spaces", ("discrete",)):
+            if space not in action_spaces_of(self.algorithm_class(algorithm)):
                 raise self.error([Problem(path, f"{algorithm} cannot act in task {task.name}'s {space} action space",
                                           algorithm, True)])
             task.claimed[algorithm] = self.params(algorithm, model, model.tasks[task.name], task.name,
@@ -962,7 +963,7 @@ class _Resolver:
                         discrete: bool) -> tuple[list[str], dict[str, str]]:
         """The suite's algorithms this task runs, and why the others do not."""
         space = "discrete" if discrete else "continuous"
-        fits = {a: space in getattr(self.algorithm_class(a), "action_spaces", ("discrete",)) for a in algorithms}
+        fits = {a: space in action_spaces_of(self.algorithm_class(a)) for a in algorithms}
         if task.algorithms is None:
             skipped = {a: f"{space} actions are not supported by {a}" for a, ok in fits.items() if not ok}
             return [a for a, ok in fits.items() if ok], skipped

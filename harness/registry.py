@@ -15,8 +15,9 @@ import pkgutil
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from harness.api import Algorithm, Backend, learns
 from harness.errors import ConfigError
 
 T = TypeVar("T", bound=type)
@@ -33,6 +34,13 @@ def _registrar(table: dict[str, type], name: str) -> Callable[[T], T]:
         return cls
 
     return wrap
+
+
+def builtin_algorithms_dir() -> Path:
+    """The folder of the built-in algorithms (where `harness new algorithm` writes by default)."""
+    import algorithms
+
+    return Path(algorithms.__path__[0])
 
 
 def builtin_suites_dir() -> Path:
@@ -147,8 +155,9 @@ def _lookup(name: str, table: dict[str, type], kind: str, path: tuple[str | int,
     )
 
 
-def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> Any:
-    return _lookup(name, _ALGORITHMS, "algorithm", path)
+def get_algorithm(name: str, path: tuple[str | int, ...] = ("algorithms",)) -> type[Algorithm]:
+    """The algorithm class registered as `name` (or `module:Class`); ConfigError at `path` if none."""
+    return cast("type[Algorithm]", _lookup(name, _ALGORITHMS, "algorithm", path))
 
 
 def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
@@ -157,13 +166,14 @@ def took_no_gradient_step(algorithm: str, grad_steps: int | None) -> bool:
     if grad_steps != 0:
         return False  # it learned, or the store predates the count
     try:
-        return bool(getattr(get_algorithm(algorithm), "learns", True))
+        return learns(get_algorithm(algorithm))
     except Exception:  # an algorithm that can no longer be imported: say nothing about it
         return False
 
 
-def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> Any:
-    return _lookup(name, _ENVS, "env backend", path)
+def get_env(name: str, path: tuple[str | int, ...] = ("env",)) -> type[Backend]:
+    """The backend class registered as `name` (or `module:Class`); ConfigError at `path` if none."""
+    return cast("type[Backend]", _lookup(name, _ENVS, "env backend", path))
 
 
 def algorithm_names() -> list[str]:

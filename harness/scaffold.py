@@ -143,9 +143,9 @@ def _class_name(name: str) -> str:
 
 
 def _default_dirs() -> tuple[Path, Path]:
-    import algorithms
+    from harness import registry
 
-    package_dir = Path(algorithms.__path__[0])
+    package_dir = registry.builtin_algorithms_dir()
     tests_dir = package_dir.parent / "tests"
     return package_dir, tests_dir
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from harness import registry
-from harness.api import Backend, EnvSpec, Step, load_policy_state, policy_state
+from harness.api import Backend, EnvSpec, Step, action_spaces_of, learns, load_policy_state, policy_state
 from harness.config import build_config
 from harness.run.runner import ContinuousRollout, rollout
 
@@ -37,7 +37,7 @@ CONTINUOUS_TASK = ("mpe_spread", {"local_ratio": 0.5, "max_cycles": 5, "continuo
 
 
 def _matrix() -> type[Backend]:
-    return registry.get_env("matrix")  # type: ignore[no-any-return]
+    return registry.get_env("matrix")
 
 
 def _task(name: str) -> tuple[Any, list[Any], EnvSpec]:
@@ -126,7 +126,7 @@ def _roundtrip(state: dict[str, Any]) -> dict[str, Any]:
 
 def _check_learning(cls: Any, algorithm: Any, metrics: list[dict[str, float]], rounds: int, task: str) -> None:
     """Some learning happens (unless the algorithm declares `learns = False`, like the random baseline)."""
-    if getattr(cls, "learns", True):
+    if learns(cls):
         assert any(metrics), f"{cls.name}: update() never returned metrics in {rounds} rounds on {task}"
         assert getattr(algorithm, "grad_steps", 0) > 0, f"{cls.name}: grad_steps did not increase"
 
@@ -184,7 +184,7 @@ def check_algorithm(name_or_cls: Any, params: dict[str, Any] | None = None, roun
     """Raise AssertionError if the algorithm breaks the plugin contract."""
     cls: Any = registry.get_algorithm(name_or_cls) if isinstance(name_or_cls, str) else name_or_cls
     params = _with_small_batches(cls, params or {})
-    spaces = getattr(cls, "action_spaces", ("discrete",))
+    spaces = action_spaces_of(cls)
     if "continuous" in spaces:
         _check_continuous(cls, params, rounds)
     if "discrete" not in spaces:
@@ -220,7 +220,7 @@ def check_on_device(name_or_cls: Any, device: str, params: dict[str, Any] | None
     a CPU copy, acts greedily as it does there: checkpoints move between devices."""
     cls: Any = registry.get_algorithm(name_or_cls) if isinstance(name_or_cls, str) else name_or_cls
     params = _with_small_batches(cls, params or {})
-    if "discrete" in getattr(cls, "action_spaces", ("discrete",)):
+    if "discrete" in action_spaces_of(cls):
         args, comps, spec = _task("repeated_climbing")
         env: Any = _matrix()(args, comps, 8, seed=1)
     else:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.api import Backend, EnvSpec, Step
+from harness.api import Backend, EnvSpec, Loop, Step
 from harness.errors import ConfigError
 from harness.registry import register_env
 
@@ -171,6 +171,7 @@ class MatrixBackend(Backend):
     # Greedy play of a fixed payoff table is the same every episode: per composition, a run's
     # win rate (optimal joint action reached) is 0 or 1.
     per_run_outcomes = ("win_rate",)
+    raw_loop_label = "numpy payoff lookup"  # matrix games have no library
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod
@@ -181,6 +182,12 @@ class MatrixBackend(Backend):
                 ("train",), "this game has a payoff table per composition: declare the train compositions"
             )
         return [MatrixComposition(types=args.unit_types())]
+
+    @classmethod
+    def raw_loop(cls, args: MatrixArgs, composition: MatrixComposition, num_envs: int, **options: Any) -> Loop:
+        tables = args.tables()
+        table = tables[composition.key()] if isinstance(tables, dict) else tables
+        return PayoffLoop(table, args.episode_length, num_envs)
 
     @classmethod
     def check_task(cls, args: MatrixArgs, splits: dict[str, list[MatrixComposition]]) -> None:
@@ -339,3 +346,21 @@ class MatrixBackend(Backend):
         self.comp, self.t = state["comp"].copy(), int(state["t"])
         self.last_actions, self.ep_return = state["last_actions"].copy(), state["ep_return"].copy()
         self.all_optimal = state["all_optimal"].copy()
+
+
+class PayoffLoop(Loop):
+    """A matrix game with nothing around it: random joint actions looked up in the payoff table."""
+
+    def __init__(self, table: np.ndarray, episode_length: int, num_envs: int, seed: int = 0) -> None:
+        self.table, self.episode_length, self.num_envs = table, episode_length, num_envs
+        self.rng = np.random.default_rng(seed)
+        self.returns = np.zeros(num_envs, dtype=np.float32)
+        self.t = 0
+
+    def advance(self) -> int:
+        actions = self.rng.integers(0, self.table.shape[0], size=(self.num_envs, self.table.ndim))
+        self.returns += self.table[tuple(actions.T)]
+        self.t += 1
+        if self.t == self.episode_length:
+            self.t, self.returns[:] = 0, 0.0
+        return self.num_envs

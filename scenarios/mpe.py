@@ -49,13 +49,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from harness.api import Backend, EnvSpec, Step
+from harness.api import Backend, EnvSpec, Loop, Step
 from harness.registry import register_env
 from scenarios._mpe_spread_core import MOVES, SpreadWorlds, continuous_forces, discrete_forces
 from scenarios.pettingzoo_generic import (
     ParallelEnvBackend,
     Slot,
     checked_actions,
+    library_loop,
     quiet_import,
     requirement_problem,
 )
@@ -246,6 +247,17 @@ class MPESpreadBackend(MPELayout, Backend):
     def missing_requirements(cls, args: SpreadArgs) -> str | None:
         if args.engine == "numpy":
             return None
+        return requirement_problem(cls.name, *MPEBackend.requires)
+
+    # The raw loop is mpe2's own, whichever engine the task runs.
+    raw_loop_label = "mpe2 simple_spread_v3 parallel_env loop"
+
+    @classmethod
+    def raw_loop(cls, args: SpreadArgs, composition: SpreadComposition, num_envs: int, **options: Any) -> Loop:
+        return library_loop(MPE2SpreadBackend(args.model_copy(update={"engine": "mpe2"}), [composition], 1, 0), num_envs)
+
+    @classmethod
+    def raw_loop_missing(cls, args: SpreadArgs) -> str | None:
         return requirement_problem(cls.name, *MPEBackend.requires)
 
     @classmethod
@@ -529,6 +541,7 @@ class MPETagBackend(MPEBackend):
 
     Args = TagArgs
     Composition = TagComposition
+    raw_loop_label = "mpe2 simple_tag_v3 parallel_env loop"
     OBS_KINDS = 4  # self, predator, prey, obstacle
     STATE_KINDS = 3  # predator, prey, obstacle
 

@@ -98,6 +98,7 @@ class MultiwalkerBackend(ParallelEnvBackend):
     Args = MultiwalkerArgs
     Composition = MultiwalkerComposition
     requires: ClassVar[tuple[str, str]] = (MODULE, "PettingZoo's SISL environments (pettingzoo[sisl], Box2D)")
+    raw_loop_label = "PettingZoo multiwalker parallel_env loop"
 
     @classmethod
     def default_compositions(cls, args: MultiwalkerArgs) -> list[MultiwalkerComposition]:

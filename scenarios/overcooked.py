@@ -54,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.api import EnvSpec, Step
+from harness.api import EnvSpec, Loop, Step
 from harness.errors import ConfigError, closest
 from harness.registry import register_env
 from scenarios.python_batch import Frame, Outcome, PythonBatchBackend
@@ -315,22 +315,12 @@ def _check_checkpoint_partner(partner: Partner, where: tuple[str | int, ...]) ->
 def _load_partner(algorithm: str, path: str, params_json: str, mtime_ns: int, spec: EnvSpec) -> Any:
     """Build the algorithm on `spec` and load the checkpoint's weights (cached: evaluation
     builds one backend per composition, and the file does not change between them)."""
-    import torch
-
-    from harness.api import load_policy_state, policy_state
-    from harness.config import build_config
+    from harness.policies import policy_from_checkpoint  # imports torch: not at startup
 
     partner = Partner(kind="checkpoint", algorithm=algorithm, path=path, params=json.loads(params_json))
     cls = _check_checkpoint_partner(partner, ("partner",))
     try:
-        algo = cls(spec, build_config(cls, partner.params), 0, torch.device("cpu"))
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: read only what is used
-        if "policy" in saved:  # a run's best.pt
-            load_policy_state(algo, saved["policy"])
-        elif "algorithm" in saved:  # a run's last.pt: its networks are all a partner needs
-            load_policy_state(algo, {k: v for k, v in saved["algorithm"].items() if k in policy_state(algo)})
-        else:  # a bare policy_state_dict() / state_dict()
-            load_policy_state(algo, saved)
+        algo = policy_from_checkpoint(cls, path, spec, partner.params)
     except Exception as exc:
         raise ConfigError.single(
             ("partner", "path"), f"cannot load this checkpoint into {algorithm} built with params {partner.params} "
@@ -485,8 +475,14 @@ class Game:
 class OvercookedBackend(PythonBatchBackend):
     Args = OvercookedArgs
     Composition = OvercookedComposition
+    raw_loop_label = "overcooked-ai OvercookedEnv loop"
 
     # ---- class-level contract ---------------------------------------------------------------
+    @classmethod
+    def raw_loop(cls, args: OvercookedArgs, composition: OvercookedComposition, num_envs: int,
+                 **options: Any) -> Loop:
+        return OvercookedLoop(composition.layout, args.horizon, num_envs)
+
     @classmethod
     def missing_requirements(cls, args: Any) -> str | None:
         try:
@@ -566,7 +562,7 @@ class OvercookedBackend(PythonBatchBackend):
 
     def reset_slots(self, slots: np.ndarray) -> None:
         super().reset_slots(slots)
-        from harness.run.runner import reset_memory_rows  # the runner imports torch: not at startup
+        from harness.policies import reset_memory_rows  # imports torch: not at startup
 
         # Auto-reset: the partners of the slots starting over start afresh too.
         self.partner_memory = {c: reset_memory_rows(m, slots) for c, m in self.partner_memory.items()}
@@ -623,3 +619,26 @@ class OvercookedBackend(PythonBatchBackend):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.shaping_steps = int(state.get("shaping_steps", 0))
+
+
+class OvercookedLoop(Loop):
+    """overcooked-ai's own OvercookedEnv, one per batch slot, random joint actions."""
+
+    def __init__(self, layout: str, horizon: int, num_envs: int, seed: int = 0) -> None:
+        names = _overcooked()  # also restores the NumPy 2 alias overcooked_env needs at import
+        from overcooked_ai_py.mdp.overcooked_env import OvercookedEnv
+
+        mdp = names.OvercookedGridworld.from_layout_name(LAYOUTS[layout])
+        self.envs = [OvercookedEnv.from_mdp(mdp, horizon=horizon, info_level=0) for _ in range(num_envs)]
+        self.actions = names.Action.INDEX_TO_ACTION
+        self.rng = np.random.default_rng(seed)
+        for env in self.envs:
+            env.reset()
+
+    def advance(self) -> int:
+        picks = self.rng.integers(0, len(self.actions), size=(len(self.envs), 2))
+        for env, (a, b) in zip(self.envs, picks, strict=True):
+            _, _, done, _ = env.step((self.actions[a], self.actions[b]))
+            if done:
+                env.reset()
+        return len(self.envs)

@@ -45,13 +45,14 @@ import json
 import os
 import pkgutil
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.api import EnvSpec, Step
+from harness.api import EnvSpec, Loop, Step
 from harness.errors import ConfigError, closest
 from harness.registry import check_import_allowed, register_env
 from scenarios.python_batch import Frame, Outcome, PythonBatchBackend
@@ -175,6 +176,10 @@ class ParallelEnvBackend(PythonBatchBackend):
     @classmethod
     def missing_requirements(cls, args: Any) -> str | None:
         return requirement_problem(cls.name, *cls.requires)
+
+    @classmethod
+    def raw_loop(cls, args: Any, composition: Any, num_envs: int, **options: Any) -> Loop:
+        return library_loop(cls(args, [composition], 1, 0), num_envs)
 
     # ---- hooks -------------------------------------------------------------------------------
     def build(self, composition_index: int) -> Any:
@@ -436,6 +441,7 @@ class PettingZooBackend(ParallelEnvBackend):
 
     Args = PettingZooArgs
     Composition = PettingZooComposition
+    raw_loop_label = "the module's parallel_env loop"
 
     # ---- class-level contract ---------------------------------------------------------------
     @classmethod
@@ -555,3 +561,37 @@ class PettingZooBackend(ParallelEnvBackend):
             avail_actions=avail,
             agent_mask=alive,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The library's own loop (`harness bench`'s raw side)
+
+
+class PettingZooLoop(Loop):
+    """The library's ParallelEnvs stepped directly with sampled actions, each reset when its agents
+    are gone. A Python loop over the envs: that is how the library runs a batch."""
+
+    def __init__(self, make: Callable[[], Any], num_envs: int, seed: int = 0) -> None:
+        self.envs = [make() for _ in range(num_envs)]
+        for i, env in enumerate(self.envs):
+            for agent in env.possible_agents:
+                env.action_space(agent).seed(seed + i)
+            env.reset(seed=seed + i)
+
+    def advance(self) -> int:
+        for env in self.envs:
+            env.step({agent: env.action_space(agent).sample() for agent in env.agents})
+            if not env.agents:
+                env.reset()
+        return len(self.envs)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+
+def library_loop(backend: ParallelEnvBackend, num_envs: int) -> PettingZooLoop:
+    """The very ParallelEnv `backend.build` makes (same game, same settings), `num_envs` of
+    them stepped by the library alone."""
+    return PettingZooLoop(lambda: backend.build(0), num_envs)

@@ -126,3 +126,13 @@ def test_the_readme_layout_names_every_module_of_the_core() -> None:
     unlisted = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "harness").rglob("*.py"))
                 if path.name not in ("__init__.py", "__main__.py") and path.name not in layout]
     assert not unlisted, f"README's layout does not mention {unlisted}"
+
+
+def test_the_core_reaches_algorithms_and_environments_only_through_the_registry() -> None:
+    """harness/ names no module of algorithms/ or scenarios/ but in registry.py: a backend or an
+    algorithm is found by name, so the core works the same for the built-ins and for plugins."""
+    graph = import_graph()
+    reaching = {module: sorted(t for t in targets if t.split(".")[0] in ("algorithms", "scenarios"))
+                for module, targets in graph.items() if module.split(".")[0] == "harness"}
+    offenders = {m: t for m, t in reaching.items() if t and m != "harness.registry"}
+    assert not offenders, f"core modules importing plugins directly: {offenders}"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from harness import bench
+from harness.api import Loop
 from harness.cli import main
 from scenarios.matrix import MatrixBackend
 
@@ -133,14 +134,16 @@ def test_the_smax_3m_figure_plays_jaxmarls_3m_on_both_sides() -> None:
     if figure.missing():
         pytest.skip(figure.missing())
     assert figure.continuous and "3m" in figure.raw_loop.what and "continuous" in figure.label()
+    from scenarios.smax import JittedSmaxLoop
+
     raw = figure.raw_loop.build(*figure.task.parsed()[1:], 4)
-    assert isinstance(raw, bench.JittedSmaxLoop)
+    assert isinstance(raw, JittedSmaxLoop)
     units = raw.states.state  # JaxMARL's own reset on map 3m: 3 v 3 marines
     assert np.asarray(units.unit_types).tolist() == [[0] * 6] * 4
     assert np.asarray(units.unit_alive).all()
 
 
-class Sleeper(bench.Loop):
+class Sleeper(Loop):
     """A loop whose unit of work is a sleep: known rates to check the timing against."""
 
     def __init__(self, pause: float, steps: int) -> None:

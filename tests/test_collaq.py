@@ -17,9 +17,9 @@ from test_value_decomposition import (
 )
 
 from algorithms.collaq import CollaQ, CollaQAgent, CollaQConfig, mara_loss
+from algorithms.common.batch import NOW
 from algorithms.common.torch_utils import seeded
 from algorithms.refil import AQMIX
-from algorithms.value_decomposition import NOW
 from harness import registry
 from harness.api import tunable_fields
 

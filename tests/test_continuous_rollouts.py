@@ -22,7 +22,8 @@ from harness import registry
 from harness.api import EnvSpec, Step, Transition
 from harness.config import build_config, load_suite
 from harness.errors import ConfigError
-from harness.run.runner import ContinuousRollout, execute_run, reset_memory_rows
+from harness.policies import reset_memory_rows
+from harness.run.runner import ContinuousRollout, execute_run
 
 LIMIT = 5
 SPEC = EnvSpec(obs_features=1, state_features=1, n_actions=2, max_agents=1, max_entities=1, max_state_entities=1,

@@ -19,10 +19,10 @@ from test_value_decomposition import (
     scramble_after_episode_end,
 )
 
+from algorithms.common.batch import AFTER, NOW
 from algorithms.common.exploration import masked_log_softmax
 from algorithms.common.torch_utils import seeded
 from algorithms.fop import FOP, FOPConfig, FOPMixer, soft_value
-from algorithms.value_decomposition import AFTER, NOW
 from harness.api import Step, tunable_fields
 from harness.run.runner import rollout
 from scenarios.matrix import MatrixArgs, MatrixBackend

@@ -190,8 +190,8 @@ def test_execution_needs_only_the_policy() -> None:
 def test_the_marginal_converges_to_the_imagined_average_of_the_policy() -> None:
     """Trained alone on a fixed batch, the marginal head's pi_bar(.|s+) becomes the average of
     the policy over the imagined contexts that share s+ (the Blahut-Arimoto marginal)."""
+    from algorithms.common.batch import NOW, loss_mask
     from algorithms.mipi import Views
-    from algorithms.value_decomposition import NOW, loss_mask
 
     env, spec = two_type_env()
     mipi = build(MIPI, spec)

@@ -25,6 +25,7 @@ from test_value_decomposition import (
     run_round,
 )
 
+from algorithms.common.batch import NOW
 from algorithms.opt_d import (
     OPTD,
     OPTDAgent,
@@ -39,7 +40,7 @@ from algorithms.opt_d import (
     contrastive_disagreement,
     masked_sparsemax,
 )
-from algorithms.value_decomposition import NOW, ValueDecompositionConfig
+from algorithms.value_decomposition import ValueDecompositionConfig
 from harness.api import tunable_fields
 from harness.registry import get_algorithm
 

@@ -19,11 +19,11 @@ from test_value_decomposition import (
     scramble_after_episode_end,
 )
 
+from algorithms.common.batch import NOW
 from algorithms.common.exploration import masked_argmax, masked_max
 from algorithms.common.mixers import DuplexMixer
 from algorithms.common.torch_utils import seeded
 from algorithms.qplex import QPLEX, QPLEXConfig
-from algorithms.value_decomposition import NOW
 from harness.api import tunable_fields
 
 G = 3

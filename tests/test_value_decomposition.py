@@ -427,7 +427,7 @@ def test_mixers_run_on_filled_steps_only_with_the_same_values_there() -> None:
     """`on_filled_steps` hands the function the filled (episode, step) entries only and puts
     its outputs back: equal to the whole computation where filled, zero elsewhere; inputs over
     the T+1 observation slots go in whole."""
-    from algorithms.value_decomposition import on_filled_steps
+    from algorithms.common.batch import on_filled_steps
 
     gen = torch.Generator().manual_seed(0)
     filled = torch.rand(3, 5, generator=gen) < 0.6

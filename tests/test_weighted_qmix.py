@@ -16,9 +16,10 @@ from test_value_decomposition import (
     scramble_after_episode_end,
 )
 
+from algorithms.common.batch import NOW, taken_values
 from algorithms.common.mixers import AttentionQMixer, UnrestrictedMixer
 from algorithms.common.torch_utils import seeded
-from algorithms.value_decomposition import NOW, QMIX, QMIXConfig, taken_values
+from algorithms.value_decomposition import QMIX, QMIXConfig
 from algorithms.weighted_qmix import CWQMIX, OWQMIX, WeightedQMIXConfig, cw_weights, ow_weights
 from harness.api import tunable_fields
 

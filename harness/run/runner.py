@@ -43,6 +43,7 @@ from harness import registry
 from harness.api import Backend, EnvSpec, Step, Transition, load_policy_state, policy_state, watching_busy
 from harness.config import build_config
 from harness.errors import RunFailed
+from harness.policies import map_memory, reset_memory_rows
 from harness.run.plan import RunSpec, stable_hash
 from harness.run.store import RunResult
 
@@ -204,34 +205,6 @@ def rollout(env: Backend | ActionPadded, algorithm: Any, explore: bool, seed: in
     return {"returns": returns, "won": step.won.copy(), "composition": step.composition.copy(), "env_steps": np.array(env_steps)}
 
 
-def _map_memory(memory: Any, leaf: Callable[[Any], Any]) -> Any:
-    """`leaf` applied to everything inside the tuples, lists and dicts of a memory."""
-    if isinstance(memory, dict):
-        return {k: _map_memory(v, leaf) for k, v in memory.items()}
-    if isinstance(memory, tuple) and hasattr(memory, "_fields"):  # a NamedTuple
-        return type(memory)(*(_map_memory(v, leaf) for v in memory))
-    if isinstance(memory, list | tuple):
-        return type(memory)(_map_memory(v, leaf) for v in memory)
-    return leaf(memory)
-
-
-def reset_memory_rows(memory: Any, rows: np.ndarray) -> Any:
-    """`memory` with rows `rows` ([B] bool) zeroed in every tensor or array whose first
-    dimension is B (the default of `reset_memory`: every algorithm here starts its
-    recurrent state at zero)."""
-
-    def reset(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == len(rows):
-            keep = torch.from_numpy(~rows).to(x.device).view(-1, *([1] * (x.dim() - 1)))
-            with torch.inference_mode(x.is_inference()):  # act made it there: keep it cheap
-                return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        if isinstance(x, np.ndarray) and x.ndim and x.shape[0] == len(rows):
-            return np.where(rows.reshape(-1, *([1] * (x.ndim - 1))), np.zeros((), x.dtype), x)
-        return x
-
-    return _map_memory(memory, reset)
-
-
 class ContinuousRollout:
     """Training episodes played back to back (`rollout: continuous`): the backend resets each
     env as soon as its episode has ended (`Backend.enable_autoreset`), so the batch never
@@ -299,7 +272,7 @@ class ContinuousRollout:
             return
         self.env.load_env_state({k: v.numpy() for k, v in state["env"].items()})
         self.step = Step(**{k: v.numpy() for k, v in state["step"].items()})
-        self.memory = _map_memory(state["memory"], lambda x: x.to(device) if isinstance(x, torch.Tensor) else x)
+        self.memory = map_memory(state["memory"], lambda x: x.to(device) if isinstance(x, torch.Tensor) else x)
         self.first, self.lengths = state["first"].numpy(), state["lengths"].numpy()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from harness import bench
+from harness.api import Loop
 
 pytestmark = [
     pytest.mark.benchmark,
@@ -39,9 +40,9 @@ def _engine_rates(num_envs: int, seconds: float, rounds: int) -> dict[str, float
     """Env steps/s of each engine's backend and of the raw mpe2 loop, interleaved, best of rounds."""
     tasks = {engine: bench.Task("mpe_spread", {"engine": engine}, {"n_agents": 3}, num_envs)
              for engine in ("numpy", "mpe2")}
-    loops: dict[str, bench.Loop] = {engine: bench.RandomPolicyLoop(task.build()) for engine, task in tasks.items()}
+    loops: dict[str, Loop] = {engine: bench.RandomPolicyLoop(task.build()) for engine, task in tasks.items()}
     _, args, composition = tasks["mpe2"].parsed()
-    loops["raw"] = bench.RAW_LOOPS["mpe_spread"].build(args, composition, num_envs)
+    loops["raw"] = bench.RawLoop("mpe_spread").build(args, composition, num_envs)
     try:
         return bench.interleaved_rates(loops, seconds, rounds)
     finally:

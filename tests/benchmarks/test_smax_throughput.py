@@ -1,7 +1,7 @@
 """SMAX backend throughput vs raw jitted-and-vmapped SMAX stepping, at the same batch size.
 
 Raw: JaxMARL's transition alone, vmapped and jitted, random actions drawn inside the compiled
-function, nothing copied to the host (`harness.bench.JittedSmaxLoop`). Backend: `SmaxBackend.step`
+function, nothing copied to the host (`scenarios.smax.JittedSmaxLoop`). Backend: `SmaxBackend.step`
 as the runner calls it, random available actions chosen in numpy, every Step array copied to
 numpy. Only env steps of running episodes count for the backend (an env whose battle ended
 waits for the batch's next reset), so the ratio is the share of raw speed a learner gets.

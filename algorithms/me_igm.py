@@ -35,7 +35,7 @@ from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors
 from algorithms.qplex import QPLEX, QPLEXConfig
-from algorithms.value_decomposition import QMIX, QMIXConfig
+from algorithms.value_decomposition import QMIX, QMIXConfig, ValueDecomposition
 from harness.api import tunable
 from harness.registry import register_algorithm
 
@@ -155,9 +155,11 @@ def soft_td_lambda_targets(
     return td_lambda_targets(soft_reward, terminated, filled, bootstrap, gamma, lam)
 
 
-class MaxEntropyIGM:
+class MaxEntropyIGM(ValueDecomposition):
     """Mixin over a value-decomposition learner (QMIX, QPLEX): replaces epsilon-greedy by the
-    transformed softmax policy and adds the soft target, L_F and L_alpha."""
+    transformed softmax policy and adds the soft target, L_F and L_alpha. Listed before the
+    learner (`class MEQMIX(MaxEntropyIGM, QMIX)`), so its methods come first and its `super()`
+    calls reach the learner's; deriving from the shared base declares what it builds on."""
 
     cfg: MEIGMConfig
 
@@ -285,14 +287,14 @@ class MaxEntropyIGM:
     # ---------------------------------------------------------------- checkpoints
 
     def _modules(self) -> dict[str, nn.Module]:
-        return {**super()._modules(), "transform": self.transform, "temperature": self.temperature}  # type: ignore[misc]
+        return {**super()._modules(), "transform": self.transform, "temperature": self.temperature}
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()  # type: ignore[misc]
+        state = super().state_dict()
         return {**state, **{name: opt.state_dict() for name, opt in self.side_optimisers.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)  # type: ignore[misc]
+        super().load_state_dict(state)
         for name, optimiser in self.side_optimisers.items():
             optimiser.load_state_dict(state[name])
 

@@ -389,7 +389,9 @@ class OPTD(ValueDecomposition):
     """QMIX with OPT-D layers in agent and mixer, plus the CD and CMI losses."""
 
     Config: ClassVar[type] = OPTDConfig
-    cfg: OPTDConfig
+    # Not a ValueDecompositionConfig (OPT-D's agent has no attention options); the shared
+    # learner reads only the fields both configs have.
+    cfg: OPTDConfig  # type: ignore[assignment]
 
     @property
     def shape(self) -> OPTDShape:

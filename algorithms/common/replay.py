@@ -130,9 +130,12 @@ class EpisodeReplay:
         for name, store in self.data.items():
             f = self.schema[name]
             if stale is not None:
-                store[(idx, *(slice(0, stale[d]) if isinstance(d, str) else slice(None) for d in f.dims))] = 0
+                cleared: tuple[Any, ...] = (idx, *(slice(0, stale[d]) if isinstance(d, str) else slice(None)
+                                                   for d in f.dims))
+                store[cleared] = 0
             arr = episodes[name]
-            store[(idx, *(slice(0, s) for s in arr.shape[1:]))] = arr
+            filled: tuple[Any, ...] = (idx, *(slice(0, s) for s in arr.shape[1:]))
+            store[filled] = arr
         self.extents[idx] = [[int(t)] + [seen.get(d, 0) for d in TRIMMED[1:]] for t in lengths]
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
@@ -274,6 +277,7 @@ class EpisodeCollector:
         if self.lengths.shape != (batch,):
             self.lengths = np.zeros(batch, np.int64)
         rows = np.flatnonzero(tr.active)
+        assert tr.first is not None  # continuous rollouts always say which envs start an episode
         starting = rows[tr.first[rows]]
         if starting.size:
             self._start_episodes(tr, starting, batch)

@@ -1,9 +1,5 @@
-"""Suite files: schema, command-line overrides and validation.
-
-A suite is checked completely before any run starts. Every problem is reported with the
-file, the line, the key path, what was expected and what was found, plus the closest valid
-key when a name looks like a typo.
-"""
+"""Loading a suite: find the file, apply overrides, validate everything (every problem reported
+with file, line, key path, expected and found values), and build the resolved `Suite`."""
 
 from __future__ import annotations
 
@@ -11,359 +7,40 @@ import dataclasses
 import math
 import os
 import re
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from harness import registry
 from harness.api import action_spaces_of
+from harness.config.overrides import apply_overrides, split_params_mode
+from harness.config.problems import expected_phrase, number_problems, pydantic_problems
+from harness.config.schema import (
+    COMMAND_LINE,
+    DEFAULT_BUDGETS,
+    NAME_PATTERN,
+    PROFILES,
+    SPLITS,
+    BudgetModel,
+    ClaimModel,
+    ConfigurationModel,
+    SuiteModel,
+    TaskModel,
+)
+from harness.config.suite import (
+    Claim,
+    Composition,
+    RaySettings,
+    Suite,
+    Task,
+    default_checkpoint_dir,
+    default_store,
+)
+from harness.config.tuned import apply_tuned_params
+from harness.config.yaml_lines import LineIndex, load_yaml
 from harness.errors import ConfigError, Problem, closest
-from harness.yaml_lines import LineIndex, Refused, load_yaml, parse_text
-
-SPLITS = ("train", "validation", "test")
-METRICS = ("return", "win_rate")
-PROFILES = ("smoke", "short", "standard", "paper")
-COMMAND_LINE = "<command line>"
-
-# Generic budget profiles; suites redefine them to suit their tasks (a one-step matrix game
-# needs far fewer env steps than StarCraft-like combat).
-DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
-    "smoke": {"env_steps": 2_000, "eval_every": 1_000, "eval_episodes": 8},
-    "short": {"env_steps": 50_000, "eval_every": 10_000, "eval_episodes": 32},
-    "standard": {"env_steps": 2_000_000, "eval_every": 50_000, "eval_episodes": 32},
-    "paper": {"env_steps": 10_000_000, "eval_every": 100_000, "eval_episodes": 32},
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Schema (pydantic models; `extra="forbid"` so typos are caught)
-
-# Upper bounds far above real use, so that a huge value is refused at validate rather than
-# allocating until MemoryError once runs start.
-MAX_ENV_STEPS = 10**10
-MAX_SEEDS = 1000
-MAX_LIST = 1000  # tasks, algorithms, compositions of a split
-MAX_WORKERS = 4096
-MAX_NUMBER = 10**15  # no setting of any algorithm or backend needs an integer larger than this
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BudgetModel(Strict):
-    env_steps: int = Field(gt=0, le=MAX_ENV_STEPS, description="environment steps of training, summed over parallel envs")
-    eval_every: int = Field(gt=0, le=MAX_ENV_STEPS, description="evaluate every this many env steps")
-    eval_episodes: int = Field(gt=0, le=100_000, description="greedy evaluation episodes per composition")
-    absolute_episodes: int | None = Field(
-        None, gt=0, le=1_000_000, description="episodes for the absolute metric (default 10 x eval_episodes)"
-    )
-
-    @model_validator(mode="after")
-    def _interval_fits(self) -> BudgetModel:
-        if self.eval_every > self.env_steps:
-            raise ValueError(f"eval_every ({self.eval_every}) must not exceed env_steps ({self.env_steps})")
-        return self
-
-
-ParamTable = dict[str, dict[str, Any]]  # algorithm name or "*" -> config field -> value
-
-
-class ReferenceModel(Strict):
-    """Reference scores of a task in the suite's metric, for normalised cross-task aggregates:
-    normalised = (score - random) / (best - random), so 0 is a uniform-random team, 1 the best known."""
-
-    random: float = Field(allow_inf_nan=False, description="expected score of a uniform-random policy")
-    best: float = Field(allow_inf_nan=False, description="best known score (the optimum when known)")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> ReferenceModel:
-        if self.best == self.random:
-            raise ValueError(f"best ({self.best}) must differ from random ({self.random})")
-        return self
-
-
-class TaskModel(Strict):
-    env: str = Field(description="environment backend name (harness list envs)")
-    args: dict[str, Any] = Field(default_factory=dict)
-    num_envs: int = Field(8, gt=0, le=4096, description="parallel environments for training")
-    rollout: Literal["episodes", "continuous"] = Field(
-        "episodes", description="training rollouts: episodes (synchronous batches, all envs reset together) or "
-        "continuous (each env starts its next episode as soon as one ends; needs a backend with auto-reset)")
-    rollout_steps: int | None = Field(
-        None, gt=0, le=1_000_000, description="rollout: continuous only: batched env steps between updates "
-        "(default: the env's episode_limit)")
-    train: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
-    validation: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
-    test: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST)] | None = None
-    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    params: ParamTable = Field(default_factory=dict)
-    algorithms: list[str] | None = Field(
-        None, max_length=MAX_LIST, description="run only these of the suite's algorithms on this task (default: every one "
-        "whose action space fits the task)")
-    description: str = ""
-    reference: ReferenceModel | None = Field(
-        None, description="random and best-known scores for normalised aggregates across tasks")
-
-
-class ConfigurationModel(Strict):
-    """A named setting of a registered algorithm, run and reported under its own name."""
-
-    algorithm: str = Field(description="the registered algorithm it configures")
-    params: dict[str, Any] = Field(default_factory=dict, description="its fields, over the suite's params for that algorithm")
-    description: str = ""
-
-
-class ClaimModel(Strict):
-    """A paper's claim, pre-registered: what is compared, on which runs, with which test."""
-
-    source: str = Field(min_length=1, description="the paper and its table or figure")
-    statement: str = Field(min_length=1, description="the claim in one sentence")
-    task: str = Field(description="the suite task it is checked on (any text when `unrunnable`)")
-    split: Literal["train", "validation", "test"] = "test"
-    composition: str | None = Field(None, description="one composition of the split (default: their mean)")
-    metric: Literal["return", "win_rate"] | None = Field(None, description="default: the suite's metric")
-    better: str = Field(description="the algorithm or configuration claimed better")
-    than: Annotated[list[str], Field(min_length=1, max_length=MAX_LIST)] = Field(
-        description="the algorithms it is claimed better than (one comparison each, Holm-corrected)")
-    direction: Literal["greater", "less"] = Field("greater", description="greater: higher scores are better")
-    seeds: Annotated[int, Field(gt=0, le=MAX_SEEDS)] | Annotated[
-        list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1, max_length=MAX_SEEDS)] = Field(
-        description="pre-registered: a count (seeds 0..n-1) or a list of distinct seeds")
-    test: Literal["fisher", "binomial", "mann_whitney", "wilcoxon", "bootstrap"] = Field(
-        description="fisher or binomial (paired) for per-seed yes/no outcomes; mann_whitney, wilcoxon (paired) "
-        "or bootstrap (difference of means) for scores")
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the claim, Holm over its comparisons")
-    min_effect: float = Field(0.0, ge=0, description="smallest difference (success rate or mean) that counts")
-    budget: str | None = Field(None, description="budget profile of its runs (default: the suite's)")
-    success_at: float | None = Field(None, description="fisher/binomial on scores: a seed succeeds at this score or above")
-    unrunnable: str | None = Field(None, description="why this harness cannot check it; declared, reported, never run")
-    reported: dict[str, float] = Field(
-        default_factory=dict, description="the paper's figure for each algorithm it compares (same metric), printed "
-        "beside ours; for reading only, no test uses it")
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, v: int | list[int]) -> int | list[int]:
-        if isinstance(v, list) and len(set(v)) != len(v):
-            raise ValueError(f"expected distinct seeds, found {v}")
-        return v
-
-
-class SuiteModel(Strict):
-    name: str | None = None
-    description: str = ""
-    metric: Literal["return", "win_rate"] = "return"
-    seeds: Annotated[int, Field(gt=0, le=MAX_SEEDS)] | Annotated[
-        list[Annotated[int, Field(ge=0, lt=2**32)]], Field(max_length=MAX_SEEDS)] = Field(
-        5, description="a count (seeds 0..n-1) or a list of distinct non-negative seeds")
-    budget: str | dict[str, Any] = "short"
-    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    algorithms: list[str | dict[str, Any]] = Field(min_length=1, max_length=MAX_LIST)
-    params: ParamTable = Field(default_factory=dict)
-    tasks: dict[str, TaskModel] = Field(min_length=1, max_length=MAX_LIST)
-    backend: str | None = Field(
-        None, description="swap the backend of every task of the same family (backend=smacv2 runs the "
-        "SMAX tasks on StarCraft II)")
-    executor: Literal["local", "ray"] = Field(
-        "local", description="local: worker processes on this machine; ray: one Ray task per run")
-    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] | Literal["auto"] = Field(
-        "auto", description="runs at once (0 = in this process); with executor=ray and no ray_address, the "
-        "size of the private Ray instance in runs")
-    ray_address: str | None = Field(
-        None, description="executor=ray: auto (the cluster `ray start` runs here) or HOST:PORT; unset starts "
-        "a private Ray instance on this machine")
-    cpus_per_run: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = Field(1.0, description="executor=ray: CPUs each run reserves")
-    gpus_per_run: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] = Field(0.0, description="executor=ray: GPUs each run reserves")
-    max_retries: Annotated[int, Field(ge=0, le=100)] = Field(
-        2, description="executor=ray: times a run whose worker process or node died is retried from its "
-        "last checkpoint before it is recorded as failed")
-    allow_imports: list[str] = Field(
-        default_factory=list, description="modules whose code the suite may import through 'module:Class' "
-        "names or factories, beyond this project's own, the wrapped environment libraries and installed plugins")
-    store: str | None = None
-    checkpoint_dir: str | None = None
-    checkpoint_every: Annotated[float, Field(ge=0, le=10**7, allow_inf_nan=False)] = Field(
-        300.0, description="seconds between periodic checkpoints of a run (0 = at every evaluation); a run "
-        "stopped by Ctrl-C or its coordinator always checkpoints first")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    retry_failed: bool = False
-    reclaim_running: bool = Field(
-        False, description="take over the runs that a coordinator on another machine left running "
-        "(only when that coordinator is gone: this machine cannot check it)")
-    tuning: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="harness tune search-space overrides: ALGORITHM -> FIELD -> "
-        "{low, high, log} or [low, high] (null leaves the field out of the search)")
-    configurations: dict[str, ConfigurationModel] = Field(
-        default_factory=dict, description="named settings of registered algorithms (NAME -> {algorithm, params}), "
-        "usable wherever an algorithm name is")
-    claims: dict[str, ClaimModel] = Field(
-        default_factory=dict, description="the papers' claims this suite checks (harness claims)")
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, v: int | list[int]) -> int | list[int]:
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError(f"expected a non-empty list of distinct seeds, found {v}")
-        return v
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolved suite
-
-
-@dataclass
-class Composition:
-    name: str
-    weight: float
-    spec: BaseModel  # the backend's validated composition
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, **self.spec.model_dump()}
-
-
-@dataclass
-class Task:
-    name: str
-    env: str
-    args: BaseModel
-    num_envs: int
-    splits: dict[str, list[Composition]]
-    budget: dict[str, int]
-    params: dict[str, dict[str, Any]]  # algorithm -> resolved config overrides (the task's algorithms only)
-    skipped: dict[str, str] = field(default_factory=dict)  # suite algorithm -> why it does not run here
-    rollout: str = "episodes"  # or "continuous"
-    rollout_steps: int | None = None  # continuous: batched steps per round (None: the episode limit)
-    # Reporting only, so not part of `config_dict` (changing them must not change run ids).
-    description: str = ""
-    reference: dict[str, float] | None = None  # {"random": r, "best": b} in the suite's metric
-    # Algorithms that only the suite's claims run here, with their params layered exactly as if
-    # they were listed, so a claim's runs and a board's are the same runs (same ids).
-    claimed: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def algorithms(self) -> list[str]:
-        return list(self.params)
-
-    def config_dict(self) -> dict[str, Any]:
-        """Plain, JSON-able description of the task (part of every run id)."""
-        config = {
-            "env": self.env,
-            "args": self.args.model_dump(),
-            "num_envs": self.num_envs,
-            "splits": {s: [c.as_dict() for c in comps] for s, comps in self.splits.items()},
-        }
-        # Only when not the default, so the run ids of synchronous runs stay what they were.
-        if self.rollout != "episodes":
-            config["rollout"] = self.rollout
-            if self.rollout_steps is not None:
-                config["rollout_steps"] = self.rollout_steps
-        return config
-
-
-def default_store(name: str) -> str:
-    return f"sqlite:///runs/{name}.db"
-
-
-def default_checkpoint_dir(name: str, store: str | None) -> str:
-    """runs/checkpoints/NAME for the default store; a folder of its own for any other store, so
-    that two stores holding runs of the same suite (same run ids) never share run folders."""
-    if store is None or store == default_store(name):
-        return f"runs/checkpoints/{name}"
-    import hashlib
-
-    return f"runs/checkpoints/{name}-{hashlib.sha256(store.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A resolved claim (see `ClaimModel` for each field)."""
-
-    name: str
-    source: str
-    statement: str
-    task: str
-    split: str
-    composition: str | None
-    metric: str
-    better: str
-    than: tuple[str, ...]
-    direction: str
-    seeds: tuple[int, ...]
-    test: str
-    alpha: float
-    min_effect: float
-    budget_name: str
-    budget: dict[str, int]  # resolved for the claim's task ({} when unrunnable)
-    success_at: float | None = None
-    unrunnable: str | None = None
-    reported: tuple[tuple[str, float], ...] = ()  # the paper's figures, per algorithm
-
-    @property
-    def algorithms(self) -> tuple[str, ...]:
-        return (self.better, *self.than)
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """Where and how executor=ray runs (see SuiteModel for each field's meaning)."""
-
-    address: str | None = None
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
-    max_retries: int = 2
-    local_cpus: int | None = None  # size of a private instance (workers x cpus_per_run)
-
-
-@dataclass
-class Suite:
-    name: str
-    path: str
-    description: str
-    metric: str
-    seeds: list[int]
-    budget_name: str
-    algorithms: list[str]
-    tasks: list[Task]
-    store: str
-    checkpoint_dir: str
-    checkpoint_every: float
-    workers: int
-    device: str
-    executor: str
-    retry_failed: bool
-    reclaim_running: bool = False
-    ray: RaySettings = field(default_factory=RaySettings)
-    overrides: list[str] = field(default_factory=list)
-    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)  # checked by harness.tune
-    # params=tuned: algorithm -> its `harness tune` record (None: no record, runs with defaults);
-    # None when the suite runs its own params (params=default, the default).
-    tuned_params: dict[str, dict[str, Any] | None] | None = None
-    claims: list[Claim] = field(default_factory=list)
-    # Named configurations -> the registered algorithm that runs them.
-    plugins: dict[str, str] = field(default_factory=dict)
-
-    def plugin(self, algorithm: str) -> str:
-        """The registered algorithm that runs `algorithm` (itself, or a configuration's)."""
-        return self.plugins.get(algorithm, algorithm)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
 
 
 def suite_path(ref: str) -> Path:
@@ -386,59 +63,6 @@ def suite_path(ref: str) -> Path:
     )
 
 
-def parse_value(text: str, key: tuple[str, ...] = ()) -> Any:
-    """Command-line values use YAML syntax: 3, 1e-3, true, [qmix, vdn], {a: 1}; text that is not
-    YAML stays a string. Read as strictly as a suite file (no duplicate keys or alias bombs)."""
-    if text == "":
-        return ""
-    try:
-        return parse_text(text)[0]
-    except yaml.YAMLError:
-        return text
-    except Refused as exc:
-        raise ConfigError.single(key + exc.path, exc.message, found=text, file=COMMAND_LINE) from None
-
-
-def parse_overrides(tokens: list[str]) -> list[tuple[tuple[str, ...], Any, str]]:
-    out = []
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key:
-            raise ConfigError.single((), "expected key=value", found=token, file=COMMAND_LINE)
-        path = tuple(key.split("."))
-        out.append((path, parse_value(value, path), token))
-    return out
-
-
-def apply_overrides(raw: dict[str, Any], tokens: list[str]) -> set[tuple[str, ...]]:
-    """Apply `a.b.c=value` tokens in place; returns the overridden key paths."""
-    touched: set[tuple[str, ...]] = set()
-    for path, value, _token in parse_overrides(tokens):
-        if path == ("tasks",) and isinstance(value, list):
-            raw["tasks"] = _select_tasks(raw.get("tasks") or {}, value)
-            _drop_claims_on_other_tasks(raw)
-            touched.add(path)
-            continue
-        if path[0] not in SuiteModel.model_fields:
-            raise ConfigError.single(
-                path[:1], "unknown suite key", found=path[0], choices=SuiteModel.model_fields, file=COMMAND_LINE
-            )
-        _check_task_exists(raw, path)
-        node = raw
-        for depth, part in enumerate(path[:-1], start=1):
-            nxt = node.get(part) if isinstance(node, dict) else None
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[part] = nxt
-                # Made by the override (a task or algorithm the file lacks, a value replaced by a
-                # mapping): whatever is wrong beneath it is the command line's doing.
-                touched.add(path[:depth])
-            node = nxt
-        node[path[-1]] = value
-        touched.add(path)
-    return touched
-
-
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -451,42 +75,12 @@ def _allowed_imports(raw: dict[str, Any], resolver: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _check_task_exists(raw: dict[str, Any], path: tuple[str, ...]) -> None:
-    """`tasks.NAME.key=value` sets a key of an existing task; a typo in NAME would otherwise make a
-    half-defined new task whose errors read as if the file were wrong."""
-    tasks = raw.get("tasks")
-    if len(path) > 2 and path[0] == "tasks" and isinstance(tasks, dict) and path[1] not in tasks:
-        raise ConfigError.single(path[:2], f"unknown task; expected one of {', '.join(map(str, tasks))}",
-                                 found=path[1], choices=map(str, tasks), file=COMMAND_LINE)
-
-
-def _drop_claims_on_other_tasks(raw: dict[str, Any]) -> None:
-    """`tasks=[...]` runs a part of the suite: its claims on the other tasks go with them."""
-    claims = raw.get("claims")
-    if isinstance(claims, dict):
-        raw["claims"] = {k: c for k, c in claims.items() if not isinstance(c, dict) or c.get("task") in raw["tasks"]}
-
-
-def _select_tasks(tasks: dict[str, Any], names: list[Any]) -> dict[str, Any]:
-    unknown = [n for n in names if n not in tasks]
-    if unknown:
-        raise ConfigError.single(
-            ("tasks",), f"unknown task; expected some of {', '.join(tasks)}", found=unknown[0],
-            choices=tasks, file=COMMAND_LINE,
-        )
-    return {n: tasks[n] for n in names}
-
-
-TUNING_DIR = Path("runs/tuning")  # harness tune writes <suite>/<algorithm>.json here
-PARAMS_MODES = ("default", "tuned")
-
-
 def load_suite(ref: str, overrides: list[str] | None = None) -> Suite:
     path = suite_path(ref)
     raw, lines = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError.single((), "a suite file must be a mapping of keys", found=type(raw).__name__, file=str(path))
-    overrides, mode = _params_mode(list(overrides or []))
+    overrides, mode = split_params_mode(list(overrides or []))
     touched = apply_overrides(raw, overrides)
     resolver = _Resolver(path, lines, touched)
     problems = number_problems(raw)
@@ -501,147 +95,6 @@ def load_suite(ref: str, overrides: list[str] | None = None) -> Suite:
         apply_tuned_params(suite)
         suite.overrides.append("params=tuned")
     return suite
-
-
-def number_problems(data: Any) -> list[Problem]:
-    """NaN, infinities and absurdly large integers anywhere in the suite: no setting takes them,
-    and further on they would crash a computation (infinite CPUs) or allocate without end."""
-    problems: list[Problem] = []
-    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
-    while stack:  # a loop, not recursion: aliases may share values, but the reader bounded the total
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend((path + (k,), v) for k, v in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(value))))
-        elif isinstance(value, float) and not math.isfinite(value):
-            problems.append(Problem(path, "expected a finite number", value, True))
-        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-            problems.append(Problem(path, f"expected a number no larger than {MAX_NUMBER:.0e}", value, True))
-    return problems
-
-
-def _params_mode(overrides: list[str]) -> tuple[list[str], str]:
-    """`params=tuned` / `params=default` choose where parameters come from; every other
-    `params...` token is an ordinary override of the suite's params table."""
-    mode, rest = "default", []
-    for token in overrides:
-        key, _, value = token.partition("=")
-        if key == "params" and value.strip() in PARAMS_MODES:
-            mode = value.strip()
-        else:
-            rest.append(token)
-    return rest, mode
-
-
-def tuned_params_path(suite_name: str, algorithm: str) -> Path:
-    return TUNING_DIR / suite_name / f"{algorithm}.json"
-
-
-def apply_tuned_params(suite: Suite) -> None:
-    """Lay each algorithm's best `harness tune` parameters over its params on every task.
-    An algorithm without a record keeps its params and is flagged as untuned on the leaderboard."""
-    import json
-
-    suite.tuned_params = {}
-    claimed = [a for t in suite.tasks for a in t.claimed if a not in suite.algorithms]
-    for algorithm in dict.fromkeys([*suite.algorithms, *claimed]):
-        path = tuned_params_path(suite.name, algorithm)
-        if not path.is_file():
-            suite.tuned_params[algorithm] = None
-            continue
-        try:
-            record = json.loads(path.read_text())
-            params = dict(record["params"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError.single(("params",), f"unreadable tuning record ({exc}); expected the JSON "
-                                     "written by harness tune", found=str(path), file=str(path)) from None
-        known = {f.name for f in dataclasses.fields(registry.get_algorithm(suite.plugin(algorithm)).Config)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError.single(("params", unknown[0]), f"not a parameter of {algorithm}; expected one of "
-                                     f"{', '.join(sorted(known))}", found=unknown[0], file=str(path))
-        for task in suite.tasks:
-            for table in (task.params, task.claimed):
-                if algorithm in table:
-                    table[algorithm] = {**table[algorithm], **params}
-        suite.tuned_params[algorithm] = {**record, "file": str(path)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
-    """The pydantic model class reached by walking `loc` from `model` (None if not a model)."""
-    current: Any = _unwrap_optional(model)
-    parts = list(loc)
-    while parts and current is not None:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            f = current.model_fields.get(parts.pop(0))
-            current = None if f is None else _unwrap_optional(f.annotation)
-        elif typing.get_origin(current) in (dict, list):
-            parts.pop(0)
-            current = _unwrap_optional(typing.get_args(current)[-1])
-        else:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _unwrap_optional(hint: Any) -> Any:
-    """`Model | None` (or any union holding a model) -> Model; other hints unchanged."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        models = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, BaseModel)]
-        return models[0] if models else None
-    return hint
-
-
-def _expected(msg: str) -> str:
-    msg = msg.removeprefix("Value error, ")
-    if msg.startswith("Input should be"):
-        return "expected" + msg[len("Input should be") :]
-    if msg == "Field required":
-        return "missing required key"
-    return msg
-
-
-def _data_path(loc: tuple[Any, ...], data: Any, kind: str = "") -> tuple[Any, ...]:
-    """The part of a pydantic error location that indexes the user's data: drops the tags pydantic
-    adds for union members and validators ('constrained-int', 'list[...]', 'function-after[...]').
-    A last part that is not in the data stays only where it names a key (missing or unknown)."""
-    path: list[Any] = []
-    for i, part in enumerate(loc):
-        indexes = (isinstance(data, dict) and part in data) or (
-            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
-        if indexes:
-            data = data[part]
-        elif not (isinstance(data, dict) and i == len(loc) - 1 and kind in ("missing", "extra_forbidden")):
-            continue
-        path.append(part)
-    return tuple(path)
-
-
-def pydantic_problems(exc: ValidationError, model: type[BaseModel], data: Any = None) -> list[Problem]:
-    problems: dict[tuple[Any, ...], Problem] = {}
-    for err in exc.errors():
-        loc = _data_path(tuple(err["loc"]), data, err["type"]) if data is not None else tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(model, loc[:-1])
-            valid = list(owner.model_fields) if owner else []
-            expected = f"expected one of {', '.join(valid)}" if valid else "this mapping takes no such keys"
-            problem = Problem(loc, f"unknown key; {expected}", loc[-1], True, closest(str(loc[-1]), valid))
-        elif err["type"] == "missing":
-            problem = Problem(loc, "missing required key")
-        else:
-            msg = _expected(err["msg"])
-            # Messages that already say what was found don't repeat the raw input.
-            problem = Problem(loc, msg, err.get("input"), "input" in err and "found" not in msg)
-        if loc in problems:  # a union reports one error per alternative: say them together
-            first = problems[loc]
-            first.message += ", or " + problem.message.removeprefix("expected ")
-        else:
-            problems[loc] = problem
-    return list(problems.values())
 
 
 class _Resolver:
@@ -1078,7 +531,7 @@ class _Resolver:
         try:
             return TypeAdapter(hint).validate_python(value)
         except ValidationError as exc:
-            msg = _expected(exc.errors()[0]["msg"])
+            msg = expected_phrase(exc.errors()[0]["msg"])
             raise self.error([Problem(path, msg, value, True)]) from None
 
 

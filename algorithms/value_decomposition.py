@@ -35,47 +35,64 @@ class ValueDecompositionConfig:
     episodes, epsilon 1 -> 0.05 over 50k env steps) with REFIL's attention agent sizes."""
 
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
+    """Learning rate of the agent and mixer optimiser (PyMARL: 5e-4)."""
     optimiser: Literal["rmsprop", "adam"] = "rmsprop"
-    optim_alpha: float = 0.99  # RMSprop smoothing
+    """RMSprop as PyMARL, or Adam."""
+    optim_alpha: float = 0.99
+    """RMSprop's smoothing constant."""
     optim_eps: float = 1e-5
+    """The optimiser's epsilon (added to the root mean square)."""
     gamma: float = 0.99
-    batch_size: int = 32  # episodes per gradient step
-    buffer_size: int = 5000  # episodes
-    # The update-to-data ratio: gradient steps per `update()` call. The runner calls it once
-    # per round of collection: a synchronous batch of `num_envs` episodes, or `rollout_steps`
-    # batched steps with continuous rollouts. So with 16 envs and the default 1, one gradient
-    # step (on `batch_size` episodes) per 16 episodes collected; no setting trades it for
-    # speed behind the user's back, and every run records its gradient and env steps.
+    """Discount factor."""
+    batch_size: int = 32
+    """Episodes per gradient step."""
+    buffer_size: int = 5000
+    """Replay capacity in episodes; the oldest are overwritten."""
     updates_per_round: int = 1
-    # Env steps collected before the first gradient step (JaxMARL's LEARNING_STARTS); 0 starts
-    # as soon as the replay holds `batch_size` episodes (PyMARL).
+    """The update-to-data ratio: gradient steps per `update()` call. The runner calls it once per
+    round of collection (a synchronous batch of `num_envs` episodes, or `rollout_steps` batched
+    steps with continuous rollouts), so with 16 envs and 1, one gradient step per 16 episodes.
+    No setting trades it for speed behind the user's back; every run records its gradient and
+    env steps."""
     learning_starts: int = 0
+    """Env steps collected before the first gradient step (JaxMARL's LEARNING_STARTS); 0 starts
+    as soon as the replay holds `batch_size` episodes (PyMARL)."""
     target_update_episodes: int = 200
+    """Episodes between two hard copies of the online networks into the target networks."""
     epsilon_start: float = 1.0
+    """Exploration: epsilon-greedy's probability of a random action at the start."""
     epsilon_finish: float = 0.05
-    epsilon_anneal_steps: int = tunable(50_000, 5_000, 500_000, log=True)  # env steps
+    """Epsilon once annealed."""
+    epsilon_anneal_steps: int = tunable(50_000, 5_000, 500_000, log=True)
+    """Env steps over which epsilon falls linearly from `epsilon_start` to `epsilon_finish`."""
     grad_norm_clip: float = 10.0
+    """Gradients are clipped to this global norm."""
     double_q: bool = True
-    td_lambda: float = 0.0  # 0 = one-step targets
-    attn_embed: int = 128  # REFIL
+    """Double Q-learning: the target network values the action the online network picks."""
+    td_lambda: float = 0.0
+    """TD(lambda) targets' lambda; 0 = one-step targets."""
+    attn_embed: int = 128
+    """Width of the agent's entity attention (REFIL: 128)."""
     attn_heads: int = 4
+    """Attention heads of the agent's entity encoder."""
     rnn_hidden: int = 64
-    # Add the agent's embedded own row to its attention output (see `EntityEncoder`); off in
-    # REFIL's agent and by default here.
+    """The agent's GRU state size."""
     attn_self_residual: bool = False
-    # "flat": an MLP layer on the concatenated entity rows instead of attention (the
-    # papers' matrix-game agents); only for tasks whose entity lists are never longer than
-    # the largest the spec declares.
+    """Add the agent's embedded own row to its attention output (see `EntityEncoder`); off in
+    REFIL's agent and by default here."""
     agent_encoder: Literal["attention", "flat"] = "attention"
-    # PyMARL's `obs_agent_id`: the agent's slot index, one-hot, as an input. Off by default:
-    # slot indices mean nothing across team compositions.
+    """The agent's entity encoder: "attention", or "flat", an MLP layer on the concatenated entity
+    rows (the papers' matrix-game agents), only for tasks whose entity lists are never longer
+    than the largest the spec declares."""
     agent_id: bool = False
-    # The entity encoders (agent and hypernetwork attention: most of the arithmetic) in
-    # bfloat16 autocast ("bfloat16"; "auto": where the CPU has AVX-512 BF16 or AMX, or on a
-    # CUDA GPU), the rest in float32. On an AVX-512 BF16 CPU (no AMX) a QMIX gradient step on
-    # zero_shot_smacv2's protoss task took 5% less time with batches of 32 episodes, 13% less for
-    # ME-QMIX's 128, 29% less for 100 on 5 v 5; MIPI's none. Off by default: float32 numbers.
+    """PyMARL's `obs_agent_id`: the agent's slot index, one-hot, as an input. Off by default: slot
+    indices mean nothing across team compositions."""
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
+    """The entity encoders (agent and hypernetwork attention: most of the arithmetic) in bfloat16
+    autocast ("bfloat16"; "auto": where the CPU has AVX-512 BF16 or AMX, or on a CUDA GPU), the
+    rest in float32. On an AVX-512 BF16 CPU (no AMX) a QMIX gradient step on zero_shot_smacv2's
+    protoss task took 5% less time with batches of 32 episodes, 13% less for ME-QMIX's 128, 29%
+    less for 100 on 5 v 5; MIPI's none. Off by default: float32 numbers."""
 
 
 @dataclass
@@ -83,12 +100,16 @@ class QMIXConfig(ValueDecompositionConfig):
     """Adds the mixer sizes: mixing embedding 32 (QMIX) and a 64-wide attention hypernetwork."""
 
     mixing_embed: int = 32
+    """Width of the mixing network's hidden layer (QMIX: 32)."""
     hypernet_embed: int = 64
+    """Width of the attention hypernetworks that read the state's entity list."""
     hypernet_heads: int = 4
-    # "flat": QMIX's original MLP hypernetworks on the flattened state (`FlatQMixer`): cheaper,
-    # but bound to the task's largest team, like `agent_encoder: flat`. "sum": Q_tot is the sum
-    # of the utilities (VDN's mixer), as the ME-IGM authors' released nmix code computes it.
+    """Attention heads of the hypernetworks."""
     mixer: Literal["attention", "flat", "sum"] = "attention"
+    """How the utilities are mixed: "attention", hypernetworks over the state's entity list (any
+    team size); "flat", QMIX's original MLP hypernetworks on the flattened state (`FlatQMixer`),
+    cheaper but bound to the task's largest team, like `agent_encoder: flat`; "sum", Q_tot is
+    the sum of the utilities (VDN's mixer), as the ME-IGM authors' released nmix code computes."""
 
 
 class ValueDecomposition:

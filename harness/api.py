@@ -27,9 +27,12 @@ with, and the masks say what is real.
 from __future__ import annotations
 
 import abc
+import ast
 import contextlib
 import dataclasses
+import inspect
 import json
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -297,6 +300,55 @@ def tunable_fields(config_cls: type) -> dict[str, dict[str, Any]]:
         for f in dataclasses.fields(config_cls)
         if "tune" in f.metadata
     }
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One field of an algorithm's Config, as `harness show algorithm=NAME` prints it."""
+
+    name: str
+    type: str  # the annotation as written
+    default: Any
+    tune: dict[str, Any] | None  # `tunable`'s search range, or None
+    doc: str  # the attribute docstring (the string literal under the field), or ""
+    owner: str  # the Config class that declares it last
+
+
+def config_fields(config_cls: type) -> list[FieldDoc]:
+    """Every field of a Config dataclass in declaration order, with its attribute docstring:
+    the string literal written under the field, as cleanrl's Args dataclasses document theirs.
+    A subclass that redeclares a field without a docstring keeps the base class's."""
+    docs: dict[str, tuple[str, str, str]] = {}  # name -> (annotation, doc, owner)
+    for cls in reversed(config_cls.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for name, annotation, doc in _attribute_docs(cls):
+            inherited = docs.get(name, ("", "", ""))[1]
+            docs[name] = (annotation, doc or inherited, cls.__name__)
+    out = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        annotation, doc, owner = docs.get(f.name, (str(f.type), "", config_cls.__name__))
+        out.append(FieldDoc(f.name, annotation, default, f.metadata.get("tune"), doc, owner))
+    return out
+
+
+def _attribute_docs(cls: type) -> list[tuple[str, str, str]]:
+    """(name, annotation, docstring) of each annotated field in `cls`'s own body."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):  # defined where no source can be read
+        return []
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    found = []
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                doc = inspect.cleandoc(after.value.value)
+            found.append((node.target.id, ast.unparse(node.annotation), doc))
+    return found
 
 
 class Algorithm(Protocol):

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 some runs failed, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -31,7 +32,8 @@ err = Console(stderr=True, soft_wrap=True)
 COMMANDS = {
     "run": "train every (task, algorithm, seed) of a suite; skips finished runs, resumes interrupted ones",
     "show": "print the resolved suite and its run plan (runs, env steps, estimated time from finished runs or "
-            "a few seconds of training per task and algorithm; calibrate=false skips that)",
+            "a few seconds of training per task and algorithm; calibrate=false skips that); algorithm=NAME "
+            "prints an algorithm's config: every field with its default, search range and meaning",
     "validate": "check a suite file and report every problem with file, line and key",
     "list": "list suites, algorithms or envs",
     "status": "count the suite's runs by status (format=json for machines)",
@@ -216,7 +218,9 @@ def cmd_show(tokens: list[str]) -> int:
     from harness.run.plan import plan
     from harness.run.store import Store
 
-    options, overrides = _split_tokens(tokens, "show", ("suite", "calibrate"))
+    options, overrides = _split_tokens(tokens, "show", ("suite", "calibrate", "algorithm"))
+    if "algorithm" in options and "suite" not in options:
+        return _show_algorithm(str(options["algorithm"]), overrides)
     suite = _load(options, overrides)
     resolved = {
         "suite": suite.name, "file": suite.path, "metric": suite.metric, "seeds": suite.seeds,
@@ -341,6 +345,48 @@ def _first_sentence(doc: str) -> str:
     paragraph = " ".join(doc.strip().split("\n\n")[0].split())
     end = re.search(r"[.!?](\s|$)(?=[A-Z(`\"]|$)", paragraph)
     return paragraph[: end.start() + 1] if end else paragraph
+
+
+def _show_algorithm(name: str, extra: list[str]) -> int:
+    """`harness show algorithm=NAME`: the algorithm's summary and every field of its Config:
+    type, default, `harness tune`'s range where it has one, and the field's docstring."""
+    import inspect
+    import textwrap
+
+    from harness import registry
+    from harness.api import config_fields
+    from harness.config import COMMAND_LINE
+
+    if extra:
+        raise ConfigError.single((extra[0].partition("=")[0],), "show algorithm=NAME takes no other key",
+                                 found=extra[0], file=COMMAND_LINE)
+    try:
+        cls = registry.get_algorithm(name, ())
+    except ConfigError as exc:
+        raise exc.located(COMMAND_LINE, ("algorithm",)) from None
+    config = cls.Config
+    source = inspect.getsourcefile(config) or "?"
+    width = max(out.width, 60)
+    say = functools.partial(out.print, markup=False, highlight=False)
+    say(f"{name}: {_first_sentence(cls.__doc__ or '')}")
+    say(f"Config {config.__name__} ({_relative(source)}). Set a field for a run with params.{name}.FIELD=VALUE "
+        "(or a suite's params:); `harness tune` searches the fields with a range.")
+    for f in config_fields(config):
+        tune = f.tune
+        searched = f"  [tune {tune['low']:g} .. {tune['high']:g}{', log scale' if tune['log'] else ''}]" if tune else ""
+        say("")
+        say(f"{f.name}: {f.type} = {f.default!r}{searched}")
+        for line in textwrap.wrap(f.doc or "(undocumented)", width=width - 4):
+            say(f"    {line}")
+    return 0
+
+
+def _relative(path: str) -> str:
+    """`path` relative to the working directory when under it (a repository checkout)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 def _list_line(name: str, text: str, whole: bool = False) -> None:

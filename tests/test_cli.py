@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from harness import registry
+from harness.api import config_fields, tunable
 from harness.cli import _first_sentence, main
 
 
@@ -62,6 +64,45 @@ def test_a_scaffolded_plugin_passes_its_test_without_pytest(tmp_path, capsys) ->
         assert f"{name} keeps the plugin contract" in proc.stdout
     finally:
         module.unlink(missing_ok=True)
+
+
+@dataclass
+class _BaseArgs:
+    lr: float = tunable(1e-3, 1e-4, 1e-2, log=True)
+    """Step size."""
+    width: int = 8
+    """Hidden units."""
+    plain: bool = False
+
+
+@dataclass
+class _ChildArgs(_BaseArgs):
+    width: int = 16  # redeclared without a docstring: the base's stays
+    depth: int = 2
+    """Layers."""
+
+
+def test_config_fields_read_attribute_docstrings_in_order_and_inherit_them() -> None:
+    fields = {f.name: f for f in config_fields(_ChildArgs)}
+    assert list(fields) == ["lr", "width", "plain", "depth"]
+    assert (fields["lr"].doc, fields["lr"].tune, fields["lr"].default) == ("Step size.", {"low": 1e-4, "high": 1e-2,
+                                                                                          "log": True}, 1e-3)
+    assert (fields["width"].doc, fields["width"].default, fields["width"].owner) == ("Hidden units.", 16, "_ChildArgs")
+    assert fields["plain"].doc == "" and fields["depth"].doc == "Layers." and fields["depth"].type == "int"
+
+
+def test_show_algorithm_prints_every_field_with_default_range_and_meaning(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    assert main(["show", "algorithm=qmix"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("qmix: ") and "params.qmix.FIELD=VALUE" in printed
+    assert "lr: float = 0.0005  [tune 0.0001 .. 0.003, log scale]\n    Learning rate" in printed
+    for f in dataclasses.fields(registry.get_algorithm("qmix").Config):
+        assert f"\n{f.name}: " in printed
+    assert "(undocumented)" not in printed  # every QMIX field says what it is
+    assert main(["show", "algorithm=qmx"]) == 2
+    assert "did you mean 'qmix'" in capsys.readouterr().err
 
 
 def test_show_estimates_time_before_any_run_and_says_how(tmp_path, monkeypatch, capsys) -> None:

@@ -34,6 +34,7 @@ from algorithms.common.exploration import masked_argmax, masked_log_softmax, sam
 from algorithms.common.networks import StateContext
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors
+from algorithms.common.variants import ablation
 from algorithms.qplex import QPLEX, QPLEXConfig
 from algorithms.value_decomposition import QMIX, QMIXConfig, ValueDecomposition
 from harness.api import tunable
@@ -306,28 +307,12 @@ class MEQMIX(MaxEntropyIGM, QMIX):
     Config = MEIGMConfig
 
 
-@dataclass
-class EntropyAblationConfig(MEIGMConfig):
-    transform: Transform = "none"
-
-
-@register_algorithm("me_qmix_entropy")
-class MEQMIXEntropy(MEQMIX):
-    """ "+Entropy" ablation: softmax(q_i / alpha) policies, no transform (Table 3)."""
-
-    Config = EntropyAblationConfig
-
-
-@dataclass
-class MLPAblationConfig(MEIGMConfig):
-    transform: Transform = "mlp"
-
-
-@register_algorithm("me_qmix_mlp")
-class MEQMIXMLP(MEQMIX):
-    """ "MLP instead of OPT" ablation: an order-breaking map from utilities to logits (Table 4)."""
-
-    Config = MLPAblationConfig
+MEQMIXEntropy = ablation(MEQMIX, "me_qmix_entropy", "MEQMIXEntropy",
+                         '"+Entropy" ablation: softmax(q_i / alpha) policies, no transform (Table 3).',
+                         transform="none")
+MEQMIXMLP = ablation(MEQMIX, "me_qmix_mlp", "MEQMIXMLP",
+                     '"MLP instead of OPT" ablation: an order-breaking map from utilities to logits (Table 4).',
+                     transform="mlp")
 
 
 @dataclass

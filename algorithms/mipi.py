@@ -56,6 +56,7 @@ from algorithms.common.exploration import (
 from algorithms.common.networks import RecurrentAgent
 from algorithms.common.targets import td_lambda_targets
 from algorithms.common.torch_utils import StepTensors, masked_average
+from algorithms.common.variants import ablation
 from algorithms.refil import REFIL, Partition, REFILConfig, RefilMixer, group_masks
 from harness.api import EnvSpec, tunable
 from harness.registry import register_algorithm
@@ -103,20 +104,6 @@ class MIPIConfig(REFILConfig):
     regulariser: Regulariser = "mi"
     epsilon_start: float = 0.0
     epsilon_finish: float = 0.0
-
-
-@dataclass
-class MIPIValueConfig(MIPIConfig):
-    """The `Value` ablation: pure environment reward (alpha = 0)."""
-
-    regulariser: Regulariser = "none"
-
-
-@dataclass
-class MIPIEntropyConfig(MIPIConfig):
-    """The `Entropy` ablation: the penalty alpha log pi replaces alpha log(pi / pi_bar)."""
-
-    regulariser: Regulariser = "entropy"
 
 
 class MIPIAgent(RecurrentAgent):
@@ -343,17 +330,11 @@ class MIPI(REFIL):
         self.marginal_optimiser.load_state_dict(state["marginal_optimiser"])
 
 
-@register_algorithm("mipi_value")
-class MIPIValue(MIPI):
-    """MIPI's `Value` ablation: the same actor-critic on the environment reward alone."""
-
-    Config = MIPIValueConfig
-
-
-@register_algorithm("mipi_entropy")
-class MIPIEntropy(MIPI):
-    """MIPI's `Entropy` ablation: entropy regularisation (uniform marginal) with the same alpha."""
-
-    Config = MIPIEntropyConfig
+MIPIValue = ablation(MIPI, "mipi_value", "MIPIValue",
+                     "MIPI's `Value` ablation: the same actor-critic on the environment reward alone (alpha = 0).",
+                     regulariser="none")
+MIPIEntropy = ablation(MIPI, "mipi_entropy", "MIPIEntropy",
+                       "MIPI's `Entropy` ablation: the penalty alpha log pi (a uniform marginal) replaces "
+                       "alpha log(pi / pi_bar), with the same alpha.", regulariser="entropy")
 
 

@@ -69,6 +69,7 @@ from torch import nn
 from algorithms.common.batch import NOW, taken_values
 from algorithms.common.networks import masked_mean
 from algorithms.common.torch_utils import masked_average
+from algorithms.common.variants import ablation
 from algorithms.value_decomposition import ValueDecomposition
 from harness.api import tunable
 from harness.registry import register_algorithm
@@ -451,37 +452,7 @@ class OPTD(ValueDecomposition):
         return torch.stack(terms).mean()
 
 
-@dataclass
-class OPTDNoSparseConfig(OPTDConfig):
-    sparse: bool = False
-
-
-@dataclass
-class OPTDNoCDConfig(OPTDConfig):
-    kappa_cd: float = 0.0
-
-
-@dataclass
-class OPTDNoCMIConfig(OPTDConfig):
-    kappa_cmi: float = 0.0
-
-
-@register_algorithm("opt_d_no_sparse")
-class OPTDNoSparse(OPTD):
-    """OPT-D w/o Sparse: softmax prototypes."""
-
-    Config = OPTDNoSparseConfig
-
-
-@register_algorithm("opt_d_no_cd")
-class OPTDNoCD(OPTD):
-    """OPT-D w/o CD loss (kappa_CD = 0)."""
-
-    Config = OPTDNoCDConfig
-
-
-@register_algorithm("opt_d_no_cmi")
-class OPTDNoCMI(OPTD):
-    """OPT-D w/o CMI loss (kappa_CMI = 0)."""
-
-    Config = OPTDNoCMIConfig
+OPTDNoSparse = ablation(OPTD, "opt_d_no_sparse", "OPTDNoSparse", "OPT-D w/o Sparse: softmax prototypes.",
+                        sparse=False)
+OPTDNoCD = ablation(OPTD, "opt_d_no_cd", "OPTDNoCD", "OPT-D w/o CD loss (kappa_CD = 0).", kappa_cd=0.0)
+OPTDNoCMI = ablation(OPTD, "opt_d_no_cmi", "OPTDNoCMI", "OPT-D w/o CMI loss (kappa_CMI = 0).", kappa_cmi=0.0)

@@ -55,6 +55,7 @@ from torch import nn
 from algorithms.common.agentwise import AgentwiseMLP, own_action_swapped
 from algorithms.common.off_policy import AgentInputs, OffPolicyActorCritic, OffPolicyConfig, per_agent_mean
 from algorithms.common.targets import soft_update
+from algorithms.common.variants import ablation
 from harness.api import Step, tunable
 from harness.registry import register_algorithm
 
@@ -300,59 +301,19 @@ class VM3AC(OffPolicyActorCritic):
         }
 
 
-@dataclass
-class MAACConfig(VM3ACConfig):
-    """MA-AC: VM3-AC with beta = 0 and no latent (paper §6). beta is not tunable here."""
-
-    beta: float = 0.0
-    latent_dim: int = 0
-    mutual_information: bool = False  # with beta = 0 the term is zero anyway: skip its network
+# MA-AC (paper §6): with beta = 0 the variational term is zero anyway, so its network is skipped.
+MAAC = ablation(VM3AC, "ma_ac", "MAAC", "Multi-agent actor-critic: VM3-AC's centralised critics, no entropy "
+                "(beta = 0), no latent.", beta=0.0, latent_dim=0, mutual_information=False)
 
 
-@register_algorithm("ma_ac")
-class MAAC(VM3AC):
-    """Multi-agent actor-critic: VM3-AC's centralised critics, no entropy, no latent."""
-
-    Config = MAACConfig
-
-
-@dataclass
-class VM3ACNoLatentConfig(VM3ACConfig):
-    latent_dim: int = 0
+VM3ACNoLatent = ablation(VM3AC, "vm3ac_no_latent", "VM3ACNoLatent",
+                         "VM3-AC without the latent variable (dim z = 0, Fig. 5): the actions are independent given "
+                         "the observations, so the variational term cannot raise their mutual information.",
+                         latent_dim=0)
 
 
-@register_algorithm("vm3ac_no_latent")
-class VM3ACNoLatent(VM3AC):
-    """VM3-AC without the latent variable (dim z = 0, Fig. 5): the actions are independent
-    given the observations, so the variational term cannot raise their mutual information."""
-
-    Config = VM3ACNoLatentConfig
-
-
-@dataclass
-class MASACConfig(VM3ACConfig):
-    """MA-SAC: beta weighs the entropy alone (the paper's Table 3 note); no latent, no
-    variational term, centralised critics."""
-
-    latent_dim: int = 0
-    mutual_information: bool = False
-
-
-@register_algorithm("ma_sac")
-class MASAC(VM3AC):
-    """Multi-agent soft actor-critic: per-agent SAC (V, twin Q, Polyak target V) with
-    centralised critics."""
-
-    Config = MASACConfig
-
-
-@dataclass
-class ISACConfig(MASACConfig):
-    critic: Literal["centralised", "independent"] = "independent"
-
-
-@register_algorithm("i_sac")
-class ISAC(VM3AC):
-    """Independent SAC: every agent's critics see only its own observation and action."""
-
-    Config = ISACConfig
+MASAC = ablation(VM3AC, "ma_sac", "MASAC", "Multi-agent soft actor-critic: per-agent SAC (V, twin Q, Polyak "
+                 "target V) with centralised critics; beta weighs the entropy alone (the paper's Table 3 note), no "
+                 "latent, no variational term.", latent_dim=0, mutual_information=False)
+ISAC = ablation(MASAC, "i_sac", "ISAC", "Independent SAC: every agent's critics see only its own observation and "
+                "action.", critic="independent")

@@ -545,3 +545,27 @@ def test_state_context_agent_views_equal_separate_attention():
     torch.testing.assert_close(pooled, expected_pooled)
     z = torch.relu(context.entity(state))
     torch.testing.assert_close(rows, torch.relu(context.attention(z[:, :3], z, within)))
+
+
+def test_an_ablation_is_its_base_with_pinned_defaults_under_a_new_name() -> None:
+    import dataclasses
+
+    from algorithms.common.variants import ablation
+    from algorithms.value_decomposition import QMIX
+    from harness import registry
+    from harness.api import tunable_fields
+
+    variant = ablation(QMIX, "qmix_test_ablation", "QMIXTestAblation", "QMIX with a short anneal.",
+                       epsilon_anneal_steps=5_000, double_q=False)
+    try:
+        assert registry.get_algorithm("qmix_test_ablation") is variant and issubclass(variant, QMIX)
+        config = variant.Config()
+        assert (config.epsilon_anneal_steps, config.double_q, config.lr) == (5_000, False, QMIX.Config().lr)
+        assert "epsilon_anneal_steps" not in tunable_fields(variant.Config)  # pinned: tuning would undo it
+        assert "lr" in tunable_fields(variant.Config)
+        assert variant.__module__ == __name__ and variant.__doc__ == "QMIX with a short anneal."
+        assert {f.name for f in dataclasses.fields(variant.Config)} == {f.name for f in dataclasses.fields(QMIX.Config)}
+        with pytest.raises(TypeError, match="no field epsilon_anneal"):
+            ablation(QMIX, "qmix_test_typo", "QMIXTypo", "typo", epsilon_anneal=1)
+    finally:
+        registry._ALGORITHMS.pop("qmix_test_ablation", None)

@@ -339,16 +339,8 @@ class FOP(ValueDecomposition):
             "actor": self.actor,
         }
 
-    def policy_state_dict(self) -> dict[str, Any]:
-        """Acting needs the actor alone."""
-        return {"actor": self.actor.state_dict()}
+    def _policy_modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor}  # acting needs the actor alone
 
-    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "actor_optimiser": self.actor_optimiser.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
+    def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super()._optimisers(), "actor_optimiser": self.actor_optimiser}

@@ -22,7 +22,7 @@ Variants: `me_qmix`, `me_qplex` (QPLEX's duplex mixer), and the ablations
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -290,14 +290,8 @@ class MaxEntropyIGM(ValueDecomposition):
     def _modules(self) -> dict[str, nn.Module]:
         return {**super()._modules(), "transform": self.transform, "temperature": self.temperature}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        return {**state, **{name: opt.state_dict() for name, opt in self.side_optimisers.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        for name, optimiser in self.side_optimisers.items():
-            optimiser.load_state_dict(state[name])
+    def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super()._optimisers(), **self.side_optimisers}
 
 
 @register_algorithm("me_qmix")

@@ -317,17 +317,9 @@ class MIPI(REFIL):
 
     # ---------------------------------------------------------------- checkpoints
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "policy_optimiser": self.policy_optimiser.state_dict(),
-            "marginal_optimiser": self.marginal_optimiser.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.policy_optimiser.load_state_dict(state["policy_optimiser"])
-        self.marginal_optimiser.load_state_dict(state["marginal_optimiser"])
+    def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super()._optimisers(), "policy_optimiser": self.policy_optimiser,
+                "marginal_optimiser": self.marginal_optimiser}
 
 
 MIPIValue = ablation(MIPI, "mipi_value", "MIPIValue",

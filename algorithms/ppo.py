@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.common.checkpoints import Checkpointed
 from algorithms.common.exploration import masked_argmax, masked_log_softmax, sample_categorical
 from algorithms.common.networks import (
     EntityEncoder,
@@ -403,7 +404,7 @@ class FlatStateCritic(RecurrentCritic):
         return F.relu(self.fc(rows))
 
 
-class PPO:
+class PPO(Checkpointed):
     """The shared learner; `IPPO` and `MAPPO` choose the critic with `_build_critic`."""
 
     name: ClassVar[str]
@@ -640,29 +641,11 @@ class PPO:
             "value_normalizer": self.value_normalizer,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **{name: m.state_dict() for name, m in self._modules().items()},
-            "optimiser": self.optimiser.state_dict(),
-            "grad_steps": self.grad_steps,
-            "generator": self.generator.get_state(),
-            "store": self.store.state_dict(),
-        }
+    def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimiser": self.optimiser}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_policy_state_dict(state)
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.grad_steps = int(state["grad_steps"])
-        self.generator.set_state(state["generator"])
-        self.store.load_state_dict(state["store"])
-
-    def policy_state_dict(self) -> dict[str, Any]:
-        """The networks (and the value normaliser) without optimiser or stored episodes."""
-        return {name: m.state_dict() for name, m in self._modules().items()}
-
-    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
-        for name, m in self._modules().items():
-            m.load_state_dict(state[name])
+    def _components(self) -> dict[str, Any]:
+        return {"store": self.store}
 
 
 @register_algorithm("ippo")

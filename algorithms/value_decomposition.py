@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from algorithms.common.batch import AFTER, NOW, loss_mask, on_filled_steps, taken_values
+from algorithms.common.checkpoints import Checkpointed
 from algorithms.common.exploration import LinearSchedule, epsilon_greedy, masked_argmax
 from algorithms.common.mixers import AttentionQMixer, FlatQMixer, NoMixer, SumMixer
 from algorithms.common.networks import EntityEncoder, FlatEncoder, RecurrentAgent, set_compute_dtype
@@ -112,11 +113,12 @@ class QMIXConfig(ValueDecompositionConfig):
     the sum of the utilities (VDN's mixer), as the ME-IGM authors' released nmix code computes."""
 
 
-class ValueDecomposition:
+class ValueDecomposition(Checkpointed):
     """Shared learner; subclasses choose the mixer with `_build_mixer`."""
 
     name: ClassVar[str]
     Config: ClassVar[type] = ValueDecompositionConfig
+    counters = ("grad_steps", "last_target_update")  # restored on resume
 
     def __init__(self, env_spec: EnvSpec, config: ValueDecompositionConfig, seed: int, device: Any) -> None:
         if not env_spec.discrete:
@@ -326,34 +328,11 @@ class ValueDecomposition:
             "target_mixer": self.target_mixer,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **{name: m.state_dict() for name, m in self._modules().items()},
-            "optimiser": self.optimiser.state_dict(),
-            "grad_steps": self.grad_steps,
-            "last_target_update": self.last_target_update,
-            "generator": self.generator.get_state(),
-            "replay": self.replay.state_dict(),
-            "collector": self.collector.state_dict(),
-        }
+    def _optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimiser": self.optimiser}
 
-    def policy_state_dict(self) -> dict[str, Any]:
-        """The networks alone (checkpoints for evaluation and partners skip the replay)."""
-        return {name: m.state_dict() for name, m in self._modules().items()}
-
-    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
-        for name, m in self._modules().items():
-            m.load_state_dict(state[name])
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, m in self._modules().items():
-            m.load_state_dict(state[name])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.grad_steps = int(state["grad_steps"])
-        self.last_target_update = int(state["last_target_update"])
-        self.generator.set_state(state["generator"])
-        self.replay.load_state_dict(state["replay"])
-        self.collector.load_state_dict(state["collector"])
+    def _components(self) -> dict[str, Any]:
+        return {"replay": self.replay, "collector": self.collector}
 
 
 @register_algorithm("iql")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from algorithms.common.agentwise import flat_observations, flat_state
+from algorithms.common.checkpoints import Checkpointed
 from algorithms.common.torch_utils import make_generator, seeded, step_tensors, to_tensor
 from algorithms.common.transition_replay import TransitionReplay
 from harness.api import EnvSpec, Step, Transition
@@ -88,13 +89,14 @@ class AgentInputs(NamedTuple):
     present: torch.Tensor  # [B, A] agent mask
 
 
-class OffPolicyActorCritic:
+class OffPolicyActorCritic(Checkpointed):
     """Base learner: subclasses build their networks in `_build`, list them in `_modules`,
     their optimisers in `_optimisers`, and learn from one sampled batch in `_train_step`."""
 
     name: ClassVar[str]
     Config: ClassVar[type] = OffPolicyConfig
     action_spaces: ClassVar[tuple[str, ...]] = ("continuous",)
+    counters = ("grad_steps", "update_credit")  # restored on resume
 
     def __init__(self, env_spec: EnvSpec, config: OffPolicyConfig, seed: int, device: Any) -> None:
         space = "discrete" if env_spec.discrete else "continuous"
@@ -234,29 +236,5 @@ class OffPolicyActorCritic:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def policy_state_dict(self) -> dict[str, Any]:
-        """The networks alone (evaluation checkpoints and partners skip replay and optimisers)."""
-        return {name: m.state_dict() for name, m in self._modules().items()}
-
-    def load_policy_state_dict(self, state: dict[str, Any]) -> None:
-        for name, m in self._modules().items():
-            m.load_state_dict(state[name])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **self.policy_state_dict(),
-            **{name: opt.state_dict() for name, opt in self._optimisers().items()},
-            "grad_steps": self.grad_steps,
-            "update_credit": self.update_credit,
-            "generator": self.generator.get_state(),
-            "replay": self.replay.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_policy_state_dict(state)
-        for name, opt in self._optimisers().items():
-            opt.load_state_dict(state[name])
-        self.grad_steps = int(state["grad_steps"])
-        self.update_credit = float(state["update_credit"])
-        self.generator.set_state(state["generator"])
-        self.replay.load_state_dict(state["replay"])
+    def _components(self) -> dict[str, Any]:
+        return {"replay": self.replay}

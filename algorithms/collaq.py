@@ -87,7 +87,10 @@ class CollaQConfig(AQMIXConfig):
     """AQMIX's sizes with CollaQ's exploration (epsilon over 50k steps) and the MARA weight."""
 
     epsilon_anneal_steps: int = tunable(50_000, 5_000, 500_000, log=True)
+    """Env steps over which epsilon falls to epsilon_finish (CollaQ: 50k)."""
     mara_weight: float = tunable(1.0, 0.1, 10.0, log=True)
+    """Weight of the MARA loss, which pushes the interactive utility to 0 on the self-only
+    observation (CollaQ's `regulization: all_`: 1)."""
 
 
 def mara_loss(q_int_alone: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

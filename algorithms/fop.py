@@ -76,15 +76,26 @@ class FOPConfig(ValueDecompositionConfig):
     0.05. Entity attention 128 / 4 heads / GRU 64 as the other harness methods."""
 
     td_lambda: float = 0.4
-    burn_in_episodes: int = 100  # episodes in the buffer before the first update [C]
+    """TD(lambda)'s lambda of the critic targets (the table's 0.4, read as lambda [R])."""
+    burn_in_episodes: int = 100
+    """Episodes in the buffer before the first update [C]."""
     alpha_start: float = tunable(0.5, 0.05, 2.0, log=True)
+    """Entropy temperature at the start."""
     alpha_finish: float = 0.05
-    alpha_anneal_steps: int = 90_000  # env steps; = max(0.05, 0.5 - t / 200000) [C]
-    entropy_reduction: Literal["mean", "sum"] = "mean"  # over agents, in the critic target [C]
-    mixing_embed: int = 32  # hidden width of v(S)
-    hypernet_embed: int = 64  # state context of the mixer (entity attention)
-    hypernet_heads: int = 4  # attention heads of that context
-    n_kernels: int = 4  # K, the lambda heads (FOP `n_head`)
+    """Entropy temperature once annealed."""
+    alpha_anneal_steps: int = 90_000
+    """Env steps over which alpha falls linearly to alpha_finish: max(0.05, 0.5 - t / 200000) as the
+    released code [C]."""
+    entropy_reduction: Literal["mean", "sum"] = "mean"
+    """How the agents' entropies combine in the critic target: their mean or their sum [C]."""
+    mixing_embed: int = 32
+    """Hidden width of the state value v(S)."""
+    hypernet_embed: int = 64
+    """Width of the mixer's state context (entity attention over the state)."""
+    hypernet_heads: int = 4
+    """Attention heads of that context."""
+    n_kernels: int = 4
+    """K, the number of lambda heads of the mixer (FOP's `n_head`)."""
 
     def __post_init__(self) -> None:
         if not (self.alpha_start > 0 and self.alpha_finish > 0):

@@ -73,10 +73,15 @@ class MADDPGConfig(OffPolicyConfig):
     given there [R]: noise std 0.1, no clipping (None). Discrete actions only: the Gumbel-
     softmax temperature 1 and the logit regulariser 1e-3 of the authors' code [R]."""
 
-    noise_std: float = tunable(0.1, 0.01, 0.5, log=True)  # continuous actions only
+    noise_std: float = tunable(0.1, 0.01, 0.5, log=True)
+    """Continuous actions: standard deviation of the Gaussian exploration noise on the actor's
+    output (clipped to [-1, 1]) [R]."""
     grad_norm_clip: float | None = None
-    gumbel_temperature: float = tunable(1.0, 0.1, 10.0, log=True)  # discrete actions only
-    logit_reg: float = 1e-3  # discrete actions only: weight of the mean squared logits
+    """Global gradient-norm clip of actors and critics; None: no clipping [R]."""
+    gumbel_temperature: float = tunable(1.0, 0.1, 10.0, log=True)
+    """Discrete actions: the straight-through Gumbel-softmax temperature [R]."""
+    logit_reg: float = 1e-3
+    """Discrete actions: weight of the mean squared logits in the actor loss [R]."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -50,23 +50,35 @@ class MEIGMConfig(QMIXConfig):
     target entropy 0.24 nats per agent (Protoss/Zerg; 0.32 for Terran). No epsilon-greedy."""
 
     lr: float = tunable(1e-3, 1e-4, 3e-3, log=True)
+    """Adam's learning rate of the agent and mixer (the paper's table: 1e-3)."""
     optimiser: Literal["rmsprop", "adam"] = "adam"
+    """Adam, as the paper's table."""
     batch_size: int = 128
+    """Episodes per gradient step (the paper's table: 128)."""
     td_lambda: float = 0.4
-    # "opt": F(q) = sum_k c_k ELU(a_k q + b_k) + d (a, c >= 0; the paper's two-layer OPT);
-    # "affine": F(q) = a q + d (the single-layer OPT of the SMAC-v2 runs); "mlp", "none": ablations.
+    """TD(lambda)'s lambda of the soft targets (the paper's table: 0.4)."""
     transform: Transform = "opt"
-    transform_hidden: int = 16  # H hidden units of the two-layer OPT [C: authors' code]
-    transform_embed: int = 64  # its hypernetwork embedding [P: Appendix C]
+    """The utilities-to-logits transform F: "opt", F(q) = sum_k c_k ELU(a_k q + b_k) + d (a, c >= 0;
+    the paper's two-layer OPT); "affine", F(q) = a q + d (the single-layer OPT of the SMAC-v2
+    runs); "mlp" and "none": ablations."""
+    transform_hidden: int = 16
+    """H, the hidden units of the two-layer OPT [C: authors' code]."""
+    transform_embed: int = 64
+    """The transform's hypernetwork embedding [P: Appendix C]."""
     transform_lr: float = 1e-3
+    """Adam's learning rate of the transform (L_F)."""
     alpha_lr: float = tunable(0.3, 1e-3, 1.0, log=True)
-    alpha_init: float = 1.0  # [R] SAC's usual log(alpha) = 0 start
-    # False keeps alpha at alpha_init throughout (no L_alpha), as the authors' released code
-    # does with alpha 0.03; the paper tunes it towards the target entropy.
+    """Learning rate of the temperature alpha (L_alpha; the paper's table: 0.3)."""
+    alpha_init: float = 1.0
+    """Initial temperature: SAC's usual log(alpha) = 0 start [R]."""
     learn_alpha: bool = True
+    """False keeps alpha at alpha_init throughout (no L_alpha), as the authors' released code does
+    with alpha 0.03; the paper tunes it towards the target entropy."""
     target_entropy_per_agent: float = tunable(0.24, 0.01, 1.0, log=True)
-    # "gap": the authors' code down-weights some TD errors (see `loss`); the paper does not.
+    """The target entropy in nats per present agent that L_alpha steers towards (0.24 on Protoss and
+    Zerg, 0.32 on Terran in the paper)."""
     td_weighting: Literal["none", "gap"] = "none"
+    """"gap": down-weight some TD errors as the authors' code does (see `loss`); the paper does not."""
 
 
 class OrderPreservingTransform(nn.Module):

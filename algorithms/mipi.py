@@ -100,10 +100,18 @@ class MIPIConfig(REFILConfig):
     `epsilon_start` > 0 mixes in uniform actions on the usual schedule."""
 
     alpha: float = tunable(0.03, 1e-3, 1.0, log=True)
+    """Weight of the regulariser: alpha log(pi / pi_bar) with the mutual-information regulariser
+    (0.03 on sz and csz, 0.1 on MMM, 0.5 in the matrix game)."""
     ba_iterations: int = 4
+    """M, the Blahut-Arimoto alternations between the policy and the marginal pi_bar per update."""
     regulariser: Regulariser = "mi"
+    """"mi": MIPI's alpha log(pi / pi_bar); "entropy": alpha log pi (a uniform marginal; the Entropy
+    ablation); "none": the environment reward alone (the Value ablation)."""
     epsilon_start: float = 0.0
+    """Uniform actions mixed into the policy's at the start (0: the policy's own samples explore
+    [R])."""
     epsilon_finish: float = 0.0
+    """Uniform actions mixed in once annealed."""
 
 
 class MIPIAgent(RecurrentAgent):

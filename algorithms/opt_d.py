@@ -70,7 +70,7 @@ from algorithms.common.batch import NOW, taken_values
 from algorithms.common.networks import masked_mean
 from algorithms.common.torch_utils import masked_average
 from algorithms.common.variants import ablation
-from algorithms.value_decomposition import ValueDecomposition
+from algorithms.value_decomposition import EpisodeLearnerConfig, ValueDecomposition
 from harness.api import tunable
 from harness.registry import register_algorithm
 
@@ -347,42 +347,40 @@ class OPTDQMixer(nn.Module):
 
 
 @dataclass
-class OPTDConfig:
+class OPTDConfig(EpisodeLearnerConfig):
     """The paper's settings (§5): N = 4 prototypes, K = 2 layers, d = 32, kappa_CD = 0.5,
     kappa_CMI = 0.1; PyMARL's learner (RMSprop 5e-4 with smoothing 0.99, batch 32 episodes,
-    buffer 5000, targets every 200 episodes, gamma 0.99, epsilon 1 -> 0.05 over 50k steps).
-
-    The learner fields mirror `ValueDecompositionConfig`'s, without its attention options.
+    buffer 5000, targets every 200 episodes, gamma 0.99, epsilon 1 -> 0.05 over 50k steps; the
+    paper uses Adam on corridor and 6h_vs_8z, and anneals epsilon over 500k steps on its
+    multi-task maps). The agent has no attention options: its own network sizes follow.
     """
 
-    lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
-    optimiser: Literal["rmsprop", "adam"] = "rmsprop"  # the paper uses Adam on corridor and 6h_vs_8z
-    optim_alpha: float = 0.99
-    optim_eps: float = 1e-5
-    gamma: float = 0.99
-    batch_size: int = 32
-    buffer_size: int = 5000
-    updates_per_round: int = 1
-    learning_starts: int = 0
-    target_update_episodes: int = 200
-    epsilon_start: float = 1.0
-    epsilon_finish: float = 0.05
-    epsilon_anneal_steps: int = tunable(50_000, 5_000, 500_000, log=True)  # 500k on the paper's multi-task maps
-    grad_norm_clip: float = 10.0
-    double_q: bool = True
-    td_lambda: float = 0.0
-    rnn_hidden: int = 64  # agent GRU
-    mixing_embed: int = 32  # QMIX mixing width
-    mixer_context_scale: float = 0.1  # what the mixer's hypernetwork heads read: context x this [R]
-    opt_dim: int = 32  # d
-    opt_prototypes: int = 4  # N
-    opt_layers: int = 2  # K
-    opt_ff_hidden: int = 64  # feed-forward width of each block [R]
-    posterior_hidden: int = 64  # q_psi's hidden width [R]
-    opt_norm: Literal["pre", "post"] = "pre"  # LayerNorm placement in each block [R]
-    sparse: bool = True  # sparsemax prototypes (False: softmax, the w/o-Sparse ablation)
+    rnn_hidden: int = 64
+    """The agent's GRU state size."""
+    mixing_embed: int = 32
+    """Width of the QMIX mixing layer."""
+    mixer_context_scale: float = 0.1
+    """What the mixer's hypernetwork heads read: the OPT-D context of the state entity list times
+    this (see `OPTDQMixer`) [R]."""
+    opt_dim: int = 32
+    """d, the width of the entity embeddings the OPT-D layers work on."""
+    opt_prototypes: int = 4
+    """N, the interaction prototypes of each layer."""
+    opt_layers: int = 2
+    """K, the stacked OPT-D layers."""
+    opt_ff_hidden: int = 64
+    """Feed-forward width of each layer's block [R]."""
+    posterior_hidden: int = 64
+    """Hidden width of q_psi, the CMI bound's posterior over prototypes [R]."""
+    opt_norm: Literal["pre", "post"] = "pre"
+    """LayerNorm before ("pre") or after ("post") each block's sublayers [R]."""
+    sparse: bool = True
+    """Sparsemax prototype weights (False: softmax, the w/o-Sparse ablation)."""
     kappa_cd: float = tunable(0.5, 0.05, 2.0, log=True)
+    """Weight of the contrastive-disagreement loss L_CD, which pushes the prototypes' outputs apart."""
     kappa_cmi: float = tunable(0.1, 0.01, 1.0, log=True)
+    """Weight of the conditional-MI loss L_CMI, which ties each agent's prototype weights to its
+    history."""
 
 
 @register_algorithm("opt_d")

@@ -76,40 +76,63 @@ class PPOConfig:
     """
 
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
+    """Adam's learning rate (actor and critic)."""
     entropy_coef: float = tunable(0.01, 1e-4, 0.1, log=True)
+    """Weight of the policy entropy bonus: PPO's temperature."""
     clip: float = tunable(0.2, 0.05, 0.3)
+    """PPO's ratio clip epsilon (also the value clip's range)."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE's lambda."""
     epochs: int = 4
-    minibatches: int = 1  # lanes of episodes (`pack_episodes`) are split into this many mini-batches per epoch
-    # Truncated backpropagation through time: 0 trains the GRUs on whole lanes of episodes;
-    # k > 0 cuts the lanes into k-step chunks that start from the states of a no-gradient
-    # unroll of the whole lanes at the start of the update (Yu et al.'s data_chunk_length,
-    # 10 in their code, starts from states stored while acting). It bounds the sequential
-    # steps of every unroll, whatever the episode length. On SMAX 3m, 8-step chunks made the
-    # update 7-25% faster, with lower win rates on the one seed tried (79% / 73% against
-    # 89% / 84% for IPPO / MAPPO): off by default.
+    """Passes over each batch of episodes per update."""
+    minibatches: int = 1
+    """Mini-batches per epoch: the lanes of episodes (`pack_episodes`) are split into this many."""
     chunk_length: int = 0
-    grad_norm_clip: float = 10.0  # applied to the actor and the critic separately
+    """Truncated backpropagation through time: 0 trains the GRUs on whole lanes of episodes; k > 0
+    cuts the lanes into k-step chunks that start from the states of a no-gradient unroll of the
+    whole lanes at the start of the update (Yu et al.'s data_chunk_length, 10 in their code,
+    starts from states stored while acting). It bounds the sequential steps of every unroll,
+    whatever the episode length. On SMAX 3m, 8-step chunks made the update 7-25% faster, with
+    lower win rates on the one seed tried (79% / 73% against 89% / 84% for IPPO / MAPPO): off by
+    default."""
+    grad_norm_clip: float = 10.0
+    """Global gradient-norm clip, applied to the actor and the critic separately."""
     optim_eps: float = 1e-5
-    value_clip: bool = True  # max((V - R)^2, (V_old + clip(V - V_old, +-clip) - R)^2)
+    """Adam's epsilon."""
+    value_clip: bool = True
+    """Clip the value loss as PPO clips the ratio: the larger of (V - R)^2 and (V_old + clip(V -
+    V_old, -clip, clip) - R)^2."""
     value_loss: Literal["mse", "huber"] = "mse"
-    huber_delta: float = 10.0  # Yu et al.'s Huber delta, when value_loss = "huber"
+    """The critic's loss: squared error, or Huber (Yu et al.)."""
+    huber_delta: float = 10.0
+    """The Huber loss's delta, when value_loss is "huber" (Yu et al.: 10)."""
     value_norm: bool = True
+    """The critic regresses normalised returns: running mean and variance over every target seen
+    (`ValueNormalizer`, as PyMARL2's and EPyMARL's RunningMeanStd)."""
     advantage_norm: bool = True
-    policy_head_gain: float = 0.01  # near-uniform initial policies (Gaussian: means near 0)
-    log_std_init: float = -0.5  # continuous actions: initial log-std of z (std 0.61) [R]
-    attn_embed: int = 128  # the entity embedding (the first layer's width with agent_encoder: flat)
+    """Normalise the advantages over each batch."""
+    policy_head_gain: float = 0.01
+    """Initialisation gain of the policy head: near-uniform initial policies (Gaussian: means near
+    zero)."""
+    log_std_init: float = -0.5
+    """Continuous actions: the initial log standard deviation of the policy (std 0.61) [R]."""
+    attn_embed: int = 128
+    """Width of the entity embedding (the first layer's width with agent_encoder: flat)."""
     attn_heads: int = 4
+    """Attention heads of the entity encoders."""
     rnn_hidden: int = 64
-    # "flat": an MLP layer on the concatenated entity rows (and, for MAPPO's critic, on the
-    # concatenated state rows) instead of attention, as PyMARL's and JaxMARL's PPO agents read
-    # their inputs: much cheaper, but bound to the task's largest team (see `FlatEncoder`).
+    """The GRU state size of actor and critic."""
     agent_encoder: Literal["attention", "flat"] = "attention"
-    # PyMARL's `obs_agent_id` for the actor and critic: the agent's slot index, one-hot (MAPPO's
-    # attention critic needs none: agent i reads its own state row). Off by default: slot
-    # indices mean nothing across team compositions.
+    """The entity encoder: "attention", or "flat", an MLP layer on the concatenated entity rows
+    (and, for MAPPO's critic, on the concatenated state rows), as PyMARL's and JaxMARL's PPO
+    agents read their inputs: much cheaper, but bound to the task's largest team (see
+    `FlatEncoder`)."""
     agent_id: bool = False
+    """PyMARL's `obs_agent_id` for the actor and critic: the agent's slot index, one-hot (MAPPO's
+    attention critic needs none: agent i reads its own state row). Off by default: slot indices
+    mean nothing across team compositions."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -138,13 +161,14 @@ class PPOConfig:
 class IPPOConfig(PPOConfig):
     """Adds IPPO's option of one network for actor and critic."""
 
-    # One recurrent torso (encoder, GRU) with a policy head and a value head on its state, as
-    # JaxMARL's IPPO (RNN) has, instead of a critic network of the critic's own (PyMARL2's and
-    # EPyMARL's IPPO): an update unrolls one network instead of two. The torso then learns from
-    # both losses, the critic's weighted by `value_coef`, and the gradient norm is clipped
-    # over all parameters together.
     shared_torso: bool = False
-    value_coef: float = 0.5  # the critic loss's weight with a shared torso (JaxMARL's VF_COEF)
+    """One recurrent torso (encoder, GRU) with a policy head and a value head on its state, as
+    JaxMARL's IPPO (RNN) has, instead of a critic network of the critic's own (PyMARL2's and
+    EPyMARL's IPPO): an update unrolls one network instead of two. The torso then learns from
+    both losses, the critic's weighted by `value_coef`, and the gradient norm is clipped over all
+    parameters together."""
+    value_coef: float = 0.5
+    """The critic loss's weight with a shared torso (JaxMARL's VF_COEF)."""
 
 
 @dataclass
@@ -153,6 +177,8 @@ class MAPPOConfig(PPOConfig):
     (Yu et al.'s agent-specific global state) or the state row alone."""
 
     critic_local_obs: bool = True
+    """The centralised critic reads the agent's own observation next to its state row (Yu et al.'s
+    agent-specific global state); False: the state row alone."""
 
 
 def taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

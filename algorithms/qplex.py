@@ -49,14 +49,23 @@ class QPLEXConfig(ValueDecompositionConfig):
     """pymarl2's QPLEX settings on the harness's entity-attention agent (REFIL sizes)."""
 
     lr: float = tunable(1e-3, 1e-4, 3e-3, log=True)
+    """Adam's learning rate (pymarl2's QPLEX: 1e-3)."""
     optimiser: Literal["rmsprop", "adam"] = "adam"
+    """Adam, as pymarl2's QPLEX."""
     batch_size: int = 128
+    """Episodes per gradient step (pymarl2: 128)."""
     td_lambda: float = 0.6
+    """TD(lambda)'s lambda (pymarl2: 0.6)."""
     epsilon_anneal_steps: int = tunable(100_000, 5_000, 500_000, log=True)
-    hypernet_embed: int = 64  # state hypernetworks (entity attention) for w, b, keys, gates
-    hypernet_heads: int = 4  # attention heads of those hypernetworks
-    adv_hypernet_embed: int = 64  # hidden width of the 2-layer key / agent / action heads
-    n_kernels: int = 4  # K, the λ heads (pymarl2 `num_kernel`)
+    """Env steps over which epsilon falls to epsilon_finish (pymarl2: 100k)."""
+    hypernet_embed: int = 64
+    """Width of the state hypernetworks (entity attention) for the weights, biases, keys and gates."""
+    hypernet_heads: int = 4
+    """Attention heads of those hypernetworks."""
+    adv_hypernet_embed: int = 64
+    """Hidden width of the two-layer key, agent and action heads of the advantage weights."""
+    n_kernels: int = 4
+    """K, the lambda heads (pymarl2's `num_kernel`)."""
 
 
 @register_algorithm("qplex")

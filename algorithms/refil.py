@@ -124,8 +124,12 @@ class AQMIXConfig(QMIXConfig):
     weights and epsilon annealed over 500k env steps."""
 
     epsilon_anneal_steps: int = tunable(500_000, 5_000, 2_000_000, log=True)
+    """Env steps over which epsilon falls to epsilon_finish (REFIL: 500k)."""
     hypernet_embed: int = 128
+    """Width of the attention hypernetworks (REFIL: 128)."""
     softmax_mixing_weights: bool = True
+    """The mixing weights are softmaxes over the mixing embedding (REFIL's
+    `softmax_mixing_weights`), instead of absolute values; both keep Q_tot monotonic."""
 
 
 @dataclass
@@ -133,6 +137,7 @@ class REFILConfig(AQMIXConfig):
     """AQMIX plus the weight of the imagined objective (REFIL's `lmbda`, 0.5 in `refil.yaml`)."""
 
     imagined_weight: float = tunable(0.5, 0.0, 1.0)
+    """lambda, the weight of the imagined-group TD loss (REFIL's `lmbda`; 0 is AQMIX)."""
 
 
 class Partition(NamedTuple):

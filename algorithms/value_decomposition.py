@@ -31,9 +31,10 @@ M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
-class ValueDecompositionConfig:
-    """PyMARL defaults (RMSprop, 32-episode batches, 5000-episode buffer, hard targets every 200
-    episodes, epsilon 1 -> 0.05 over 50k env steps) with REFIL's attention agent sizes."""
+class EpisodeLearnerConfig:
+    """PyMARL's learner: RMSprop, 32-episode batches, 5000-episode buffer, hard targets every 200
+    episodes, epsilon 1 -> 0.05 over 50k env steps. Shared by the value-decomposition configs
+    and OPT-D's (whose agent has its own network options)."""
 
     lr: float = tunable(5e-4, 1e-4, 3e-3, log=True)
     """Learning rate of the agent and mixer optimiser (PyMARL: 5e-4)."""
@@ -72,6 +73,12 @@ class ValueDecompositionConfig:
     """Double Q-learning: the target network values the action the online network picks."""
     td_lambda: float = 0.0
     """TD(lambda) targets' lambda; 0 = one-step targets."""
+
+
+@dataclass
+class ValueDecompositionConfig(EpisodeLearnerConfig):
+    """PyMARL's learner with REFIL's attention agent sizes."""
+
     attn_embed: int = 128
     """Width of the agent's entity attention (REFIL: 128)."""
     attn_heads: int = 4

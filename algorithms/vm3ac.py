@@ -144,10 +144,18 @@ class VM3ACConfig(OffPolicyConfig):
     reachable; the paper swept {0, 0.05, 0.1, 0.15}."""
 
     beta: float = tunable(0.1, 0.0, 0.3)
+    """Weight of the entropy and variational mutual-information bonus (linear range, so that 0, MA-
+    AC, stays reachable)."""
     latent_dim: int = 8
-    mutual_information: bool = True  # the variational term (off: MA-AC, MA-SAC, I-SAC)
-    variational_sigma: float = math.sqrt(0.5)  # [R] -log q = ||a_j - mu||^2 + const
+    """Dimension of the latent z shared by the agents' policies (0: no latent)."""
+    mutual_information: bool = True
+    """Add the variational term (off: MA-AC, MA-SAC, I-SAC)."""
+    variational_sigma: float = math.sqrt(0.5)
+    """Standard deviation of the Gaussian variational distribution q(a_j | ...), so that -log q =
+    ||a_j - mu||^2 / (2 sigma^2) + const; sqrt(0.5) makes it ||a_j - mu||^2 [R]."""
     critic: Literal["centralised", "independent"] = "centralised"
+    """"centralised": each agent's critics see every agent's input and action; "independent": only
+    its own (I-SAC)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

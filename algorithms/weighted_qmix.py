@@ -70,9 +70,12 @@ def cw_weights(
 class WeightedQMIXConfig(QMIXConfig):
     """QMIX's PyMARL settings plus the central Q̂* network and the weighting's α."""
 
-    alpha: float = tunable(0.75, 0.01, 1.0)  # weight of the down-weighted samples [R]
-    central_mixing_embed: int = 256  # width of Q̂*'s mixer (its attention and hidden layer)
-    central_heads: int = 4  # attention heads of Q̂*'s mixer
+    alpha: float = tunable(0.75, 0.01, 1.0)
+    """The weight of the down-weighted samples (1: every sample weighs the same) [R]."""
+    central_mixing_embed: int = 256
+    """Width of the central Q-hat*'s mixer (its attention and hidden layer)."""
+    central_heads: int = 4
+    """Attention heads of the central mixer."""
 
 
 @dataclass

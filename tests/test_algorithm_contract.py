@@ -12,6 +12,16 @@ def test_algorithm_contract(name: str) -> None:
     check_algorithm(name)
 
 
+@pytest.mark.parametrize("name", registry.algorithm_names())
+def test_every_config_field_says_what_it_is(name: str) -> None:
+    """`harness show algorithm=NAME` has a meaning to print for every field (an attribute
+    docstring on the Config dataclass or one of its bases)."""
+    from harness.api import config_fields
+
+    undocumented = [f.name for f in config_fields(registry.get_algorithm(name).Config) if not f.doc]
+    assert not undocumented, f"{name}: fields without a docstring: {undocumented}"
+
+
 def test_contract_catches_a_nondeterministic_algorithm() -> None:
     """The check itself can fail: an algorithm that explores from the global RNG breaks it."""
     import numpy as np

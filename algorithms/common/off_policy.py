@@ -36,16 +36,26 @@ class OffPolicyConfig:
     VM3-AC): Adam 3e-4, batch 128, buffer 5e5, gamma 0.99, Polyak 0.005, 2x128 ReLU."""
 
     lr: float = 3e-4
+    """Adam's learning rate, for actors and critics alike (VM3-AC Table 2: 3e-4)."""
     gamma: float = 0.99
-    tau: float = 0.005  # Polyak coefficient of the target networks
-    batch_size: int = 128  # transitions per gradient step
-    buffer_size: int = 500_000  # transitions
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target networks: target <- (1 - tau) target + tau online."""
+    batch_size: int = 128
+    """Transitions per gradient step."""
+    buffer_size: int = 500_000
+    """Replay capacity in transitions; the oldest are overwritten."""
     hidden: int = 128
+    """Units of each hidden layer (ReLU) of the per-agent MLPs."""
     hidden_layers: int = 2
-    # x of the centralised critics: every agent's flattened observation (the paper's choice
-    # under partial observability) or the global state entity list.
+    """Hidden layers of the per-agent MLPs."""
     critic_input: CriticInput = "observations"
-    updates_per_env_step: float | None = None  # None: 1/B, one gradient step per vector step
+    """What the centralised critics see besides the actions: every agent's flattened observation
+    ("observations", the paper's choice under partial observability) or the global state entity
+    list ("state")."""
+    updates_per_env_step: float | None = None
+    """Gradient steps earned per env step (fractions accumulate); None: 1/B, one gradient step per
+    batched step of B envs."""
 
     def __post_init__(self) -> None:
         checks = {

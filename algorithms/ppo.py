@@ -92,11 +92,8 @@ class PPOConfig:
     chunk_length: int = 0
     """Truncated backpropagation through time: 0 trains the GRUs on whole lanes of episodes; k > 0
     cuts the lanes into k-step chunks that start from the states of a no-gradient unroll of the
-    whole lanes at the start of the update (Yu et al.'s data_chunk_length, 10 in their code,
-    starts from states stored while acting). It bounds the sequential steps of every unroll,
-    whatever the episode length. On SMAX 3m, 8-step chunks made the update 7-25% faster, with
-    lower win rates on the one seed tried (79% / 73% against 89% / 84% for IPPO / MAPPO): off by
-    default."""
+    whole lanes at the start of the update, which bounds the sequential steps of every unroll.
+    Off by default: faster but lower win rates where measured (docs/experiments.md)."""
     grad_norm_clip: float = 10.0
     """Global gradient-norm clip, applied to the actor and the critic separately."""
     optim_eps: float = 1e-5

@@ -14,18 +14,8 @@ squared TD error (`0.5 * ...`); this learner keeps the harness's plain mean squa
 which Adam's scale invariance makes the same update except where the gradient-norm clip
 (10) binds.
 
-Known behaviour on ME-IGM's 3x3 game (`matrix_games` suite, task `nonmonotonic_3x3`):
-online ε-greedy QPLEX ends on (A,A) = 8 in only a minority of seeds (budget short: 1/10
-with the suite's shared parameters, 3/15 with pymarl2's batch 128, 2/10 with batch 128 and
-16 λ heads, 0/5 with pymarl2's batch, buffer, ε schedule and target interval together; a
-port of pymarl2's flat mixer on the same learner behaves the same). With the stop-gradient the utilities learn only
-through Σ q̃_i(u_i), a VDN-like regression, and early exploratory data makes A look worse
-on average (-5.3 against -4), so B/C become greedy. Then Q_tot(A,A) <= Σ V_i = Q_tot(greedy)
-caps the optimum's estimate near 0, and as q_i(A) climbs towards q_i(B) the λ that fits the
--12 entries must grow like 12 / (w gap): the utilities stall just below the crossing and
-fall back once (A,A) is sampled with probability ε²/9. A seed succeeds only when noise
-carries q_i(A) over q_i(B) while (A,A) is still sampled; (A,A) is then a zero-loss solution
-and stays. The one-step game makes TD(λ), double Q and the target interval irrelevant.
+On ME-IGM's 3x3 game QPLEX reaches the optimum in only a minority of seeds; why, with the runs
+behind it: docs/experiments.md, "QPLEX on the non-monotonic 3x3 game".
 """
 
 from __future__ import annotations

@@ -98,9 +98,8 @@ class ValueDecompositionConfig(EpisodeLearnerConfig):
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
     """The entity encoders (agent and hypernetwork attention: most of the arithmetic) in bfloat16
     autocast ("bfloat16"; "auto": where the CPU has AVX-512 BF16 or AMX, or on a CUDA GPU), the
-    rest in float32. On an AVX-512 BF16 CPU (no AMX) a QMIX gradient step on zero_shot_smacv2's
-    protoss task took 5% less time with batches of 32 episodes, 13% less for ME-QMIX's 128, 29%
-    less for 100 on 5 v 5; MIPI's none. Off by default: float32 numbers."""
+    rest in float32. Off by default, so that numbers do not depend on the CPU; what it saves:
+    docs/experiments.md."""
 
 
 @dataclass

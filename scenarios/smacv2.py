@@ -79,9 +79,7 @@ from scenarios.smax_spec import (
     SMAX_UNIT_TYPES,
     SmaxArgs,
     SmaxComposition,
-    battle_spec,
-    check_compositions,
-    composition_label,
+    SmaxTasks,
     exact_units,
 )
 
@@ -526,12 +524,13 @@ def _env_kwargs(env_class: Any) -> dict[str, Any]:
 
 
 @register_env("smacv2")
-class Smacv2Backend(PythonBatchBackend):
+class Smacv2Backend(SmaxTasks, PythonBatchBackend):
     """SMACv2 (StarCraft II) with SMAX's tasks: the game, SMACv2 and its maps must be installed."""
 
-    Args = SmaxArgs
-    Composition = SmaxComposition
-    family = "sc2"  # the SMAX tasks run here with `backend=smacv2`
+    obs_features = OBS_FEATURES
+    state_features = STATE_FEATURES
+    non_attack_actions = N_NON_ATTACK
+
     leaderboard_note = ("SMACv2 (StarCraft II) numbers are not comparable with SMAX numbers: other actions, "
                         "reward scale, unit stats and enemy AI.")
 
@@ -540,10 +539,6 @@ class Smacv2Backend(PythonBatchBackend):
     def missing_requirements(cls, args: Any) -> str | None:
         game_dir = sc2_dir(os.environ, Path.home(), sys.platform)
         return requirements_problem(smacv2_import_error(), game_dir, bool(os.environ.get("SC2PATH")))
-
-    @classmethod
-    def default_compositions(cls, args: SmaxArgs) -> list[SmaxComposition]:
-        return [SmaxComposition(allies=5)]
 
     @classmethod
     def check_task(cls, args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
@@ -557,15 +552,7 @@ class Smacv2Backend(PythonBatchBackend):
                                      "(JaxMARL's smacv2_N_units maps): use protoss, terran or zerg with backend smacv2",
                                      found=args.race, choices=["protoss", "terran", "zerg"])
         _refuse_smax_only_options(args, splits)
-        check_compositions(args, splits)
-
-    @classmethod
-    def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
-        return battle_spec(args, compositions, len(OBS_FEATURES), len(STATE_FEATURES), N_NON_ATTACK)
-
-    @classmethod
-    def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:
-        return composition_label(args, composition)
+        super().check_task(args, splits)
 
     # ---- games: taken from the pool per episode, instead of kept per slot and composition -----
     def __init__(self, args: SmaxArgs, compositions: list[SmaxComposition], num_envs: int, seed: int,

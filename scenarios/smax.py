@@ -62,31 +62,23 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import Backend, EnvSpec, Loop, Step
+from harness.api import Backend, Loop, Step
 from harness.registry import register_env
 from scenarios.smax_spec import (
     MIN_BATCH,
-    N_MOVES,
-    OBS_FEATURES,
-    STATE_FEATURES,
     STOP,
     SmaxArgs,
     SmaxComposition,
-    battle_spec,
-    check_compositions,
-    composition_label,
+    SmaxTasks,
     composition_table,
     pow2,
 )
 
 
 @register_env("smax")
-class SmaxBackend(Backend):
+class SmaxBackend(SmaxTasks, Backend):
     """SMAX: StarCraft-like unit micromanagement in JAX (JaxMARL); no game binary needed."""
 
-    Args = SmaxArgs
-    Composition = SmaxComposition
-    family = "sc2"  # `backend=smacv2` swaps these tasks onto StarCraft II
     supports_autoreset = True  # inside the compiled step: a done env draws its next battle from its own key
     supports_assigned_compositions = True  # the compiled reset takes each env's composition as data
     leaderboard_note = ("SMAX (JaxMARL's JAX reimplementation of SMAC combat) numbers are not comparable with "
@@ -108,22 +100,6 @@ class SmaxBackend(Backend):
             return (f"backend smax needs JaxMARL ({exc.name} is missing): "
                     "pip install -e '.[smax]' -c constraints.txt")
         return None
-
-    @classmethod
-    def default_compositions(cls, args: SmaxArgs) -> list[SmaxComposition]:
-        return [SmaxComposition(allies=5)]
-
-    @classmethod
-    def check_task(cls, args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
-        check_compositions(args, splits)
-
-    @classmethod
-    def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
-        return battle_spec(args, compositions, len(OBS_FEATURES), len(STATE_FEATURES), N_MOVES)
-
-    @classmethod
-    def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:
-        return composition_label(args, composition)
 
     # ---- batched environment ----------------------------------------------------------------
     def __init__(self, args: SmaxArgs, compositions: list[SmaxComposition], num_envs: int, seed: int,

@@ -6,7 +6,8 @@ build on this module; importing it costs no JAX start-up.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -263,3 +264,33 @@ def composition_table(args: Any, compositions: list[SmaxComposition], max_allies
         table["smax_layout"][c] = mode == "smax"
         table["refil_layout"][c] = mode == "refil"
     return table
+
+
+class SmaxTasks:
+    """The class-level contract both SC2-family backends share (SMAX and SMACv2 run the same
+    tasks): args and composition models, the default team, checks, the EnvSpec and names.
+    A backend sets the observation and state feature names and how many actions precede
+    "attack enemy k" (`non_attack_actions`)."""
+
+    Args: ClassVar[type[BaseModel]] = SmaxArgs
+    Composition: ClassVar[type[BaseModel]] = SmaxComposition
+    family: ClassVar[str | None] = "sc2"  # `backend=smax|smacv2` swaps a suite's tasks between the two
+    obs_features: Sequence[str] = OBS_FEATURES
+    state_features: Sequence[str] = STATE_FEATURES
+    non_attack_actions = N_MOVES
+
+    @classmethod
+    def default_compositions(cls, args: SmaxArgs) -> list[SmaxComposition]:
+        return [SmaxComposition(allies=5)]
+
+    @classmethod
+    def check_task(cls, args: SmaxArgs, splits: dict[str, list[SmaxComposition]]) -> None:
+        check_compositions(args, splits)
+
+    @classmethod
+    def describe(cls, args: SmaxArgs, compositions: list[SmaxComposition]) -> EnvSpec:
+        return battle_spec(args, compositions, len(cls.obs_features), len(cls.state_features), cls.non_attack_actions)
+
+    @classmethod
+    def composition_name(cls, args: SmaxArgs, composition: SmaxComposition) -> str:
+        return composition_label(args, composition)

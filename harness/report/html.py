@@ -21,18 +21,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from harness.report import tables
 from harness.report.claims import RULES
-from harness.report.tables import (
-    COMPUTE_NOTE,
-    aggregate_table,
-    compute_table,
-    gap_table,
-    origin_text,
-    preamble,
-    problem_table,
-    smoke_banner,
-    split_table,
-)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """
@@ -61,10 +51,10 @@ def esc(x: Any) -> str:
 
 def html_page(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     body = [f"<h1>Leaderboard: {esc(report['suite'])}</h1>"]
-    banner = smoke_banner(report)
+    banner = tables.smoke_banner(report)
     if banner:
         body.append(f"<p class='banner'><b>{esc(banner)}</b></p>")
-    text = esc(preamble(report)).replace("**", "")
+    text = esc(tables.preamble(report)).replace("**", "")
     body.append(f"<p>{text.replace('`', '')}</p>")
     if report.get("description"):
         body.append(f"<p>{esc(report['description'])}</p>")
@@ -120,7 +110,7 @@ def _aggregate_section(report: dict[str, Any]) -> list[str]:
         out.append(f"<h2>Across tasks, {esc(agg['split'])} (normalised: 0 = random, 1 = best known)</h2>")
         left = f" Left out: {'; '.join(agg['left_out'])}." if agg["left_out"] else ""
         out.append(f"<p>Tasks: {esc(', '.join(agg['tasks']))}.{esc(left)}</p>")
-        out.append(_table(*aggregate_table(agg)))
+        out.append(_table(*tables.aggregate_table(agg)))
         out.append(_figure(_profile_plot(agg), f"Performance profiles, {agg['split']}: fraction of runs above a "
                                                "normalised score, with bootstrap bands. "
                                                + line_plot_rule(len(agg["profile"]["algorithms"]))))
@@ -137,8 +127,8 @@ def _task_section(report: dict[str, Any], task: dict[str, Any]) -> list[str]:
         out.append(f"<p>{esc(algorithm)} skipped: {esc(why)}</p>")
     for split, comps in task["splits"].items():
         out.append(f"<h3>{esc(split)} ({esc(', '.join(c['name'] for c in comps))})</h3>")
-        out.append(_table(*split_table(report, task["name"], split)))
-    header, gaps = gap_table(report, task["name"])
+        out.append(_table(*tables.split_table(report, task["name"], split)))
+    header, gaps = tables.gap_table(report, task["name"])
     if gaps:
         out += ["<h3>Generalization gap (train − test, per run)</h3>", _table(header, gaps)]
     sizes = [r for r in report["team_size"] if r["task"] == task["name"]]
@@ -170,12 +160,12 @@ def _claims_section(report: dict[str, Any]) -> list[str]:
 
 
 def _compute_section(report: dict[str, Any]) -> list[str]:
-    header, rows = compute_table(report)
-    return ["<h2>Compute</h2>", f"<p>{esc(COMPUTE_NOTE)}</p>", _table(header, rows)] if rows else []
+    header, rows = tables.compute_table(report)
+    return ["<h2>Compute</h2>", f"<p>{esc(tables.COMPUTE_NOTE)}</p>", _table(header, rows)] if rows else []
 
 
 def _problems_section(report: dict[str, Any]) -> list[str]:
-    header, rows = problem_table(report)
+    header, rows = tables.problem_table(report)
     if not rows:
         return ["<h2>Failed, missing and untrained runs</h2>", "<p>Every planned run finished.</p>"]
     return ["<h2>Failed, missing and untrained runs</h2>", f"<div class='bad'>{_table(header, rows)}</div>"]
@@ -189,7 +179,7 @@ def _protocol_section(report: dict[str, Any], manifest: dict[str, Any]) -> list[
         f"Evaluation: {protocol['evaluation']}",
         "Parameters: " + "; ".join(f"{a} {t}" for a, t in protocol["tuning"].items()),
         f"Code: commit {git.get('commit', 'unknown')}" + (" (uncommitted changes)" if git.get("dirty") else ""),
-        f"Suite hash {manifest['suite_hash']}; {origin_text(manifest)}; generated {manifest['generated_at']}",
+        f"Suite hash {manifest['suite_hash']}; {tables.origin_text(manifest)}; generated {manifest['generated_at']}",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in manifest["packages"].items() if v),
     ]
     return ["<h2>Protocol</h2><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"]

@@ -10,19 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.registry import builtin_suites_dir
+from harness.report import tables
 from harness.report.claims import RULES
 from harness.report.model import fmt_estimate
-from harness.report.tables import (
-    COMPUTE_NOTE,
-    aggregate_table,
-    compute_table,
-    gap_table,
-    origin_text,
-    preamble,
-    problem_table,
-    smoke_banner,
-    split_table,
-)
 
 
 def md_text(text: Any) -> str:
@@ -60,9 +50,9 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(report: dict[str, Any], manifest: dict[str, Any]) -> str:
     metric = report["metric"]
     lines = [f"# Leaderboard: {md_text(report['suite'])}", ""]
-    banner = smoke_banner(report)
+    banner = tables.smoke_banner(report)
     lines += [f"> **{md_text(banner)}**", ""] if banner else []
-    lines += [preamble(report), ""]
+    lines += [tables.preamble(report), ""]
     if report.get("description"):
         lines += [md_text(report["description"]), ""]
     lines += [f"> Note: {md_text(n)}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
@@ -82,7 +72,7 @@ def _md_aggregates(report: dict[str, Any]) -> list[str]:
         lines += [f"## Across tasks, {md_text(agg['split'])} (normalised: 0 = random, 1 = best known)", ""]
         lines += [f"Tasks: {', '.join(md_text(t) for t in agg['tasks'])}."
                   + (f" Left out: {'; '.join(md_text(t) for t in agg['left_out'])}." if agg["left_out"] else ""), ""]
-        lines += _md_table(*aggregate_table(agg))
+        lines += _md_table(*tables.aggregate_table(agg))
     return lines
 
 
@@ -108,10 +98,10 @@ def _md_task(report: dict[str, Any], task: dict[str, Any], metric: str) -> list[
     for split, comps in task["splits"].items():
         names = ", ".join(md_text(c["name"]) for c in comps)
         lines += [f"### {md_text(split)} ({names})", ""]
-        lines += _md_table(*split_table(report, task["name"], split))
+        lines += _md_table(*tables.split_table(report, task["name"], split))
         if len(comps) > 1:
             lines += _md_compositions(report, task["name"], split, [c["name"] for c in comps], metric)
-    header, gaps = gap_table(report, task["name"])
+    header, gaps = tables.gap_table(report, task["name"])
     if gaps:
         lines += ["### Generalization gap (train − test, per run)", ""] + _md_table(header, gaps)
     lines += _md_tests(report, task["name"])
@@ -146,14 +136,14 @@ def _num(x: float | None) -> str:
 
 
 def _md_problems(report: dict[str, Any]) -> list[str]:
-    header, rows = problem_table(report)
+    header, rows = tables.problem_table(report)
     lines = ["## Failed, missing and untrained runs", ""]
     return lines + (_md_table(header, rows) if rows else ["Every planned run finished.", ""])
 
 
 def _md_compute(report: dict[str, Any]) -> list[str]:
-    header, rows = compute_table(report)
-    return ["## Compute", "", md_text(COMPUTE_NOTE), "", *_md_table(header, rows)] if rows else []
+    header, rows = tables.compute_table(report)
+    return ["## Compute", "", md_text(tables.COMPUTE_NOTE), "", *_md_table(header, rows)] if rows else []
 
 
 def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -167,7 +157,7 @@ def _md_protocol(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
              "- Parameters: " + "; ".join(f"{md_text(a)} {md_text(t)}" for a, t in protocol["tuning"].items())
              + " (suite parameters per task are in `leaderboard.json`, `protocol.params`)",
              f"- Code: commit `{git.get('commit', 'unknown')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
-             f"- Suite hash `{manifest['suite_hash']}`; {md_text(origin_text(manifest))}; "
+             f"- Suite hash `{manifest['suite_hash']}`; {md_text(tables.origin_text(manifest))}; "
              "package versions in `manifest.json`",
              f"- Reproduce: {md_code(reproduce_args('run', report, manifest))} then "
              f"{md_code(reproduce_args('report', report, manifest))}", ""]

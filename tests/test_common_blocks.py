@@ -569,3 +569,17 @@ def test_an_ablation_is_its_base_with_pinned_defaults_under_a_new_name() -> None
             ablation(QMIX, "qmix_test_typo", "QMIXTypo", "typo", epsilon_anneal=1)
     finally:
         registry._ALGORITHMS.pop("qmix_test_ablation", None)
+
+
+@pytest.mark.parametrize("name", ["mipi_value", "opt_d_no_cd", "me_qmix_mlp", "i_sac"])
+def test_ablations_and_their_configs_pickle(name: str) -> None:
+    """Workers and Ray ship classes and configs by reference: an ablation's generated Config
+    is found as `<Variant>.Config` in the module that declared it."""
+    import pickle
+
+    from harness import registry
+
+    variant = registry.get_algorithm(name)
+    config = variant.Config()
+    assert pickle.loads(pickle.dumps(variant)) is variant
+    assert pickle.loads(pickle.dumps(config)) == config

@@ -30,6 +30,7 @@ def ablation(base: A, name: str, class_name: str, doc: str, **defaults: Any) -> 
         bases=(base_config,),
         namespace={"__doc__": f"{base_config.__name__} with {_listed(defaults)}: {doc}", "__module__": module},
     )
+    config.__qualname__ = f"{class_name}.Config"  # how pickle finds it: the caller binds `class_name`
     variant = type(class_name, (base,), {"__doc__": doc, "Config": config, "__module__": module})
     return register_algorithm(name)(variant)  # type: ignore[return-value]  # `type()` makes a plain type
 
